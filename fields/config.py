@@ -1,0 +1,191 @@
+"""config.py
+=========
+Dataclass configs for a run (field, task, training) that round-trip through plain TOML.
+
+A field is a config, not a class zoo: ``FieldConfig.kind`` picks which encoders feed the decoder.
+TOML has no ``None``: fields left at ``None`` are omitted when saving and come back as the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fields.errors import FieldStudioError
+
+FIELD_KINDS = ("hybrid", "neurbf", "grid", "mlp")
+
+
+@dataclass
+class GridConfig:
+    """Multi-resolution grid (dense coarse levels, hashed fine levels)."""
+
+    n_levels: int = 16
+    n_features: int = 2
+    base_resolution: int = 16
+    max_resolution: int = 2048
+    log2_hashmap_size: int = 19
+
+
+@dataclass
+class RBFConfig:
+    """Adaptive radial bases (NeuRBF). ``n_rbf="auto"`` fills the field's parameter budget."""
+
+    n_rbf: int | str = "auto"
+    n_features: int = 16
+    k: int = 8
+    kernel: str = "nlin_s"
+    freq_min: float = 1.0
+    freq_max: float = 8.0
+    normalize: bool = True
+    kmeans_iters: int = 10
+
+
+@dataclass
+class FourierConfig:
+    n_frequencies: int = 128
+    sigma: float = 4.0
+
+
+@dataclass
+class DecoderConfig:
+    """MLP decoder; ``sine`` adds NeuRBF's composition h + sin(h * m0) after the first layer."""
+
+    hidden: int = 64
+    n_hidden_layers: int = 2
+    sine: bool = True
+    sine_freq_min: float = 30.0
+    sine_freq_max: float = 300.0
+
+
+@dataclass
+class FieldConfig:
+    """What the field is.
+
+    kind: ``hybrid`` (grid + adaptive RBF, NeuRBF's full model), ``neurbf`` (adaptive RBF only),
+    ``grid`` (multires grid only, Instant-NGP style), ``mlp`` (Fourier features + MLP).
+    params: total parameter budget (frozen RBF centres/shapes included, as NeuRBF counts them);
+    ``None`` keeps the sizes as written.
+    """
+
+    kind: str = "hybrid"
+    dim: int = 3
+    out_dim: int = 1
+    params: int | None = None
+    grid: GridConfig = dc_field(default_factory=GridConfig)
+    rbf: RBFConfig = dc_field(default_factory=RBFConfig)
+    fourier: FourierConfig = dc_field(default_factory=FourierConfig)
+    decoder: DecoderConfig = dc_field(default_factory=DecoderConfig)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop's knobs. The run stops at ``steps`` or ``time_budget`` seconds, whichever comes first."""
+
+    steps: int = 2000
+    time_budget: float | None = None
+    batch_size: int = 16384
+    lr: float = 5e-3
+    lr_decoder: float = 1e-3
+    lr_final_ratio: float = 0.1
+    seed: int = 0
+    checkpoint_every_s: float = 30.0
+    threads: int | None = None
+
+
+@dataclass
+class SDFTaskConfig:
+    """Signed distance fitting of a mesh (negative inside, in the normalised [-1,1]^3 box)."""
+
+    pool_size: int = 2_000_000
+    surface_noise: float = 0.01
+    loss: str = "mape"
+    eikonal_weight: float = 0.0
+    normalize_extent: float = 0.95
+    kmeans_points: int = 200_000
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to reproduce a run. Saved as ``RUN_DIR/config.toml``."""
+
+    input: str = ""
+    task: str = "sdf"
+    resolution: int = 256
+    field: FieldConfig = dc_field(default_factory=FieldConfig)
+    train: TrainConfig = dc_field(default_factory=TrainConfig)
+    sdf: SDFTaskConfig = dc_field(default_factory=SDFTaskConfig)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Config -> nested dict of TOML-able primitives (``None`` values dropped)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None:
+            continue
+        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Nested dict -> config of type ``cls``; unknown keys are a user error (typos must not pass silently)."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise FieldStudioError(
+            f"unknown key(s) {sorted(unknown)} in [{where}]; known keys are {sorted(known)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise FieldStudioError(f"[{where}.{name}] must be a table, got {value!r}")
+            kwargs[name] = from_dict(type(default), value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def save_toml(cfg: Any, path: str | Path) -> None:
+    from fields.io import atomic_write_text
+
+    atomic_write_text(path, tomli_w.dumps(to_dict(cfg)))
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FieldStudioError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise FieldStudioError(f"config file {path} is not valid TOML: {err}") from None
+    return validate(from_dict(RunConfig, data))
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values a user could get wrong; raise FieldStudioError saying which and why."""
+    f = cfg.field
+    if f.kind not in FIELD_KINDS:
+        raise FieldStudioError(f"field kind {f.kind!r} is unknown; choose one of {', '.join(FIELD_KINDS)}")
+    if f.params is not None and f.params < 1000:
+        raise FieldStudioError(f"parameter budget {f.params} is too small; use at least 1000")
+    if not (isinstance(f.rbf.n_rbf, int) or f.rbf.n_rbf == "auto"):
+        raise FieldStudioError(f"rbf.n_rbf must be an integer or \"auto\", got {f.rbf.n_rbf!r}")
+    if cfg.train.steps < 1:
+        raise FieldStudioError("steps must be at least 1")
+    if cfg.train.time_budget is not None and cfg.train.time_budget <= 0:
+        raise FieldStudioError("time budget must be a positive number of seconds")
+    if not 8 <= cfg.resolution <= 2048:
+        raise FieldStudioError(f"resolution {cfg.resolution} is out of range; use 8..2048 (256 is a good default)")
+    if cfg.sdf.loss not in ("mape", "l1"):
+        raise FieldStudioError(f"sdf loss {cfg.sdf.loss!r} is unknown; choose mape or l1")
+    return cfg

@@ -1,0 +1,215 @@
+"""field.py
+========
+A neural field = encoders (grid, adaptive RBF, Fourier features) -> concatenation (+ learned bias) -> MLP decoder.
+
+``preset`` gives each field kind its task defaults, ``resolve_budget`` turns a parameter budget into concrete
+sizes (``n_rbf="auto"`` as NeuRBF does it), and ``Field`` builds the modules from a resolved config.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from fields.config import FieldConfig
+from fields.encoders.fourier import FourierFeatures
+from fields.encoders.grid import MultiResGrid
+from fields.encoders.rbf import AdaptiveRBF
+from fields.errors import FieldStudioError
+
+
+def preset(kind: str, task: str = "sdf", params: int | None = None, dim: int = 3, out_dim: int = 1) -> FieldConfig:
+    """Default field config of ``kind`` for ``task`` (values from the NeuRBF paper/code where they exist)."""
+    cfg = FieldConfig(kind=kind, dim=dim, out_dim=out_dim, params=params)
+    if task == "sdf":
+        # NeuRBF SDF: 16-level 1-channel hash grid, 16-d nlin_s RBF features, K=8, m 2^0..2^3, m0 30..300.
+        cfg.grid.n_features = 1 if kind == "hybrid" else 2
+        cfg.grid.log2_hashmap_size = 15
+        cfg.rbf.kernel, cfg.rbf.n_features, cfg.rbf.k = "nlin_s", 16, 8
+        cfg.rbf.freq_min, cfg.rbf.freq_max = 1.0, 8.0
+        cfg.decoder.sine_freq_min, cfg.decoder.sine_freq_max = 30.0, 300.0
+    if kind in ("grid", "mlp"):
+        # Baselines as their authors run them: Instant-NGP's ReLU MLP; a Fourier-feature ReLU MLP.
+        cfg.decoder.sine = False
+    if kind == "mlp":
+        cfg.decoder.n_hidden_layers = 3
+        cfg.decoder.hidden = 256
+    return cfg
+
+
+def decoder_params(in_dim: int, hidden: int, n_hidden_layers: int, out_dim: int) -> int:
+    """Parameter count of the MLP decoder (weights + biases)."""
+    n = in_dim * hidden + hidden
+    n += (n_hidden_layers - 1) * (hidden * hidden + hidden)
+    return n + hidden * out_dim + out_dim
+
+
+def _grid_params(cfg: FieldConfig) -> int:
+    g = cfg.grid
+    return MultiResGrid.count_params(cfg.dim, g.n_levels, g.n_features, g.base_resolution,
+                                     g.max_resolution, g.log2_hashmap_size)
+
+
+def _encoder_width(cfg: FieldConfig) -> int:
+    width = 0
+    if cfg.kind in ("hybrid", "grid"):
+        width += cfg.grid.n_levels * cfg.grid.n_features
+    if cfg.kind in ("hybrid", "neurbf"):
+        width += cfg.rbf.n_features
+    if cfg.kind == "mlp":
+        width += 2 * cfg.fourier.n_frequencies + cfg.dim
+    return width
+
+
+def count_params(cfg: FieldConfig) -> int:
+    """Total parameters of a resolved config (frozen RBF centres and shapes included)."""
+    n = decoder_params(_encoder_width(cfg), cfg.decoder.hidden, cfg.decoder.n_hidden_layers, cfg.out_dim)
+    if cfg.kind in ("hybrid", "grid"):
+        n += _grid_params(cfg)
+    if cfg.kind in ("hybrid", "neurbf"):
+        n += _encoder_width(cfg)  # learned bias after concatenation
+        n += cfg.rbf.n_rbf * AdaptiveRBF.params_per_rbf(cfg.dim, cfg.rbf.n_features, cfg.rbf.kernel)
+    return n
+
+
+def resolve_budget(cfg: FieldConfig) -> FieldConfig:
+    """Return a copy with every size concrete, filling ``cfg.params`` when it is set.
+
+    hybrid: the hash grid takes the largest table within 55 % of the budget and the RBFs fill the rest
+    (NeuRBF's SDF models put 55 % in the grid: 245,640 of 448,489 and 472,040 of 856,009). grid: the largest (table size, levels) that fits. mlp: the hidden width
+    that fits. neurbf: RBFs fill everything but the decoder.
+    """
+    cfg = copy.deepcopy(cfg)
+    budget = cfg.params
+    if budget is None:
+        if cfg.kind in ("hybrid", "neurbf") and cfg.rbf.n_rbf == "auto":
+            raise FieldStudioError('rbf.n_rbf is "auto" but no parameter budget is set; give --params N')
+        return cfg
+    if cfg.kind in ("hybrid", "neurbf"):
+        cfg.rbf.n_rbf = 0
+    if cfg.kind == "hybrid":
+        for log2 in range(24, 7, -1):
+            cfg.grid.log2_hashmap_size = log2
+            if _grid_params(cfg) <= 0.55 * budget:
+                break
+    elif cfg.kind == "grid":
+        # Instant-NGP's channel count stays; table sizes come in powers of two, so the level count (same finest
+        # resolution) fills the gap between them.
+        best = None
+        for log2 in range(8, 25):
+            for n_levels in range(4, 17):
+                cfg.grid.log2_hashmap_size, cfg.grid.n_levels = log2, n_levels
+                n = count_params(cfg)
+                if n <= budget and (best is None or n > best[0]):
+                    best = (n, log2, n_levels)
+        if best is None:
+            raise FieldStudioError(f"a grid field needs more than {budget} parameters; raise --params")
+        _, cfg.grid.log2_hashmap_size, cfg.grid.n_levels = best
+    elif cfg.kind == "mlp":
+        # in*W + W + (L-1)(W^2 + W) + W*out + out = budget, solved for W.
+        d = cfg.decoder
+        a = d.n_hidden_layers - 1
+        b = _encoder_width(cfg) + 1 + a + cfg.out_dim
+        c = cfg.out_dim - budget
+        width = (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a) if a else -c / b
+        d.hidden = max(8, int(width))
+    if cfg.kind in ("hybrid", "neurbf"):
+        rest = budget - count_params(cfg)
+        per = AdaptiveRBF.params_per_rbf(cfg.dim, cfg.rbf.n_features, cfg.rbf.kernel)
+        cfg.rbf.n_rbf = rest // per
+        if cfg.rbf.n_rbf < 16:
+            raise FieldStudioError(
+                f"a budget of {budget} parameters leaves room for only {max(cfg.rbf.n_rbf, 0)} RBFs; raise --params"
+            )
+    return cfg
+
+
+class Decoder(nn.Module):
+    """MLP: Linear -> (h + sin(h*m0) | ReLU) -> [Linear -> ReLU]* -> Linear (no output activation)."""
+
+    def __init__(self, in_dim: int, hidden: int, n_hidden_layers: int, out_dim: int,
+                 sine: bool, sine_freq_min: float, sine_freq_max: float):
+        super().__init__()
+        dims = [in_dim] + [hidden] * n_hidden_layers + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.sine = sine
+        m0 = torch.exp2(torch.linspace(math.log2(sine_freq_min), math.log2(sine_freq_max), hidden))
+        self.register_buffer("m0", m0, persistent=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.layers[0](h)
+        # NeuRBF Eq. 7: sinusoidal composition on the first layer's output, no ReLU there.
+        h = h + torch.sin(h * self.m0) if self.sine else torch.relu(h)
+        for layer in self.layers[1:-1]:
+            h = torch.relu(layer(h))
+        return self.layers[-1](h)
+
+
+class Field(nn.Module):
+    """A neural field over the normalised box [-1, 1]^dim.
+
+    forward(x: (N, dim) float, rbf_idx: (N, K) long | None) -> (N, out_dim)
+    """
+
+    def __init__(self, cfg: FieldConfig):
+        super().__init__()
+        if cfg.kind in ("hybrid", "neurbf") and not isinstance(cfg.rbf.n_rbf, int):
+            raise ValueError("Field needs a resolved config; call resolve_budget first")
+        self.cfg = cfg
+        self.grid = self.rbf = self.fourier = None
+        if cfg.kind in ("hybrid", "grid"):
+            g = cfg.grid
+            self.grid = MultiResGrid(cfg.dim, g.n_levels, g.n_features, g.base_resolution,
+                                     g.max_resolution, g.log2_hashmap_size)
+        if cfg.kind in ("hybrid", "neurbf"):
+            r = cfg.rbf
+            self.rbf = AdaptiveRBF(cfg.dim, r.n_rbf, r.n_features, r.k, r.kernel,
+                                   r.freq_min, r.freq_max, r.normalize)
+        if cfg.kind == "mlp":
+            self.fourier = FourierFeatures(cfg.dim, cfg.fourier.n_frequencies, cfg.fourier.sigma)
+        width = _encoder_width(cfg)
+        # NeuRBF's learnable bias (lcb0) on the concatenated features; there is no bias inside the RBF sine.
+        self.bias = nn.Parameter(torch.empty(width).uniform_(-1e-4, 1e-4)) if self.rbf is not None else None
+        d = cfg.decoder
+        self.decoder = Decoder(width, d.hidden, d.n_hidden_layers, cfg.out_dim,
+                               d.sine, d.sine_freq_min, d.sine_freq_max)
+
+    @property
+    def needs_points(self) -> bool:
+        """True when the field must be initialised from task points (RBF placement) before training."""
+        return self.rbf is not None
+
+    def init_from_points(self, points: torch.Tensor, weights: torch.Tensor | None, seed: int = 0) -> None:
+        if self.rbf is not None:
+            self.rbf.init_from_points(points, weights, n_iter=self.cfg.rbf.kmeans_iters, seed=seed)
+
+    def neighbours(self, x: torch.Tensor) -> torch.Tensor | None:
+        return self.rbf.neighbours(x) if self.rbf is not None else None
+
+    def param_count(self) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if self.rbf is not None:  # frozen centres and shapes count in the budget, as in NeuRBF
+            n += self.rbf.param_count() - self.rbf.features.numel()
+        return n
+
+    def param_groups(self, lr: float, lr_decoder: float) -> list[dict]:
+        """Adam groups: encoders (and bias) at ``lr``, decoder at ``lr_decoder``."""
+        enc = [p for name, p in self.named_parameters() if not name.startswith("decoder.")]
+        return [{"params": enc, "lr": lr, "name": "encoders"},
+                {"params": list(self.decoder.parameters()), "lr": lr_decoder, "name": "decoder"}]
+
+    def forward(self, x: torch.Tensor, rbf_idx: torch.Tensor | None = None) -> torch.Tensor:
+        feats = []
+        if self.grid is not None:
+            feats.append(self.grid(x))
+        if self.rbf is not None:
+            feats.append(self.rbf(x, rbf_idx))
+        if self.fourier is not None:
+            feats.append(self.fourier(x))
+        h = feats[0] if len(feats) == 1 else torch.cat(feats, dim=-1)
+        if self.bias is not None:
+            h = h + self.bias
+        return self.decoder(h)

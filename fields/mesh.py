@@ -1,0 +1,320 @@
+"""mesh.py
+=======
+From a field to a mesh file: chunked grid evaluation, marching cubes (PyMCubes), clean-up, export (trimesh).
+
+Conventions
+-----------
+* A field is a callable ``fn(points) -> values`` with ``points : (M, 3) float32 torch.Tensor`` in the field
+  box (by default ``[-1, 1]^3``) and ``values : (M,) torch.Tensor``.
+* Sign: the surface is the level set ``fn = level``; values *below* the level are inside (a signed distance
+  that is negative inside). Meshes come out with outward normals (positive ``mesh.volume``) for such
+  fields. For a field that is larger inside (occupancy, density), pass ``lambda p: -fn(p)`` and ``-level``.
+* Grid: ``volume[i, j, k] = fn(x_i, y_j, z_k)`` with ``x_i = linspace(lo_x, hi_x, R)`` (same for y, z),
+  and vertex ``(i, j, k)`` of index space maps to ``(x_i, y_j, z_k)``, so vertices are in the field box.
+* ``transform`` maps the field box to the input's world frame (for example millimetres, patient axes) and
+  is applied last; a mirroring transform (negative determinant) also reverses the face winding so the
+  normals stay outward.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import trimesh
+
+from fields.errors import FieldStudioError
+from fields.io import atomic_write
+
+__all__ = [
+    "evaluate_grid",
+    "marching_cubes",
+    "extract_mesh",
+    "mesh_report",
+    "export_mesh",
+    "MESH_FORMATS",
+]
+
+# Writers by file suffix: trimesh file type. One entry per format.
+MESH_FORMATS: dict[str, str] = {".ply": "ply", ".obj": "obj", ".stl": "stl", ".glb": "glb"}
+
+# PyMCubes (0.1.x) winds its triangles with normals towards *smaller* values: measured on a sphere SDF
+# (negative inside) its raw output has negative signed volume. We always reverse its winding. This is a fixed
+# convention, not a per-mesh volume test, which would fail for open meshes (surfaces cut by the box) and
+# nested shells; tests/test_mesh.py checks it on a sphere.
+_MCUBES_FLIP = True
+
+def _axis_bounds(bounds) -> np.ndarray:
+    """``(3, 2)`` float64 array of per-axis ``(lo, hi)`` from ``(lo, hi)`` or ``((lo, hi),) * 3``."""
+    b = np.asarray(bounds, dtype=np.float64)
+    if b.shape == (2,):
+        b = np.tile(b, (3, 1))
+    if b.shape != (3, 2) or not np.all(np.isfinite(b)) or not np.all(b[:, 1] > b[:, 0]):
+        raise ValueError(f"bounds must be (lo, hi) or three (lo, hi) pairs with lo < hi, got {bounds!r}")
+    return b
+
+
+def evaluate_grid(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    resolution: int,
+    bounds=(-1.0, 1.0),
+    chunk: int = 2**18,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Evaluate a field on a regular ``R^3`` grid, ``chunk`` points at a time.
+
+    Coordinates are generated per chunk (never all ``R^3 x 3`` at once) and ``fn`` runs under
+    ``torch.no_grad()``, so peak memory is the float32 result (``4 R^3`` bytes: 512 MiB at 512^3) plus
+    what ``fn`` needs for one chunk.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(points)`` with ``points : (M, 3) float32 tensor`` on ``device``, returning ``(M,)`` or
+        ``(M, 1)`` values (any float dtype, any device).
+    resolution : int
+        Grid points per axis, R >= 2.
+    bounds : (lo, hi) or three (lo, hi) pairs
+        Box of the grid, in the field's frame; both ends are included.
+    chunk : int
+        Points per call of ``fn``.
+    device : str or torch.device
+        Device the points are created on.
+    progress : callable(done_points, total_points), optional
+        Called after each chunk.
+
+    Returns
+    -------
+    volume : (R, R, R) float32 ndarray
+        ``volume[i, j, k] = fn(x_i, y_j, z_k)``, ``x_i = linspace(lo_x, hi_x, R)``.
+    """
+    r = int(resolution)
+    if r < 2:
+        raise ValueError(f"resolution must be at least 2, got {resolution}")
+    chunk = int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    b = _axis_bounds(bounds)
+    # float64 linspace, then float32: the grid coordinates are the float32 roundings of the exact ones.
+    axes = [torch.from_numpy(np.linspace(lo, hi, r).astype(np.float32)).to(device) for lo, hi in b]
+    total = r**3
+    volume = np.empty((r, r, r), dtype=np.float32)
+    flat = volume.reshape(-1)  # a view: filling it fills the volume
+    rr = r * r
+    with torch.no_grad():
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            idx = torch.arange(start, stop, device=device, dtype=torch.int64)
+            points = torch.stack((axes[0][idx // rr], axes[1][(idx // r) % r], axes[2][idx % r]), dim=1)
+            del idx
+            values = fn(points)
+            if not isinstance(values, torch.Tensor):
+                values = torch.as_tensor(values)
+            if values.numel() != stop - start:
+                raise ValueError(
+                    f"the field returned {values.numel()} values for {stop - start} points "
+                    f"(shape {tuple(values.shape)}); it must return one value per point"
+                )
+            flat[start:stop] = values.detach().reshape(-1).to("cpu", torch.float32).numpy()
+            del points, values
+            if progress is not None:
+                progress(stop, total)
+    return volume
+
+
+def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0)) -> trimesh.Trimesh:
+    """Triangle mesh of the level set ``volume = level`` (PyMCubes), in the field box.
+
+    Parameters
+    ----------
+    volume : (R0, R1, R2) float ndarray
+        Samples on the grid of :func:`evaluate_grid` (values below ``level`` are inside).
+    level : float
+        Iso-value.
+    bounds : (lo, hi) or three (lo, hi) pairs
+        The box the grid spans; index ``i`` along axis ``a`` maps to ``lo_a + i (hi_a - lo_a) / (R_a - 1)``.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        Vertices ``(V, 3) float64`` in the field box, faces ``(F, 3) int64`` wound so that normals point
+        outward (towards larger values). Closed wherever the surface does not touch the box.
+
+    Raises
+    ------
+    FieldStudioError
+        If the volume has non-finite values or no crossing of ``level``.
+    """
+    import mcubes
+
+    vol = np.asarray(volume)
+    if vol.ndim != 3 or min(vol.shape) < 2:
+        raise ValueError(f"volume must be a 3-D array with at least 2 samples per axis, got shape {vol.shape}")
+    level = float(level)
+    finite = np.isfinite(vol)
+    if not finite.all():
+        bad = int(vol.size - np.count_nonzero(finite))
+        raise FieldStudioError(
+            f"the field has {bad} non-finite (NaN or inf) values on the grid: training probably diverged. "
+            "Lower the learning rate or resume from an earlier checkpoint."
+        )
+    lo_val, hi_val = float(vol.min()), float(vol.max())
+    if lo_val > level or hi_val < level or lo_val == hi_val:
+        where = "outside" if lo_val > level else "inside" if hi_val < level else "at the level"
+        raise FieldStudioError(
+            f"the field has no surface at level {level:g}: it is everywhere {where} "
+            f"(values from {lo_val:.4g} to {hi_val:.4g}); train longer or check the input"
+        )
+    vertices, faces = mcubes.marching_cubes(vol, level)
+    if len(faces) == 0:
+        raise FieldStudioError(
+            f"the field has no surface at level {level:g}: it touches the level only at isolated grid points "
+            f"(values from {lo_val:.4g} to {hi_val:.4g}); train longer or check the input"
+        )
+    faces = np.ascontiguousarray(faces.astype(np.int64))
+    if _MCUBES_FLIP:
+        faces = np.ascontiguousarray(faces[:, ::-1])
+    b = _axis_bounds(bounds)
+    scale = (b[:, 1] - b[:, 0]) / (np.asarray(vol.shape, dtype=np.float64) - 1.0)
+    vertices = np.asarray(vertices, dtype=np.float64) * scale + b[:, 0]
+    return trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
+
+
+def _keep_largest_component(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """The connected component (by shared edges) with the most faces."""
+    labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+    counts = np.bincount(labels)
+    if len(counts) <= 1:
+        return mesh
+    keep = labels == int(np.argmax(counts))
+    faces = mesh.faces[keep]
+    used = np.unique(faces)
+    remap = np.full(len(mesh.vertices), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return trimesh.Trimesh(vertices=mesh.vertices[used], faces=remap[faces], process=False)
+
+
+def _apply_transform(mesh: trimesh.Trimesh, transform) -> trimesh.Trimesh:
+    """Apply a (4, 4) affine to the vertices; reverse the winding when it mirrors (det < 0)."""
+    m = np.asarray(transform, dtype=np.float64)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise ValueError(f"transform must be a finite (4, 4) matrix, got shape {m.shape}")
+    if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0]):
+        raise ValueError(f"transform must be affine (last row 0 0 0 1), got {m[3].tolist()}")
+    det = float(np.linalg.det(m[:3, :3]))
+    if det == 0.0:
+        raise ValueError("transform is singular (determinant 0): it would flatten the mesh")
+    vertices = mesh.vertices @ m[:3, :3].T + m[:3, 3]
+    faces = mesh.faces if det > 0 else np.ascontiguousarray(mesh.faces[:, ::-1])
+    # Built anew rather than with Trimesh.apply_transform, whose own winding flip would make this implicit.
+    return trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
+
+
+def extract_mesh(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    resolution: int = 256,
+    bounds=(-1.0, 1.0),
+    level: float = 0.0,
+    transform=None,
+    chunk: int = 2**18,
+    progress: Callable[[int, int], None] | None = None,
+    largest_component: bool = False,
+    smooth_iterations: int = 0,
+    device: str | torch.device = "cpu",
+) -> trimesh.Trimesh:
+    """Mesh of a field's level set: :func:`evaluate_grid`, :func:`marching_cubes`, optional clean-up.
+
+    Parameters
+    ----------
+    fn, resolution, bounds, chunk, progress, device
+        As :func:`evaluate_grid`.
+    level : float
+        Iso-value (values below are inside).
+    transform : (4, 4) array_like, optional
+        Affine from the field box to the input's world frame, applied to the vertices last. A mirroring
+        transform (negative determinant) also reverses the winding, so normals stay outward.
+    largest_component : bool
+        Keep only the connected component with the most faces (drops floaters).
+    smooth_iterations : int
+        Taubin smoothing iterations (lambda 0.5, mu -0.53; shrinks far less than Laplacian), 0 for none.
+        Done in the field box, before ``transform``.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        With outward normals, in the world frame if ``transform`` is given, else in the field box.
+    """
+    volume = evaluate_grid(fn, resolution, bounds=bounds, chunk=chunk, device=device, progress=progress)
+    mesh = marching_cubes(volume, level=level, bounds=bounds)
+    del volume  # the largest array of the pipeline; free it before clean-up
+    if largest_component:
+        mesh = _keep_largest_component(mesh)
+    if smooth_iterations > 0:
+        trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=int(smooth_iterations))
+    if transform is not None:
+        mesh = _apply_transform(mesh, transform)
+    return mesh
+
+
+def mesh_report(mesh: trimesh.Trimesh) -> dict:
+    """Plain-JSON summary of a mesh.
+
+    Returns
+    -------
+    dict
+        ``n_vertices`` int, ``n_faces`` int, ``watertight`` bool, ``euler_number`` int, ``volume`` float or
+        None (only for watertight meshes, where it is meaningful; positive for outward normals),
+        ``area`` float, ``bounds`` [[xmin, ymin, zmin], [xmax, ymax, zmax]] or None for an empty mesh.
+        Lengths in the mesh's own units.
+    """
+    n_faces = int(len(mesh.faces))
+    watertight = bool(mesh.is_watertight) if n_faces else False
+    return {
+        "n_vertices": int(len(mesh.vertices)),
+        "n_faces": n_faces,
+        "watertight": watertight,
+        "euler_number": int(mesh.euler_number) if n_faces else 0,
+        "volume": float(mesh.volume) if watertight else None,
+        "area": float(mesh.area) if n_faces else 0.0,
+        "bounds": np.asarray(mesh.bounds).tolist() if len(mesh.vertices) else None,
+    }
+
+
+def export_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike) -> Path:
+    """Write a mesh atomically; the format follows the suffix (see ``MESH_FORMATS``).
+
+    Precision: binary PLY, STL and GLB store vertices as float32 (about 7 significant digits: 3e-5 mm at
+    500 mm from the origin); OBJ is text with 8 decimals. STL does not share vertices between faces, so a
+    reloaded STL has 3 vertices per face until a reader merges them.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+    path : str or PathLike
+        Destination, ending in ``.ply``, ``.obj``, ``.stl`` or ``.glb`` (case-insensitive).
+
+    Returns
+    -------
+    Path
+        The written path.
+
+    Raises
+    ------
+    FieldStudioError
+        For an unknown suffix, an empty mesh, or an unwritable destination.
+    """
+    dest = Path(path)
+    file_type = MESH_FORMATS.get(dest.suffix.lower())
+    if file_type is None:
+        supported = ", ".join(MESH_FORMATS)
+        raise FieldStudioError(
+            f"cannot write a mesh to '{dest.name}': unknown file type '{dest.suffix or '(none)'}'. "
+            f"Use one of: {supported}."
+        )
+    if len(mesh.faces) == 0:
+        raise FieldStudioError(f"the mesh to write to {dest} is empty (no faces): nothing to export.")
+    return atomic_write(dest, lambda tmp: mesh.export(str(tmp), file_type=file_type))

@@ -1,0 +1,178 @@
+"""run.py
+======
+A run directory end to end: load the input, build task and field, train (resumable), mesh, score, write files.
+
+Both faces (CLI, GUI) call ``fit`` and ``mesh_from_run``; neither prints. Layout of ``RUN_DIR``:
+``config.toml`` (resolved config), ``checkpoint.pt`` (field, optimiser, step, frame), ``metrics.json``,
+``mesh.ply`` (in the input's frame). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import fields
+from fields.config import RunConfig, from_dict, save_toml, to_dict, validate
+from fields.data.meshes import MESH_SUFFIXES, BoxFrame, load_mesh
+from fields.errors import FieldStudioError
+from fields.field import Field, resolve_budget
+from fields.io import atomic_write_json
+from fields.mesh import export_mesh, extract_mesh, mesh_report
+from fields.metrics import mesh_metrics
+from fields.tasks.sdf import SDFTask
+from fields.train import Callback, load_checkpoint, train
+
+TASK_BY_SUFFIX = {s: "sdf" for s in MESH_SUFFIXES}
+SHAPE_TASKS = ("sdf",)
+
+
+def detect_task(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in TASK_BY_SUFFIX:
+        known = ", ".join(sorted(TASK_BY_SUFFIX))
+        raise FieldStudioError(f"cannot tell the task from {Path(path).name!r}; inputs with suffix {known} are "
+                               "supported, or pass --task")
+    return TASK_BY_SUFFIX[suffix]
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` and prove it is writable before any long work starts."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise FieldStudioError(f"cannot write to {run_dir}: {err.strerror or err}. "
+                               "Choose another output folder or fix its permissions.") from None
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    config: RunConfig
+    steps: int
+    elapsed: float
+    interrupted: bool
+    resumed: bool
+    metrics: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+
+
+def _field_fn(model: Field):
+    """(M, 3) box points -> (M,) field values, for meshing."""
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return model(x)[:, 0]
+    return fn
+
+
+def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mesh_progress=None,
+        overwrite: bool = False) -> FitResult:
+    """Fit ``cfg.input``; resume when ``run_dir`` holds an unfinished run of the same config."""
+    t_start = time.perf_counter()
+    cfg = validate(cfg)
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    resumed = False
+    if ckpt_path.exists():
+        if overwrite:
+            ckpt_path.unlink()
+        else:
+            ckpt = load_checkpoint(ckpt_path)
+            saved = from_dict(RunConfig, ckpt["run_config"])
+            if ckpt.get("done"):
+                raise FieldStudioError(f"{run_dir} already holds a finished run; choose a new folder, "
+                                       "or pass --overwrite to replace it")
+            # Resume with the saved config: what the user typed the second time is only the way back in.
+            cfg, resumed = saved, True
+    if cfg.task != "sdf":
+        raise FieldStudioError(f"task {cfg.task!r} is not available yet; supported: {', '.join(SHAPE_TASKS)}")
+
+    torch.manual_seed(cfg.train.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    mesh, report = load_mesh(cfg.input)
+    task = SDFTask(mesh, report["watertight"], cfg.sdf, seed=cfg.train.seed)
+    if not resumed:
+        cfg.field = resolve_budget(cfg.field)
+    model = Field(cfg.field)
+    save_toml(cfg, run_dir / "config.toml")
+    setup_s = time.perf_counter() - t_start
+    budget = cfg.train.time_budget
+    loop_budget = None if budget is None else max(budget - setup_s - _meshing_allowance(cfg), 1.0)
+    extra = {"run_config": to_dict(cfg), "frame": task.frame.to_dict(), "input_report": report}
+    state = train(model, task, cfg.train, callbacks, ckpt_path, extra, time_budget=loop_budget)
+    result = FitResult(run_dir, cfg, state.step, state.elapsed, state.interrupted, resumed)
+    if state.interrupted or not state.done:
+        return result
+
+    out = extract_mesh(_field_fn(model), cfg.resolution, transform=task.frame.to_world_matrix(),
+                       progress=mesh_progress)
+    result.files["mesh"] = export_mesh(out, run_dir / "mesh.ply")
+    # Score in the box frame against the normalised input (distances are relative to its diagonal anyway).
+    box_mesh = out.copy()
+    box_mesh.apply_transform(np.linalg.inv(task.frame.to_world_matrix()))
+    metrics = {k: _plain(v) for k, v in mesh_metrics(box_mesh, task.mesh, seed=cfg.train.seed).items()}
+    metrics.update({
+        "params": model.param_count(), "steps": state.step, "train_seconds": round(state.elapsed, 2),
+        "total_seconds": round(time.perf_counter() - t_start, 2), "final_loss": state.loss,
+        "mesh": {k: _plain(v) for k, v in mesh_report(out).items()},
+        "input": {k: _plain(v) for k, v in report.items()},
+        "frame": {"box_from_world": task.frame.to_dict(), "mesh_frame": "input"},
+        "versions": {"fieldstudio": fields.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "history": state.history,
+    })
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    result.metrics, result.files["metrics"] = metrics, run_dir / "metrics.json"
+    return result
+
+
+def _meshing_allowance(cfg: RunConfig) -> float:
+    """Seconds to keep back from a time budget for marching cubes and scoring (measured ~2 s per 128^3 chunk)."""
+    return 4.0 + 12.0 * (cfg.resolution / 256) ** 3
+
+
+def _plain(v):
+    """numpy scalars/arrays -> JSON-able Python values."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, Field, BoxFrame]:
+    """Rebuild the trained field of a run directory (for meshing at another resolution, rendering, ...)."""
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if not ckpt_path.exists():
+        raise FieldStudioError(f"{run_dir} holds no checkpoint.pt; is it a fieldstudio run folder?")
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = from_dict(RunConfig, ckpt["run_config"])
+    model = Field(cfg.field)
+    model.load_state_dict(ckpt["field"])
+    model.eval()
+    return cfg, model, BoxFrame.from_dict(ckpt["frame"])
+
+
+def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | None = None,
+                  progress=None) -> tuple[Path, dict]:
+    cfg, model, frame = load_run(run_dir)
+    res = resolution or cfg.resolution
+    if not 8 <= res <= 2048:
+        raise FieldStudioError(f"resolution {res} is out of range; use 8..2048")
+    mesh = extract_mesh(_field_fn(model), res, transform=frame.to_world_matrix(), progress=progress)
+    path = export_mesh(mesh, out_path)
+    return path, mesh_report(mesh)

@@ -1,0 +1,184 @@
+"""train.py
+========
+The one training loop. Tasks plug in with a sampler and a loss; faces watch it through callbacks.
+
+Determinism: the batch of step ``s`` is drawn from a generator seeded by ``(seed, s)``, so a run resumed from a
+checkpoint replays exactly the batches an uninterrupted run would have seen; on CPU with a fixed seed and thread
+count, results are bit-identical. A time budget makes the schedule depend on wall-clock and so is not deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from fields.config import TrainConfig
+from fields.errors import FieldStudioError
+from fields.io import atomic_save_torch
+
+CHECKPOINT_VERSION = 1
+
+
+class Task(Protocol):
+    """What the loop needs from a task (sdf, image, slices, ...)."""
+
+    def init_field(self, field: torch.nn.Module, seed: int) -> None:
+        """Fresh start only: data-driven initialisation (e.g. RBF placement by weighted k-means)."""
+
+    def attach(self, field: torch.nn.Module) -> None:
+        """After init or checkpoint load: precompute what depends on the field (e.g. neighbour tables)."""
+
+    def batch(self, step: int, batch_size: int, generator: torch.Generator) -> dict:
+        """The training batch of ``step`` (tensors on the task's device)."""
+
+    def loss(self, field: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss to minimise and named scalars to report."""
+
+
+@dataclass
+class TrainState:
+    """What callbacks see. Set ``stop = True`` to end the run at the next step boundary (cancel)."""
+
+    step: int = 0
+    steps: int = 0
+    elapsed: float = 0.0
+    time_budget: float | None = None
+    loss: float = float("nan")
+    lr: float = 0.0
+    scalars: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    stop: bool = False
+    done: bool = False
+    interrupted: bool = False
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the run done, by steps or by time, whichever is further along."""
+        p = self.step / max(self.steps, 1)
+        if self.time_budget:
+            p = max(p, self.elapsed / self.time_budget)
+        return min(p, 1.0)
+
+
+class Callback:
+    """Override what you need. Called from the training thread."""
+
+    def on_start(self, state: TrainState) -> None: ...
+    def on_step(self, state: TrainState) -> None: ...
+    def on_checkpoint(self, state: TrainState, path: Path) -> None: ...
+    def on_end(self, state: TrainState) -> None: ...
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """Independent, reproducible randomness for one step (resume replays it exactly)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919) % (2**63 - 1))
+
+
+def cosine_factor(progress: float, final_ratio: float) -> float:
+    """LR multiplier: cosine from 1 down to ``final_ratio`` as progress goes 0 -> 1."""
+    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file
+        raise FieldStudioError(
+            f"checkpoint {path} cannot be read ({err}); delete it to start over") from None
+    if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
+        raise FieldStudioError(f"{path} is not a fieldstudio checkpoint of this version; delete it to start over")
+    return ckpt
+
+
+def save_checkpoint(path: Path, field_: torch.nn.Module, optimizer, state: TrainState, extra: dict) -> None:
+    atomic_save_torch({
+        "version": CHECKPOINT_VERSION,
+        "field": field_.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": state.step,
+        "elapsed": state.elapsed,
+        "done": state.done,
+        "history": state.history,
+        **extra,
+    }, path)
+
+
+def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list[Callback] = (),
+          checkpoint_path: str | Path | None = None, extra: dict | None = None,
+          time_budget: float | None = None) -> TrainState:
+    """Train ``field_`` on ``task``; resume from ``checkpoint_path`` when it holds an unfinished run.
+
+    time_budget: seconds for this loop (defaults to ``cfg.time_budget``); the caller may pass less to account for
+    its own set-up time. ``extra`` is stored in every checkpoint (e.g. the run config and frame transform).
+    Returns the final state; ``state.interrupted`` is True if a KeyboardInterrupt stopped it (checkpoint saved).
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    path = Path(checkpoint_path) if checkpoint_path else None
+    ckpt = load_checkpoint(path) if path is not None and path.exists() else None
+    state = TrainState(steps=cfg.steps, time_budget=time_budget if time_budget is not None else cfg.time_budget)
+
+    if ckpt is None:
+        task.init_field(field_, cfg.seed)
+    else:
+        field_.load_state_dict(ckpt["field"])
+    task.attach(field_)
+    optimizer = torch.optim.Adam(field_.param_groups(cfg.lr, cfg.lr_decoder), betas=(0.9, 0.99), eps=1e-15)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state.step, state.elapsed, state.history = ckpt["step"], ckpt["elapsed"], ckpt.get("history", [])
+        state.done = ckpt.get("done", False)
+
+    extra = extra or {}
+    for cb in callbacks:
+        cb.on_start(state)
+    last_ckpt = time.perf_counter()
+    resumed_elapsed = state.elapsed
+    t0 = time.perf_counter()
+    field_.train()
+    try:
+        while not state.done and state.step < state.steps and not state.stop:
+            if state.time_budget and state.elapsed >= state.time_budget:
+                break
+            factor = cosine_factor(state.progress, cfg.lr_final_ratio)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor
+            batch = task.batch(state.step, cfg.batch_size, step_generator(cfg.seed, state.step))
+            loss, scalars = task.loss(field_, batch)
+            if not torch.isfinite(loss):
+                raise FieldStudioError(
+                    f"training diverged at step {state.step} (loss {loss.item()}); lower the learning rate (--lr)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.step += 1
+            state.elapsed = resumed_elapsed + time.perf_counter() - t0
+            state.loss, state.lr, state.scalars = loss.item(), base_lrs[0] * factor, scalars
+            if state.step % 50 == 0 or state.step == 1:
+                state.history.append({"step": state.step, "elapsed": round(state.elapsed, 3),
+                                      "loss": state.loss, **scalars})
+            for cb in callbacks:
+                cb.on_step(state)
+            if path is not None and time.perf_counter() - last_ckpt >= cfg.checkpoint_every_s:
+                save_checkpoint(path, field_, optimizer, state, extra)
+                last_ckpt = time.perf_counter()
+                for cb in callbacks:
+                    cb.on_checkpoint(state, path)
+    except KeyboardInterrupt:
+        state.interrupted = True
+    state.done = not state.interrupted and not state.stop
+    field_.eval()
+    if path is not None:
+        save_checkpoint(path, field_, optimizer, state, extra)
+        for cb in callbacks:
+            cb.on_checkpoint(state, path)
+    for cb in callbacks:
+        cb.on_end(state)
+    return state

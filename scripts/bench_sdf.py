@@ -1,0 +1,91 @@
+"""bench_sdf.py
+============
+SDF fitting benchmark (docs/benchmarks.md of the shared design notes): NeuRBF hybrid vs hash-grid only vs
+Fourier-feature MLP at an equal parameter budget and an equal wall-clock budget, all in one process.
+
+Writes ``results/sdf.json`` and ``results/sdf.md`` (the table quoted in docs/benchmarks.md).
+
+    python scripts/bench_sdf.py [--data ../shared/data] [--time-budget 120] [--params 450000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fields.config import RunConfig  # noqa: E402
+from fields.field import preset  # noqa: E402
+from fields.run import fit  # noqa: E402
+
+MESHES = ["odedstein_bunny.obj", "odedstein_armadillo.obj", "ajc_spot.obj", "ajc_fandisk.obj"]
+METHODS = {"hybrid": "NeuRBF hybrid", "grid": "hash grid only", "mlp": "Fourier MLP"}
+
+
+def default_data() -> Path:
+    return ROOT.parent / "shared" / "data"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=default_data())
+    ap.add_argument("--time-budget", type=float, default=120.0, help="seconds per fit, set-up and meshing included")
+    ap.add_argument("--params", type=int, default=450_000)
+    ap.add_argument("--resolution", type=int, default=256)
+    ap.add_argument("--meshes", nargs="*", default=MESHES)
+    ap.add_argument("--methods", nargs="*", default=list(METHODS))
+    ap.add_argument("--out", type=Path, default=ROOT / "results")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    runs_dir = args.out / "sdf_runs"
+    rows = []
+    for mesh_name in args.meshes:
+        path = args.data / "meshes" / mesh_name
+        if not path.exists():
+            sys.exit(f"missing {path}; pass --data pointing at the shared data folder")
+        for method in args.methods:
+            cfg = RunConfig(input=str(path), task="sdf", resolution=args.resolution)
+            cfg.field = preset(method, "sdf", args.params)
+            cfg.train.steps = 10**6
+            cfg.train.time_budget = args.time_budget
+            t = time.perf_counter()
+            result = fit(cfg, runs_dir / f"{Path(mesh_name).stem}_{method}", overwrite=True)
+            m = result.metrics
+            rows.append({"mesh": mesh_name, "method": method, "params": m["params"], "steps": m["steps"],
+                         "seconds": round(time.perf_counter() - t, 1), "iou": m["iou"],
+                         "chamfer_l1": m["chamfer_l1"], "hausdorff": m["hausdorff"], "nae_deg": m["nae_deg"],
+                         "watertight": m["mesh"]["watertight"]})
+            print(json.dumps(rows[-1]), flush=True)
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": date.today().isoformat(), "machine": machine, "command": " ".join(sys.argv),
+            "time_budget_s": args.time_budget, "params": args.params, "resolution": args.resolution}
+    (args.out / "sdf.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [f"SDF fitting, {meta['date']}, {machine}, budget {args.time_budget:.0f} s and {args.params:,} params, "
+             f"marching cubes {args.resolution}^3. Command: `{meta['command']}`", "",
+             "| mesh | method | params | steps | time (s) | IoU | Chamfer-L1 | Hausdorff | NAE (°) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {Path(r['mesh']).stem} | {METHODS[r['method']]} | {r['params']:,} | {r['steps']} | "
+                     f"{r['seconds']} | {r['iou']:.4f} | {r['chamfer_l1']:.2e} | {r['hausdorff']:.2e} | "
+                     f"{r['nae_deg']:.2f} |")
+    (args.out / "sdf.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

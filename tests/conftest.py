@@ -1,0 +1,35 @@
+"""Shared fixtures: small inputs made by the tests themselves (no data from outside the project)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    # CI has 2 cores; keep runs comparable and deterministic.
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def sphere_file(tmp_path) -> Path:
+    """A unit-radius icosphere in an off-centre millimetre frame (radius 20 mm at (5, -3, 40))."""
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=20.0)
+    mesh.apply_translation([5.0, -3.0, 40.0])
+    path = tmp_path / "sphere.ply"
+    mesh.export(path)
+    return path
+
+
+@pytest.fixture
+def trefoil_file() -> Path:
+    return ASSETS / "trefoil.ply"
+
+
+def random_points(n: int, dim: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (n, dim)).astype(np.float32))

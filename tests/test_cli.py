@@ -1,0 +1,120 @@
+"""The CLI end to end, and every user error it must report in one line with exit code 2."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+
+from app import cli
+
+
+def run_cli(args, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["fieldstudio", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+FAST = ["--steps", "60", "--params", "30000", "--resolution", "48"]
+
+
+def test_fit_writes_run_files_in_the_input_frame(tmp_path, sphere_file, monkeypatch, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(["fit", sphere_file, "-o", run, *FAST], monkeypatch, capsys)
+    assert code in (0, None), err
+    for name in ("config.toml", "checkpoint.pt", "metrics.json", "mesh.ply"):
+        assert (run / name).exists(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"iou", "chamfer_l1", "hausdorff", "hd95", "nae_deg", "params"} <= set(metrics)
+    mesh = trimesh.load(run / "mesh.ply")
+    # the sphere is radius 20 mm around (5, -3, 40): the output must be there, not in the unit box
+    assert np.allclose(mesh.bounds.mean(axis=0), [5, -3, 40], atol=2.0)
+    assert 35 < mesh.extents.max() < 45
+    assert not list(run.glob("*.tmp*"))
+
+    # mesh at another resolution and format
+    code, _, err = run_cli(["mesh", run, "-o", tmp_path / "again.stl", "--resolution", "32"], monkeypatch, capsys)
+    assert code in (0, None), err
+    assert trimesh.load(tmp_path / "again.stl").bounds.mean(axis=0) == pytest.approx([5, -3, 40], abs=2.0)
+
+    # eval prints JSON; a mesh against itself scores zero
+    code, out, err = run_cli(["eval", run / "mesh.ply", run / "mesh.ply", "--samples", "5000"], monkeypatch, capsys)
+    assert code in (0, None), err
+    scores = json.loads(out)
+    assert scores["chamfer_l1"] < 1e-6 and scores["iou"] > 0.99
+
+    # a finished run is not silently overwritten
+    code, _, err = run_cli(["fit", sphere_file, "-o", run, *FAST], monkeypatch, capsys)
+    assert code == 2 and "finished run" in err
+
+
+def test_interrupted_fit_resumes(tmp_path, sphere_file, monkeypatch, capsys):
+    from fields.train import Callback
+
+    class Interrupt(Callback):
+        def on_step(self, state):
+            if state.step == 20:
+                raise KeyboardInterrupt
+
+    original = cli.RichProgress.on_step
+    monkeypatch.setattr(cli.RichProgress, "on_step", lambda self, s: (original(self, s), Interrupt().on_step(s)))
+    run = tmp_path / "run"
+    code, _, err = run_cli(["fit", sphere_file, "-o", run, *FAST], monkeypatch, capsys)
+    assert code == cli.EXIT_INTERRUPTED and "resume" in err
+    assert (run / "checkpoint.pt").exists() and not (run / "mesh.ply").exists()
+
+    monkeypatch.setattr(cli.RichProgress, "on_step", original)
+    code, _, err = run_cli(["fit", sphere_file, "-o", run, *FAST], monkeypatch, capsys)
+    assert code in (0, None), err
+    assert "resumed" in err
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 60
+
+
+def _bad_inputs(tmp_path):
+    (tmp_path / "garbage.ply").write_bytes(b"ply\nformat nonsense\n\x00\x01\x02")
+    (tmp_path / "empty.obj").write_text("# nothing here\n")
+    (tmp_path / "nan.obj").write_text("v 0 0 0\nv 1 0 0\nv nan 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\n")
+    (tmp_path / "notes.txt").write_text("hello")
+    return {
+        "missing": (tmp_path / "nope.obj", "not found"),
+        "unreadable": (tmp_path / "garbage.ply", "cannot read mesh"),
+        "empty": (tmp_path / "empty.obj", "no triangles"),
+        "nan": (tmp_path / "nan.obj", "NaN"),
+        "unknown suffix": (tmp_path / "notes.txt", "cannot tell the task"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "unreadable", "empty", "nan", "unknown suffix"])
+def test_bad_input_is_one_clear_line_and_exit_2(case, tmp_path, monkeypatch, capsys):
+    path, message = _bad_inputs(tmp_path)[case]
+    code, _, err = run_cli(["fit", path, "-o", tmp_path / "run", *FAST], monkeypatch, capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "mesh.ply").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_dir_non_root(tmp_path, sphere_file, monkeypatch, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    code, _, err = run_cli(["fit", sphere_file, "-o", locked / "run", *FAST], monkeypatch, capsys)
+    assert code == 2 and "cannot write" in err
+
+
+def test_unwritable_output_dir(tmp_path, sphere_file, monkeypatch, capsys):
+    # A path below a regular file cannot be created, whoever runs the test.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(["fit", sphere_file, "-o", blocker / "run", *FAST], monkeypatch, capsys)
+    assert code == 2 and "cannot write" in err and "Traceback" not in err
+
+
+def test_mesh_of_a_non_run_folder_is_a_user_error(tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(["mesh", tmp_path, "-o", tmp_path / "m.ply"], monkeypatch, capsys)
+    assert code == 2 and "no checkpoint.pt" in err

@@ -1,0 +1,217 @@
+"""Tests of fields/mesh.py (grid evaluation, marching cubes, export) and fields/io.py (atomic writes)."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from scipy.spatial import cKDTree
+
+from fields.errors import FieldStudioError
+from fields.io import atomic_open, atomic_save_torch, atomic_write, atomic_write_json, atomic_write_text
+from fields.mesh import MESH_FORMATS, evaluate_grid, export_mesh, extract_mesh, marching_cubes, mesh_report
+
+R_SPHERE = 0.6
+CENTRE = torch.tensor([0.1, -0.2, 0.15])
+
+
+def sphere_sdf(points: torch.Tensor) -> torch.Tensor:
+    """Signed distance to a sphere, negative inside."""
+    return (points - CENTRE).norm(dim=1) - R_SPHERE
+
+
+@pytest.fixture(scope="module")
+def sphere_mesh():
+    return extract_mesh(sphere_sdf, resolution=128)
+
+
+# ---------------------------------------------------------------------------------------------- grid
+def test_evaluate_grid_layout_and_chunking():
+    def fn(p):
+        return p[:, 0] * 100 + p[:, 1] * 10 + p[:, 2]
+
+    calls = []
+    vol = evaluate_grid(fn, 7, bounds=(-1.0, 2.0), chunk=10, progress=lambda d, t: calls.append((d, t)))
+    assert vol.shape == (7, 7, 7) and vol.dtype == np.float32
+    x = np.linspace(-1.0, 2.0, 7)
+    expected = x[:, None, None] * 100 + x[None, :, None] * 10 + x[None, None, :]
+    assert np.allclose(vol, expected, atol=1e-4)
+    one_shot = evaluate_grid(fn, 7, bounds=(-1.0, 2.0), chunk=7**3)
+    assert np.array_equal(vol, one_shot)
+    assert len(calls) == math.ceil(7**3 / 10) and calls[-1] == (343, 343)
+    assert all(a[0] < b[0] for a, b in zip(calls, calls[1:]))
+
+
+def test_evaluate_grid_per_axis_bounds_no_grad():
+    seen = {}
+
+    def fn(p):
+        seen["grad"] = torch.is_grad_enabled()
+        seen["max_batch"] = max(seen.get("max_batch", 0), len(p))
+        return p[:, 2:3]  # (M, 1) is accepted too
+
+    vol = evaluate_grid(fn, 5, bounds=[(0, 1), (0, 2), (-3, 3)], chunk=16)
+    assert seen == {"grad": False, "max_batch": 16}
+    assert np.allclose(vol[0, 0, :], np.linspace(-3, 3, 5))
+    with pytest.raises(ValueError, match="one value per point"):
+        evaluate_grid(lambda p: p, 4)
+
+
+# ---------------------------------------------------------------------------------------------- marching cubes
+def test_sphere_area_volume_and_outward_normals(sphere_mesh):
+    m = sphere_mesh
+    assert m.is_watertight
+    assert m.volume > 0  # outward normals
+    assert m.area == pytest.approx(4 * math.pi * R_SPHERE**2, rel=0.01)
+    assert m.volume == pytest.approx(4 / 3 * math.pi * R_SPHERE**3, rel=0.01)
+    # every face normal points away from the centre
+    radial = m.triangles_center - CENTRE.numpy()
+    assert np.all(np.einsum("ij,ij->i", m.face_normals, radial) > 0)
+    # vertices in the field box, on the sphere to within a fraction of a grid step
+    dist = np.linalg.norm(m.vertices - CENTRE.numpy(), axis=1)
+    assert np.abs(dist - R_SPHERE).max() < 0.25 * 2 / 127
+
+
+def test_marching_cubes_index_to_box_mapping():
+    vol = np.zeros((9, 5, 3), np.float32) + 1.0
+    vol[4, 2, 1] = -1.0  # a single inside sample at the box centre (index (4,2,1))
+    m = marching_cubes(vol, bounds=[(0, 8), (10, 14), (-1, 1)])
+    assert np.allclose(m.bounds.mean(axis=0), [4.0, 12.0, 0.0])
+    assert m.volume > 0
+
+
+def test_no_surface_errors():
+    with pytest.raises(FieldStudioError, match="no surface at level 0: it is everywhere outside"):
+        marching_cubes(np.ones((4, 4, 4), np.float32))
+    with pytest.raises(FieldStudioError, match="everywhere inside"):
+        extract_mesh(lambda p: -torch.ones(len(p)), resolution=8)
+    vol = np.ones((4, 4, 4), np.float32)
+    vol[1, 1, 1] = np.nan
+    with pytest.raises(FieldStudioError, match="NaN"):
+        marching_cubes(vol)
+
+
+def test_transform_scale_translate_and_mirror(sphere_mesh):
+    scale, shift = np.array([2.0, 3.0, 0.5]), np.array([100.0, -50.0, 7.0])
+    t = np.eye(4)
+    t[:3, :3] = np.diag(scale)
+    t[:3, 3] = shift
+    m = extract_mesh(sphere_sdf, resolution=48, transform=t)
+    centre_world = CENTRE.numpy() * scale + shift
+    assert np.allclose(m.bounds.mean(axis=0), centre_world, atol=0.01 * scale)
+    assert np.allclose(m.extents, 2 * R_SPHERE * scale, rtol=0.01)
+    assert m.volume == pytest.approx(4 / 3 * math.pi * R_SPHERE**3 * np.prod(scale), rel=0.02)
+    mirror = np.diag([-1.0, 1.0, 1.0, 1.0])
+    mm = extract_mesh(sphere_sdf, resolution=48, transform=mirror)
+    assert mm.volume > 0  # winding reversed with the mirror
+    assert mm.bounds.mean(axis=0)[0] == pytest.approx(-CENTRE[0].item(), abs=1e-3)
+
+
+def test_largest_component_and_smoothing():
+    def two_balls(p):
+        big = (p - torch.tensor([-0.4, 0.0, 0.0])).norm(dim=1) - 0.4
+        small = (p - torch.tensor([0.6, 0.0, 0.0])).norm(dim=1) - 0.15
+        return torch.minimum(big, small)
+
+    both = extract_mesh(two_balls, resolution=48)
+    assert len(both.split(only_watertight=False)) == 2
+    big = extract_mesh(two_balls, resolution=48, largest_component=True)
+    assert len(big.split(only_watertight=False)) == 1
+    assert big.bounds[1, 0] < 0.05  # the small ball (x in 0.45..0.75) is gone
+    assert big.is_watertight and big.volume > 0
+    smooth = extract_mesh(two_balls, resolution=48, largest_component=True, smooth_iterations=5)
+    assert smooth.volume == pytest.approx(big.volume, rel=0.02)  # Taubin: little shrinkage
+    assert not np.allclose(smooth.vertices, big.vertices)
+
+
+def test_mesh_report(sphere_mesh):
+    rep = mesh_report(sphere_mesh)
+    json.dumps(rep)  # plain JSON
+    assert rep["n_faces"] == len(sphere_mesh.faces) and rep["n_vertices"] == len(sphere_mesh.vertices)
+    assert rep["watertight"] is True and rep["euler_number"] == 2
+    assert rep["volume"] == pytest.approx(sphere_mesh.volume)
+    open_mesh = trimesh.Trimesh(sphere_mesh.vertices, sphere_mesh.faces[1:], process=False)
+    rep_open = mesh_report(open_mesh)
+    assert rep_open["watertight"] is False and rep_open["volume"] is None
+
+
+# ---------------------------------------------------------------------------------------------- export
+@pytest.mark.parametrize("suffix", sorted(MESH_FORMATS))
+def test_export_roundtrip(tmp_path, sphere_mesh, suffix):
+    mesh = sphere_mesh
+    path = export_mesh(mesh, tmp_path / f"out{suffix.upper() if suffix == '.obj' else suffix}")
+    assert path.exists() and os.listdir(tmp_path) == [path.name]
+    back = trimesh.load(path, force="mesh", process=False)
+    back.merge_vertices()  # STL stores 3 vertices per face
+    assert len(back.faces) == len(mesh.faces)
+    assert len(back.vertices) == len(mesh.vertices)
+    # every reloaded vertex lies on an original one (float32 storage: ~1e-7 relative) and vice versa
+    assert cKDTree(mesh.vertices).query(back.vertices)[0].max() < 1e-6
+    assert cKDTree(back.vertices).query(mesh.vertices)[0].max() < 1e-6
+    assert back.volume == pytest.approx(mesh.volume, rel=1e-5)  # winding survived
+
+
+def test_export_unknown_suffix_and_empty(tmp_path, sphere_mesh):
+    with pytest.raises(FieldStudioError, match=r"\.ply, \.obj, \.stl, \.glb"):
+        export_mesh(sphere_mesh, tmp_path / "out.fbx")
+    with pytest.raises(FieldStudioError, match="empty"):
+        export_mesh(trimesh.Trimesh(), tmp_path / "out.ply")
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_unwritable_destination(tmp_path, sphere_mesh):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    with pytest.raises(FieldStudioError, match="cannot write to .*Choose another output folder"):
+        export_mesh(sphere_mesh, blocker / "out.ply")
+
+
+# ---------------------------------------------------------------------------------------------- atomic io
+def test_atomic_write_failure_leaves_old_file_and_no_temp(tmp_path):
+    dest = tmp_path / "data.bin"
+    dest.write_bytes(b"old")
+
+    def broken(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer crashed")
+
+    with pytest.raises(RuntimeError, match="writer crashed"):
+        atomic_write(dest, broken)
+    assert dest.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["data.bin"]
+
+    with pytest.raises(KeyError):
+        with atomic_open(dest, "wb") as fh:
+            fh.write(b"partial")
+            raise KeyError("boom")
+    assert dest.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["data.bin"]
+
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "bad.json", {"x": object()})
+    assert os.listdir(tmp_path) == ["data.bin"]
+
+
+def test_atomic_helpers_write_and_permissions(tmp_path):
+    p = atomic_write_text(tmp_path / "sub" / "a.txt", "héllo")
+    assert p.read_text(encoding="utf-8") == "héllo"
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~_umask())
+    j = atomic_write_json(tmp_path / "m.json", {"iou": 0.5})
+    assert json.loads(j.read_text()) == {"iou": 0.5}
+    t = atomic_save_torch({"w": torch.arange(3)}, tmp_path / "ck.pt")
+    assert torch.equal(torch.load(t)["w"], torch.arange(3))
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt", "m.json", "sub"]
+
+
+def test_atomic_destination_is_a_folder(tmp_path):
+    with pytest.raises(FieldStudioError, match="cannot write to"):
+        atomic_write_text(tmp_path, "x")
+
+
+def _umask():
+    u = os.umask(0)
+    os.umask(u)
+    return u
