@@ -20,7 +20,7 @@ from fields.errors import FieldStudioError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn sparse observations into neural fields and meshes.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages stay one line, whatever the width
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -115,7 +115,7 @@ def fit(
     if time_budget is not None:
         cfg.train.time_budget = time_budget
     if resolution is not None:
-        cfg.resolution = resolution
+        cfg.mesh.resolution = resolution
     if seed is not None:
         cfg.train.seed = seed
     _run_fit(cfg, output, overwrite)
@@ -161,7 +161,8 @@ def demo(
     from fields.config import RunConfig
     from fields.field import preset
 
-    cfg = RunConfig(input=str(ASSETS / "trefoil.ply"), task="sdf", resolution=160)
+    cfg = RunConfig(input=str(ASSETS / "trefoil.ply"), task="sdf")
+    cfg.mesh.resolution = 160
     cfg.field = preset("hybrid", "sdf", 150_000)
     cfg.train.steps, cfg.train.time_budget, cfg.train.batch_size = 1500, 45.0, 8192
     cfg.sdf.pool_size = 400_000

@@ -31,6 +31,7 @@ from fields.io import atomic_write
 
 __all__ = [
     "evaluate_grid",
+    "evaluate_grid_narrow_band",
     "marching_cubes",
     "extract_mesh",
     "mesh_report",
@@ -126,6 +127,60 @@ def evaluate_grid(
     return volume
 
 
+def evaluate_grid_narrow_band(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    resolution: int,
+    bounds=(-1.0, 1.0),
+    level: float = 0.0,
+    coarse_factor: int = 4,
+    band_cells: float = 2.0,
+    chunk: int = 2**18,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Like :func:`evaluate_grid`, but only evaluates fine points near the level set. For distance-like fields.
+
+    A grid ``coarse_factor`` times coarser is evaluated first and interpolated (trilinearly) onto the fine grid;
+    fine points whose interpolated value is within ``band_cells`` coarse-cell diagonals of ``level`` are then
+    evaluated exactly. For a field with ``|grad| <= ~1`` (a signed distance) the interpolation error is below one
+    coarse-cell diagonal, so every fine cell the surface crosses is evaluated exactly; elsewhere the volume holds
+    the interpolated value, whose sign is right. About 6x fewer evaluations at 256^3 for a typical shape.
+    A feature thinner than a coarse cell that the coarse grid misses entirely is not meshed (for a neural
+    SDF these are usually spurious "floaters" in empty space).
+
+    Returns
+    -------
+    volume : (R, R, R) float32 ndarray, as :func:`evaluate_grid`.
+    """
+    r = int(resolution)
+    rc = max(2, (r - 1) // max(int(coarse_factor), 1) + 1)
+    if rc >= r:
+        return evaluate_grid(fn, r, bounds=bounds, chunk=chunk, device=device, progress=progress)
+    b = _axis_bounds(bounds)
+    coarse = evaluate_grid(fn, rc, bounds=bounds, chunk=chunk, device=device)
+    # Both grids include both ends of each axis, hence align_corners=True.
+    volume = torch.nn.functional.interpolate(
+        torch.from_numpy(coarse)[None, None], size=(r, r, r), mode="trilinear", align_corners=True
+    )[0, 0].numpy()
+    del coarse
+    diag = float(np.linalg.norm((b[:, 1] - b[:, 0]) / (rc - 1)))
+    near = np.flatnonzero(np.abs(volume.reshape(-1) - level) < band_cells * diag)
+    axes = [torch.from_numpy(np.linspace(lo, hi, r).astype(np.float32)).to(device) for lo, hi in b]
+    flat = volume.reshape(-1)
+    total, rr = rc**3 + len(near), r * r
+    if progress is not None:
+        progress(rc**3, total)
+    with torch.no_grad():
+        for start in range(0, len(near), chunk):
+            ids = near[start:start + chunk]
+            idx = torch.from_numpy(ids).to(device)
+            points = torch.stack((axes[0][idx // rr], axes[1][(idx // r) % r], axes[2][idx % r]), dim=1)
+            flat[ids] = fn(points).detach().reshape(-1).to("cpu", torch.float32).numpy()
+            if progress is not None:
+                progress(rc**3 + start + len(ids), total)
+    return volume
+
+
 def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0)) -> trimesh.Trimesh:
     """Triangle mesh of the level set ``volume = level`` (PyMCubes), in the field box.
 
@@ -184,18 +239,26 @@ def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0)) -
     return trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
 
 
-def _keep_largest_component(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
-    """The connected component (by shared edges) with the most faces."""
+def drop_small_components(mesh: trimesh.Trimesh, min_ratio: float) -> tuple[trimesh.Trimesh, int]:
+    """Remove connected components (by shared edges) whose area is below ``min_ratio`` x the largest one's.
+
+    ``min_ratio=1`` keeps only the largest component. Relative to the largest part rather than the total, so a
+    shape made of many similar parts keeps all of them. Returns the mesh and the number of parts removed.
+    """
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
-    counts = np.bincount(labels)
-    if len(counts) <= 1:
-        return mesh
-    keep = labels == int(np.argmax(counts))
+    areas = np.bincount(labels, weights=mesh.area_faces)
+    if len(areas) <= 1:
+        return mesh, 0
+    keep_parts = areas >= min_ratio * areas.max()
+    if min_ratio >= 1.0:
+        keep_parts = np.arange(len(areas)) == int(np.argmax(areas))
+    keep = keep_parts[labels]
     faces = mesh.faces[keep]
     used = np.unique(faces)
     remap = np.full(len(mesh.vertices), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
-    return trimesh.Trimesh(vertices=mesh.vertices[used], faces=remap[faces], process=False)
+    out = trimesh.Trimesh(vertices=mesh.vertices[used], faces=remap[faces], process=False)
+    return out, int(len(areas) - keep_parts.sum())
 
 
 def _apply_transform(mesh: trimesh.Trimesh, transform) -> trimesh.Trimesh:
@@ -223,8 +286,10 @@ def extract_mesh(
     chunk: int = 2**18,
     progress: Callable[[int, int], None] | None = None,
     largest_component: bool = False,
+    min_component_ratio: float = 0.0,
     smooth_iterations: int = 0,
     device: str | torch.device = "cpu",
+    narrow_band: bool = False,
 ) -> trimesh.Trimesh:
     """Mesh of a field's level set: :func:`evaluate_grid`, :func:`marching_cubes`, optional clean-up.
 
@@ -238,21 +303,29 @@ def extract_mesh(
         Affine from the field box to the input's world frame, applied to the vertices last. A mirroring
         transform (negative determinant) also reverses the winding, so normals stay outward.
     largest_component : bool
-        Keep only the connected component with the most faces (drops floaters).
+        Keep only the connected component with the largest area (drops floaters).
+    min_component_ratio : float
+        Drop components with less than this fraction of the largest component's area (0 keeps all).
     smooth_iterations : int
         Taubin smoothing iterations (lambda 0.5, mu -0.53; shrinks far less than Laplacian), 0 for none.
         Done in the field box, before ``transform``.
+    narrow_band : bool
+        Evaluate exactly only near the level set (:func:`evaluate_grid_narrow_band`); for distance-like fields.
 
     Returns
     -------
     trimesh.Trimesh
         With outward normals, in the world frame if ``transform`` is given, else in the field box.
     """
-    volume = evaluate_grid(fn, resolution, bounds=bounds, chunk=chunk, device=device, progress=progress)
+    if narrow_band:
+        volume = evaluate_grid_narrow_band(fn, resolution, bounds=bounds, level=level, chunk=chunk,
+                                           device=device, progress=progress)
+    else:
+        volume = evaluate_grid(fn, resolution, bounds=bounds, chunk=chunk, device=device, progress=progress)
     mesh = marching_cubes(volume, level=level, bounds=bounds)
     del volume  # the largest array of the pipeline; free it before clean-up
-    if largest_component:
-        mesh = _keep_largest_component(mesh)
+    if largest_component or min_component_ratio > 0:
+        mesh, _ = drop_small_components(mesh, 1.0 if largest_component else min_component_ratio)
     if smooth_iterations > 0:
         trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=int(smooth_iterations))
     if transform is not None:

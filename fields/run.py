@@ -104,17 +104,16 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
         cfg.field = resolve_budget(cfg.field)
     model = Field(cfg.field)
     save_toml(cfg, run_dir / "config.toml")
-    setup_s = time.perf_counter() - t_start
-    budget = cfg.train.time_budget
-    loop_budget = None if budget is None else max(budget - setup_s - _meshing_allowance(cfg), 1.0)
+    callbacks = list(callbacks)
+    if cfg.train.time_budget is not None:
+        callbacks.insert(0, _BudgetAfterSetup(model, cfg.train.time_budget, t_start, cfg.mesh.resolution))
     extra = {"run_config": to_dict(cfg), "frame": task.frame.to_dict(), "input_report": report}
-    state = train(model, task, cfg.train, callbacks, ckpt_path, extra, time_budget=loop_budget)
+    state = train(model, task, cfg.train, callbacks, ckpt_path, extra)
     result = FitResult(run_dir, cfg, state.step, state.elapsed, state.interrupted, resumed)
     if state.interrupted or not state.done:
         return result
 
-    out = extract_mesh(_field_fn(model), cfg.resolution, transform=task.frame.to_world_matrix(),
-                       progress=mesh_progress)
+    out = _extract(model, cfg, task.frame, cfg.mesh.resolution, mesh_progress)
     result.files["mesh"] = export_mesh(out, run_dir / "mesh.ply")
     # Score in the box frame against the normalised input (distances are relative to its diagonal anyway).
     box_mesh = out.copy()
@@ -135,9 +134,34 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
     return result
 
 
-def _meshing_allowance(cfg: RunConfig) -> float:
-    """Seconds to keep back from a time budget for marching cubes and scoring (measured ~2 s per 128^3 chunk)."""
-    return 4.0 + 12.0 * (cfg.resolution / 256) ** 3
+class _BudgetAfterSetup(Callback):
+    """Make ``--time-budget`` cover the whole fit: set-up, training, meshing and scoring.
+
+    On start (after data loading and RBF placement) it times a forward pass and keeps back what narrow-band
+    meshing will need: the coarse grid plus about a fifth of the fine grid (16 % measured on the bunny at
+    256^3), plus a few seconds for scoring and export.
+    """
+
+    def __init__(self, model: Field, budget: float, t_start: float, resolution: int):
+        self.model, self.budget, self.t_start, self.resolution = model, budget, t_start, resolution
+
+    def on_start(self, state) -> None:
+        x = torch.rand(2**15, 3) * 2 - 1
+        with torch.no_grad():
+            t = time.perf_counter()
+            self.model(x)
+            per_point = (time.perf_counter() - t) / len(x)
+        points = (self.resolution // 4) ** 3 + 0.22 * self.resolution**3
+        allowance = per_point * points + 5.0
+        setup = time.perf_counter() - self.t_start
+        state.time_budget = max(self.budget - setup - allowance, 1.0)
+
+
+def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int, progress):
+    """The run's mesh in the input's frame (narrow-band evaluation: the field is distance-like)."""
+    return extract_mesh(_field_fn(model), resolution, transform=frame.to_world_matrix(), progress=progress,
+                        narrow_band=True, min_component_ratio=cfg.mesh.min_component_ratio,
+                        smooth_iterations=cfg.mesh.smooth_iterations)
 
 
 def _plain(v):
@@ -170,9 +194,9 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Field, BoxFrame]:
 def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | None = None,
                   progress=None) -> tuple[Path, dict]:
     cfg, model, frame = load_run(run_dir)
-    res = resolution or cfg.resolution
+    res = resolution or cfg.mesh.resolution
     if not 8 <= res <= 2048:
         raise FieldStudioError(f"resolution {res} is out of range; use 8..2048")
-    mesh = extract_mesh(_field_fn(model), res, transform=frame.to_world_matrix(), progress=progress)
+    mesh = _extract(model, cfg, frame, res, progress)
     path = export_mesh(mesh, out_path)
     return path, mesh_report(mesh)

@@ -57,7 +57,8 @@ def main() -> None:
         if not path.exists():
             sys.exit(f"missing {path}; pass --data pointing at the shared data folder")
         for method in args.methods:
-            cfg = RunConfig(input=str(path), task="sdf", resolution=args.resolution)
+            cfg = RunConfig(input=str(path), task="sdf")
+            cfg.mesh.resolution = args.resolution
             cfg.field = preset(method, "sdf", args.params)
             cfg.train.steps = 10**6
             cfg.train.time_budget = args.time_budget

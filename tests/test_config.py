@@ -6,7 +6,8 @@ from fields.field import Field, count_params, preset, resolve_budget
 
 
 def test_run_config_round_trips_through_toml(tmp_path):
-    cfg = RunConfig(input="/data/bunny.obj", resolution=128)
+    cfg = RunConfig(input="/data/bunny.obj")
+    cfg.mesh.resolution = 128
     cfg.field = resolve_budget(preset("hybrid", "sdf", 200_000))
     cfg.train.time_budget = 42.5
     save_toml(cfg, tmp_path / "c.toml")
@@ -30,7 +31,7 @@ def test_unknown_key_is_a_user_error():
 
 def test_bad_toml_and_bad_values_are_user_errors(tmp_path):
     p = tmp_path / "bad.toml"
-    p.write_text("resolution = [")
+    p.write_text("[mesh]\nresolution = [")
     with pytest.raises(FieldStudioError, match="not valid TOML"):
         load_run_config(p)
     p.write_text('[field]\nkind = "octree"\n')

@@ -12,7 +12,8 @@ from scipy.spatial import cKDTree
 
 from fields.errors import FieldStudioError
 from fields.io import atomic_open, atomic_save_torch, atomic_write, atomic_write_json, atomic_write_text
-from fields.mesh import MESH_FORMATS, evaluate_grid, export_mesh, extract_mesh, marching_cubes, mesh_report
+from fields.mesh import (MESH_FORMATS, evaluate_grid, evaluate_grid_narrow_band, export_mesh, extract_mesh,
+                         marching_cubes, mesh_report)
 
 R_SPHERE = 0.6
 CENTRE = torch.tensor([0.1, -0.2, 0.15])
@@ -215,3 +216,24 @@ def _umask():
     u = os.umask(0)
     os.umask(u)
     return u
+
+
+def test_narrow_band_is_exact_near_the_surface_and_evaluates_less():
+    """Narrow-band evaluation equals dense evaluation wherever a cell could hold the surface."""
+    calls = []
+
+    def two_spheres(p):
+        calls.append(len(p))
+        return torch.minimum((p - 0.3).norm(dim=1) - 0.35, (p + 0.4).norm(dim=1) - 0.2)
+
+    dense = evaluate_grid(two_spheres, 65)
+    n_dense = sum(calls)
+    calls.clear()
+    band = evaluate_grid_narrow_band(two_spheres, 65)
+    assert sum(calls) < 0.5 * n_dense
+    near = np.abs(dense) < 2 / 64 * math.sqrt(3)  # every fine cell the surface can cross
+    np.testing.assert_array_equal(band[near], dense[near])
+    assert (np.sign(band) == np.sign(dense)).all()
+    a = marching_cubes(dense)
+    b = marching_cubes(band)
+    assert len(a.faces) == len(b.faces) and np.allclose(a.vertices, b.vertices)

@@ -41,7 +41,7 @@ def test_sphere_sdf_fit_reaches_iou_099(sphere_file):
     mesh = trimesh.load(sphere_file)
     task = SDFTask(mesh, True, SDFTaskConfig(pool_size=60_000, kmeans_points=20_000), seed=0)
     cfg = preset("hybrid", "sdf", 40_000)
-    cfg.grid.n_levels, cfg.grid.max_resolution = 8, 128
+    cfg.grid.n_levels, cfg.grid.base_resolution, cfg.grid.max_resolution = 6, 8, 64
     field = Field(resolve_budget(cfg))
     train(field, task, TrainConfig(steps=250, batch_size=4096, lr=1e-2, lr_decoder=2e-3, seed=0))
     g = np.random.default_rng(5)

@@ -45,7 +45,7 @@ class SDFTask:
     """Fit a field to the SDF of ``mesh`` (given in its world frame).
 
     The sample pool is drawn once (seeded): 1/2 on the surface (SDF 0), 3/8 surface + N(0, noise^2), 1/8 uniform
-    in the box. Each step draws ``batch_size`` pool entries; their RBF neighbours are precomputed in ``attach``.
+    in the box (NeuRBF's mix; ``uniform_fraction`` moves the split between the last two). Each step draws ``batch_size`` pool entries; their RBF neighbours are precomputed in ``attach``.
     """
 
     name = "sdf"
@@ -58,8 +58,9 @@ class SDFTask:
         self.oracle = MeshOracle(self.mesh, watertight)
         rng = np.random.default_rng(seed)
         n = cfg.pool_size
-        n_surf, n_near = n // 2, (3 * n) // 8
-        n_unif = n - n_surf - n_near
+        n_unif = int(round(n * cfg.uniform_fraction))
+        n_surf = n // 2
+        n_near = n - n_surf - n_unif
         surf, _ = trimesh.sample.sample_surface(self.mesh, n_surf + n_near, seed=int(rng.integers(2**31)))
         near = surf[n_surf:] + rng.normal(0.0, cfg.surface_noise, size=(n_near, 3))
         unif = rng.uniform(-1.0, 1.0, size=(n_unif, 3))
