@@ -50,7 +50,7 @@ class RBFConfig:
 @dataclass
 class FourierConfig:
     n_frequencies: int = 128
-    sigma: float = 4.0
+    sigma: float = 1.0
 
 
 @dataclass
@@ -106,7 +106,9 @@ class SDFTaskConfig:
     pool_size: int = 2_000_000
     surface_noise: float = 0.01
     uniform_fraction: float = 0.125
-    loss: str = "mape"
+    # "auto": MAPE (NeuRBF / torch-ngp) for grid and RBF fields; L1 for the Fourier MLP, which MAPE's 1/0.01
+    # weight on surface samples pins near zero everywhere (bunny, 150 steps: IoU 0.19 with MAPE, 0.97 with L1).
+    loss: str = "auto"
     eikonal_weight: float = 0.0
     normalize_extent: float = 0.95
     kmeans_points: int = 200_000
@@ -203,6 +205,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise FieldStudioError("mesh.min_component_ratio must be between 0 and 1")
     if not 0.0 <= cfg.sdf.uniform_fraction <= 0.5:
         raise FieldStudioError("sdf.uniform_fraction must be between 0 and 0.5")
-    if cfg.sdf.loss not in ("mape", "l1"):
-        raise FieldStudioError(f"sdf loss {cfg.sdf.loss!r} is unknown; choose mape or l1")
+    if cfg.sdf.loss not in ("auto", "mape", "l1"):
+        raise FieldStudioError(f"sdf loss {cfg.sdf.loss!r} is unknown; choose auto, mape or l1")
+    if cfg.sdf.loss == "auto":
+        cfg.sdf.loss = "l1" if f.kind == "mlp" else "mape"
     return cfg

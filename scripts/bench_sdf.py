@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fields.config import RunConfig  # noqa: E402
+from fields.errors import FieldStudioError  # noqa: E402
 from fields.field import preset  # noqa: E402
 from fields.run import fit  # noqa: E402
 
@@ -63,10 +64,16 @@ def main() -> None:
             cfg.train.steps = 10**6
             cfg.train.time_budget = args.time_budget
             t = time.perf_counter()
-            result = fit(cfg, runs_dir / f"{Path(mesh_name).stem}_{method}", overwrite=True)
-            m = result.metrics
+            try:
+                m = fit(cfg, runs_dir / f"{Path(mesh_name).stem}_{method}", overwrite=True).metrics
+            except FieldStudioError as err:  # e.g. a field with no surface yet: a result, not a crash
+                rows.append({"mesh": mesh_name, "method": method, "error": str(err),
+                             "seconds": round(time.perf_counter() - t, 1)})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             rows.append({"mesh": mesh_name, "method": method, "params": m["params"], "steps": m["steps"],
-                         "seconds": round(time.perf_counter() - t, 1), "iou": m["iou"],
+                         "seconds": round(time.perf_counter() - t, 1), "train_seconds": m["train_seconds"],
+                         "mesh_seconds": m["mesh_seconds"], "iou": m["iou"],
                          "chamfer_l1": m["chamfer_l1"], "hausdorff": m["hausdorff"], "nae_deg": m["nae_deg"],
                          "watertight": m["mesh"]["watertight"]})
             print(json.dumps(rows[-1]), flush=True)
@@ -78,12 +85,16 @@ def main() -> None:
     (args.out / "sdf.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"SDF fitting, {meta['date']}, {machine}, budget {args.time_budget:.0f} s and {args.params:,} params, "
              f"marching cubes {args.resolution}^3. Command: `{meta['command']}`", "",
-             "| mesh | method | params | steps | time (s) | IoU | Chamfer-L1 | Hausdorff | NAE (°) |",
+             "| mesh | method | params | steps | train / mesh / total (s) | IoU | Chamfer-L1 | Hausdorff | NAE (°) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {Path(r['mesh']).stem} | {METHODS[r['method']]} | | | {r['seconds']} | "
+                         f"failed: {r['error']} | | | |")
+            continue
         lines.append(f"| {Path(r['mesh']).stem} | {METHODS[r['method']]} | {r['params']:,} | {r['steps']} | "
-                     f"{r['seconds']} | {r['iou']:.4f} | {r['chamfer_l1']:.2e} | {r['hausdorff']:.2e} | "
-                     f"{r['nae_deg']:.2f} |")
+                     f"{r['train_seconds']:.0f} / {r['mesh_seconds']:.0f} / {r['seconds']:.0f} | {r['iou']:.4f} | "
+                     f"{r['chamfer_l1']:.2e} | {r['hausdorff']:.2e} | {r['nae_deg']:.2f} |")
     (args.out / "sdf.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

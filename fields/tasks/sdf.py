@@ -99,7 +99,7 @@ class SDFTask:
             x = x.clone().requires_grad_(True)
         pred = field(x, batch.get("rbf_idx"))[:, 0]
         err = (pred - gt).abs()
-        if self.cfg.loss == "mape":
+        if self.cfg.loss in ("mape", "auto"):  # fields.config.validate resolves "auto" per field kind
             data = (err / (gt.abs() + 1e-2)).mean()
         else:
             data = err.mean()
