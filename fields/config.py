@@ -207,6 +207,4 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise FieldStudioError("sdf.uniform_fraction must be between 0 and 0.5")
     if cfg.sdf.loss not in ("auto", "mape", "l1"):
         raise FieldStudioError(f"sdf loss {cfg.sdf.loss!r} is unknown; choose auto, mape or l1")
-    if cfg.sdf.loss == "auto":
-        cfg.sdf.loss = "l1" if f.kind == "mlp" else "mape"
     return cfg

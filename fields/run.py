@@ -102,6 +102,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
     task = SDFTask(mesh, report["watertight"], cfg.sdf, seed=cfg.train.seed)
     if not resumed:
         cfg.field = resolve_budget(cfg.field)
+        if cfg.sdf.loss == "auto":  # see SDFTaskConfig.loss
+            cfg.sdf.loss = "l1" if cfg.field.kind == "mlp" else "mape"
     model = Field(cfg.field)
     save_toml(cfg, run_dir / "config.toml")
     callbacks = list(callbacks)
