@@ -98,12 +98,12 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
     torch.manual_seed(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    mesh, report = load_mesh(cfg.input)
-    task = SDFTask(mesh, report["watertight"], cfg.sdf, seed=cfg.train.seed)
     if not resumed:
         cfg.field = resolve_budget(cfg.field)
         if cfg.sdf.loss == "auto":  # see SDFTaskConfig.loss
             cfg.sdf.loss = "l1" if cfg.field.kind == "mlp" else "mape"
+    mesh, report = load_mesh(cfg.input)
+    task = SDFTask(mesh, report["watertight"], cfg.sdf, seed=cfg.train.seed)
     model = Field(cfg.field)
     save_toml(cfg, run_dir / "config.toml")
     callbacks = list(callbacks)
