@@ -1,6 +1,6 @@
 """cli.py
 ======
-The command-line face: ``fieldstudio fit | mesh | eval | demo``. A thin layer over ``fields.run``.
+The command-line face: ``fieldstudio fit | mesh | eval | slice | demo``. A thin layer over ``fields.run``.
 
 User errors (``FieldStudioError``) print one line and exit 2, without a traceback.
 """
@@ -89,7 +89,7 @@ def fit(
     input: Path = typer.Argument(..., help="Input file: a mesh (.obj .ply .stl .off .glb)."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; an unfinished run there resumes)."),
     task: str = typer.Option("auto", help="auto | sdf"),
-    field: str = typer.Option("hybrid", help="hybrid (grid + adaptive RBF) | neurbf (RBF only) | grid | mlp"),
+    field: Optional[str] = typer.Option(None, help="hybrid (default: grid + adaptive RBF) | neurbf (RBF only) | grid | mlp"),
     params: Optional[int] = typer.Option(None, help="Total parameter budget (default: 450,000)."),
     steps: Optional[int] = typer.Option(None, help="Maximum training steps."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Wall-clock seconds for the whole fit."),
@@ -103,13 +103,20 @@ def fit(
     from fields.field import preset
     from fields.run import detect_task
 
-    cfg = load_run_config(config) if config else RunConfig()
     if not input.exists():
         raise FieldStudioError(f"input file not found: {input}")
+    cfg = load_run_config(config) if config else RunConfig()
     cfg.input = str(input.resolve())
     cfg.task = detect_task(input) if task == "auto" else task
-    if not config or field != "hybrid" or params is not None:
-        cfg.field = preset(field, cfg.task, params if params is not None else cfg.field.params or 450_000)
+    if not config:
+        cfg.field = preset(field or "hybrid", cfg.task, 450_000)
+    elif field is not None and field != cfg.field.kind:
+        cfg.field = preset(field, cfg.task, cfg.field.params or 450_000)
+    if params is not None:  # sizes follow the new budget
+        cfg.field = preset(cfg.field.kind, cfg.task, params) if not config else cfg.field
+        cfg.field.params = params
+        if cfg.field.kind in ("hybrid", "neurbf"):
+            cfg.field.rbf.n_rbf = "auto"
     if steps is not None:
         cfg.train.steps = steps
     if time_budget is not None:
@@ -168,6 +175,27 @@ def demo(
     cfg.sdf.pool_size = 400_000
     console.print(f"fitting {cfg.input} -> {output}")
     _run_fit(cfg, output, overwrite=True)
+
+
+@app.command(name="slice")
+def slice_command(
+    mesh_file: Path = typer.Argument(..., metavar="MESH", help="Closed mesh to cut (.obj .ply .stl .off .glb)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Cross-section file to write (.csl)."),
+    planes: int = typer.Option(15, "--planes", help="Number of cutting planes (planes that miss are dropped)."),
+    layout: str = typer.Option("parallel", help="parallel | orthogonal | random"),
+    axis: str = typer.Option("z", help="x | y | z: normal of the parallel planes (orthogonal: extra planes)."),
+    seed: int = typer.Option(0, help="Random seed of the random layout."),
+) -> None:
+    """Cut MESH with planes and write its cross-sections as a CSL file (OReX's input format)."""
+    from fields.data.cross_sections import write_csl
+    from fields.data.meshes import load_mesh
+    from fields.data.slicing import slice_mesh
+
+    mesh_data, _ = load_mesh(mesh_file)
+    cs = slice_mesh(mesh_data, planes, layout, axis=axis, seed=seed)
+    path = write_csl(cs, output)
+    s = cs.summary()
+    console.print(f"wrote {path}: {s['planes']} planes, {s['loops']} loops, {s['holes']} holes", highlight=False)
 
 
 def main() -> None:

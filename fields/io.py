@@ -98,11 +98,23 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path
         If the destination folder cannot be created or written to.
     """
     dest = Path(path)
-    folder, fd, tmp = _make_temp(dest)
-    os.close(fd)
-    try:
+    with _replacing(dest) as (fd, tmp):
+        os.close(fd)
         writer(tmp)
         _fsync_path(tmp)
+    return dest
+
+
+@contextlib.contextmanager
+def _replacing(dest: Path) -> Iterator[tuple[int, Path]]:
+    """Yield ``(fd, tmp)`` of a temp file beside ``dest``; rename it over ``dest`` if the block succeeds.
+
+    On any error the temp file is removed and ``dest`` is untouched; OS errors a user can fix become
+    FieldStudioError.
+    """
+    folder, fd, tmp = _make_temp(dest)
+    try:
+        yield fd, tmp
         os.chmod(tmp, _default_mode())
         os.replace(tmp, dest)
     except BaseException as err:
@@ -111,7 +123,6 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path
         if isinstance(err, OSError) and err.errno in _USER_ERRNOS:
             raise _cannot_write(folder, err) from err
         raise
-    return dest
 
 
 @contextlib.contextmanager
@@ -131,21 +142,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
         raise ValueError(f"atomic_open supports mode 'wb' or 'w', got {mode!r}")
     if mode == "w" and encoding is None:
         encoding = "utf-8"
-    dest = Path(path)
-    folder, fd, tmp = _make_temp(dest)
-    try:
+    with _replacing(Path(path)) as (fd, _):
         with os.fdopen(fd, mode, encoding=encoding) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, dest)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(err, OSError) and err.errno in _USER_ERRNOS:
-            raise _cannot_write(folder, err) from err
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -74,6 +74,26 @@ class Callback:
     def on_end(self, state: TrainState) -> None: ...
 
 
+class Periodic(Callback):
+    """Call ``fn(state)`` every ``seconds`` of training time and at the end: previews, metric snapshots.
+
+    Runs in the training thread between steps, so ``fn`` may evaluate the field (under ``torch.no_grad()``).
+    """
+
+    def __init__(self, seconds: float, fn):
+        self.seconds, self.fn, self.last = seconds, fn, 0.0
+
+    def on_step(self, state: TrainState) -> None:
+        if state.elapsed - self.last >= self.seconds:
+            self.last = state.elapsed
+            with torch.no_grad():
+                self.fn(state)
+
+    def on_end(self, state: TrainState) -> None:
+        with torch.no_grad():
+            self.fn(state)
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """Independent, reproducible randomness for one step (resume replays it exactly)."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919) % (2**63 - 1))

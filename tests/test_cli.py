@@ -9,6 +9,7 @@ import pytest
 import trimesh
 
 from app import cli
+from fields.config import load_run_config
 
 
 def run_cli(args, monkeypatch, capsys):
@@ -46,6 +47,15 @@ def test_fit_writes_run_files_in_the_input_frame(tmp_path, sphere_file, monkeypa
     assert code in (0, None), err
     scores = json.loads(out)
     assert scores["chamfer_l1"] < 1e-6 and scores["iou"] > 0.99
+
+    # a run's config.toml reproduces it; command-line options override the file
+    again = tmp_path / "again"
+    code, _, err = run_cli(["fit", sphere_file, "-o", again, "--config", run / "config.toml", "--steps", "40",
+                            "--resolution", "32"], monkeypatch, capsys)
+    assert code in (0, None), err
+    first, second = (load_run_config(d / "config.toml") for d in (run, again))
+    assert second.field == first.field and second.field.params == 30_000
+    assert second.train.steps == 40 and second.mesh.resolution == 32
 
     # a finished run is not silently overwritten
     code, _, err = run_cli(["fit", sphere_file, "-o", run, *FAST], monkeypatch, capsys)

@@ -106,3 +106,17 @@ def test_divergence_is_a_user_error():
 
     with pytest.raises(FieldStudioError, match="diverged"):
         train(make_field(), NaNTask(), CFG)
+
+
+def test_periodic_callback_previews_during_and_after_training():
+    from fields.train import Periodic
+
+    seen = []
+    cfg = TrainConfig(**{**CFG.__dict__, "steps": 10**6, "time_budget": 0.6})
+    field = make_field()
+    probe = torch.zeros(1, 2)
+    train(field, QuadraticTask(), cfg, [Periodic(0.2, lambda s: seen.append((s.step, field(probe).item())))])
+    assert len(seen) >= 3
+    steps = [s for s, _ in seen]
+    assert steps == sorted(steps) and steps[-1] > steps[0]
+    assert len({v for _, v in seen}) > 1  # the preview sees the field change
