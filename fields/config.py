@@ -115,6 +115,22 @@ class SDFTaskConfig:
 
 
 @dataclass
+class SlicesTaskConfig:
+    """Occupancy from cross-sections (OReX). Levels run coarse to fine; defaults are OReX's released ones."""
+
+    radius_exponents: list = dc_field(default_factory=lambda: [4, 5, 5, 6, 6, 7])  # offset r = 0.5**e
+    samples_per_edge: list = dc_field(default_factory=lambda: [2, 2, 3, 3, 4, 5])
+    level_weights: list = dc_field(default_factory=lambda: [50, 50, 100, 100, 150, 200])  # share of the run
+    window: int = 3
+    white_noise: int = 2048
+    hull_points: int = 16384
+    hull_margin: float = 0.05
+    hinge_weight: float = 1e-4
+    hinge_alpha: float = 100.0
+    refine_iterations: int = 2
+
+
+@dataclass
 class MeshConfig:
     """Marching cubes and clean-up of shape tasks."""
 
@@ -135,6 +151,7 @@ class RunConfig:
     field: FieldConfig = dc_field(default_factory=FieldConfig)
     train: TrainConfig = dc_field(default_factory=TrainConfig)
     sdf: SDFTaskConfig = dc_field(default_factory=SDFTaskConfig)
+    slices: SlicesTaskConfig = dc_field(default_factory=SlicesTaskConfig)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -205,6 +222,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise FieldStudioError("mesh.min_component_ratio must be between 0 and 1")
     if not 0.0 <= cfg.sdf.uniform_fraction <= 0.5:
         raise FieldStudioError("sdf.uniform_fraction must be between 0 and 0.5")
+    sl = cfg.slices
+    if not (len(sl.radius_exponents) == len(sl.samples_per_edge) == len(sl.level_weights) >= 1):
+        raise FieldStudioError("slices.radius_exponents, samples_per_edge and level_weights must have the same "
+                               "length (one entry per level)")
     if cfg.sdf.loss not in ("auto", "mape", "l1"):
         raise FieldStudioError(f"sdf loss {cfg.sdf.loss!r} is unknown; choose auto, mape or l1")
     return cfg

@@ -35,6 +35,10 @@ def preset(kind: str, task: str = "sdf", params: int | None = None, dim: int = 3
         # (~1.4k steps in 90 s) it costs: bunny, 450k params, 90 s: NAE 3.11 deg / Chamfer 5.0e-5 without,
         # 3.33 / 7.4e-5 with m0 3..30, 3.6-4.0 deg plus hundreds of floaters with 30..300 (docs/benchmarks.md).
         cfg.decoder.sine = False
+    if task == "slices":
+        # Occupancy from a few planes: no sine layer (its noise between planes becomes stray surface).
+        cfg.decoder.sine = False
+        cfg.grid.n_features = 2
     if kind in ("grid", "mlp"):
         # Baselines as their authors run them: Instant-NGP's ReLU MLP; a Fourier-feature ReLU MLP.
         cfg.decoder.sine = False

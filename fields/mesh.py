@@ -35,6 +35,7 @@ __all__ = [
     "marching_cubes",
     "extract_mesh",
     "mesh_report",
+    "transform_mesh",
     "export_mesh",
     "MESH_FORMATS",
 ]
@@ -261,7 +262,7 @@ def drop_small_components(mesh: trimesh.Trimesh, min_ratio: float) -> tuple[trim
     return out, int(len(areas) - keep_parts.sum())
 
 
-def _apply_transform(mesh: trimesh.Trimesh, transform) -> trimesh.Trimesh:
+def transform_mesh(mesh: trimesh.Trimesh, transform) -> trimesh.Trimesh:
     """Apply a (4, 4) affine to the vertices; reverse the winding when it mirrors (det < 0)."""
     m = np.asarray(transform, dtype=np.float64)
     if m.shape != (4, 4) or not np.all(np.isfinite(m)):
@@ -329,7 +330,7 @@ def extract_mesh(
     if smooth_iterations > 0:
         trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=int(smooth_iterations))
     if transform is not None:
-        mesh = _apply_transform(mesh, transform)
+        mesh = transform_mesh(mesh, transform)
     return mesh
 
 

@@ -23,13 +23,14 @@ from fields.data.meshes import MESH_SUFFIXES, BoxFrame, load_mesh
 from fields.errors import FieldStudioError
 from fields.field import Field, resolve_budget
 from fields.io import atomic_write_json
-from fields.mesh import export_mesh, extract_mesh, mesh_report
+from fields.mesh import export_mesh, extract_mesh, mesh_report, transform_mesh
 from fields.metrics import mesh_metrics
 from fields.tasks.sdf import SDFTask
+from fields.tasks.slices import SlicesTask, polygons_summary, refine_vertices
 from fields.train import Callback, load_checkpoint, train
 
-TASK_BY_SUFFIX = {s: "sdf" for s in MESH_SUFFIXES}
-SHAPE_TASKS = ("sdf",)
+TASK_BY_SUFFIX = {**{s: "sdf" for s in MESH_SUFFIXES}, ".csl": "slices"}
+SHAPE_TASKS = ("sdf", "slices")
 
 
 def detect_task(path: str | Path) -> str:
@@ -65,13 +66,6 @@ class FitResult:
     files: dict = field(default_factory=dict)
 
 
-def _field_fn(model: Field):
-    """(M, 3) box points -> (M,) field values, for meshing."""
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        return model(x)[:, 0]
-    return fn
-
-
 def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mesh_progress=None,
         overwrite: bool = False) -> FitResult:
     """Fit ``cfg.input``; resume when ``run_dir`` holds an unfinished run of the same config."""
@@ -92,8 +86,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
                                        "or pass --overwrite to replace it")
             # Resume with the saved config: what the user typed the second time is only the way back in.
             cfg, resumed = saved, True
-    if cfg.task != "sdf":
-        raise FieldStudioError(f"task {cfg.task!r} is not available yet; supported: {', '.join(SHAPE_TASKS)}")
+    if cfg.task not in SHAPE_TASKS:
+        raise FieldStudioError(f"task {cfg.task!r} is not available; supported: {', '.join(SHAPE_TASKS)}")
 
     torch.manual_seed(cfg.train.seed)
     if cfg.train.threads:
@@ -102,8 +96,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
         cfg.field = resolve_budget(cfg.field)
         if cfg.sdf.loss == "auto":  # see SDFTaskConfig.loss
             cfg.sdf.loss = "l1" if cfg.field.kind == "mlp" else "mape"
-    mesh, report = load_mesh(cfg.input)
-    task = SDFTask(mesh, report["watertight"], cfg.sdf, seed=cfg.train.seed)
+    task, reference, report = make_task(cfg)
     model = Field(cfg.field)
     save_toml(cfg, run_dir / "config.toml")
     callbacks = list(callbacks)
@@ -120,10 +113,11 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
     out = _extract(model, cfg, task.frame, cfg.mesh.resolution, mesh_progress)
     result.files["mesh"] = export_mesh(out, run_dir / "mesh.ply")
     t_score = time.perf_counter()
-    # Score in the box frame against the normalised input (distances are relative to its diagonal anyway).
-    box_mesh = out.copy()
-    box_mesh.apply_transform(np.linalg.inv(task.frame.to_world_matrix()))
-    metrics = {k: _plain(v) for k, v in mesh_metrics(box_mesh, task.mesh, seed=cfg.train.seed).items()}
+    metrics = {}
+    if reference is not None:
+        # Score in the box frame against the normalised input (distances are relative to its diagonal anyway).
+        box_mesh = transform_mesh(out, np.linalg.inv(task.frame.to_world_matrix()))
+        metrics = {k: _plain(v) for k, v in mesh_metrics(box_mesh, reference, seed=cfg.train.seed).items()}
     metrics.update({
         "params": model.param_count(), "steps": state.step, "train_seconds": round(state.elapsed, 2),
         "total_seconds": round(time.perf_counter() - t_start, 2), "final_loss": state.loss,
@@ -139,6 +133,22 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
     atomic_write_json(run_dir / "metrics.json", metrics)
     result.metrics, result.files["metrics"] = metrics, run_dir / "metrics.json"
     return result
+
+
+def make_task(cfg: RunConfig):
+    """Read ``cfg.input`` and build its task. Returns (task, reference mesh in the box or None, input report)."""
+    if cfg.task == "sdf":
+        mesh, report = load_mesh(cfg.input)
+        task = SDFTask(mesh, report["watertight"], cfg.sdf, seed=cfg.train.seed)
+        return task, task.mesh, report
+    from fields.data.cross_sections import read_csl
+
+    cs = read_csl(cfg.input)
+    report = {**polygons_summary(cs), "notes": list(cs.notes)}
+    if len(cs.labels()) > 1:
+        report["notes"].append(f"labels {cs.labels()} reconstructed as one object (their union)")
+        cs = cs.union()
+    return SlicesTask(cs, cfg.slices, seed=cfg.train.seed), None, report
 
 
 class _BudgetAfterSetup(Callback):
@@ -170,10 +180,24 @@ class _BudgetAfterSetup(Callback):
 
 
 def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int, progress):
-    """The run's mesh in the input's frame (narrow-band evaluation: the field is distance-like)."""
-    return extract_mesh(_field_fn(model), resolution, transform=frame.to_world_matrix(), progress=progress,
-                        narrow_band=True, min_component_ratio=cfg.mesh.min_component_ratio,
-                        smooth_iterations=cfg.mesh.smooth_iterations)
+    """The run's mesh in the input's frame.
+
+    Narrow-band evaluation needs a distance-like field: SDFs are; occupancy logits are not (the band missed
+    parts of a torus even scaled by the gradient cap 1/alpha), so they are evaluated densely. Occupancy meshes
+    then get their vertices moved onto the zero level (marching cubes interpolates a logit linearly, which is
+    not linear across a cell).
+    """
+    scale = 1.0 if cfg.task == "sdf" else 1.0 / cfg.slices.hinge_alpha
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return model(x)[:, 0] * scale
+
+    mesh = extract_mesh(fn, resolution, narrow_band=cfg.task == "sdf", min_component_ratio=cfg.mesh.min_component_ratio,
+                        smooth_iterations=cfg.mesh.smooth_iterations, progress=progress)
+    if cfg.task == "slices" and cfg.slices.refine_iterations > 0:
+        mesh.vertices = refine_vertices(fn, np.asarray(mesh.vertices), max_step=1.0 / (resolution - 1),
+                                        iterations=cfg.slices.refine_iterations)
+    return transform_mesh(mesh, frame.to_world_matrix())
 
 
 def _plain(v):

@@ -33,8 +33,8 @@ class Task(Protocol):
     def attach(self, field: torch.nn.Module) -> None:
         """After init or checkpoint load: precompute what depends on the field (e.g. neighbour tables)."""
 
-    def batch(self, step: int, batch_size: int, generator: torch.Generator) -> dict:
-        """The training batch of ``step`` (tensors on the task's device)."""
+    def batch(self, step: int, batch_size: int, generator: torch.Generator, progress: float = 0.0) -> dict:
+        """The training batch of ``step``; ``progress`` in [0, 1] drives coarse-to-fine schedules."""
 
     def loss(self, field: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """Scalar loss to minimise and named scalars to report."""
@@ -170,7 +170,7 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
             factor = cosine_factor(state.progress, cfg.lr_final_ratio)
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
-            batch = task.batch(state.step, cfg.batch_size, step_generator(cfg.seed, state.step))
+            batch = task.batch(state.step, cfg.batch_size, step_generator(cfg.seed, state.step), progress=state.progress)
             loss, scalars = task.loss(field_, batch)
             if not torch.isfinite(loss):
                 raise FieldStudioError(

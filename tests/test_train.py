@@ -23,7 +23,7 @@ class QuadraticTask:
     def attach(self, field):
         self.neighbours = field.neighbours(self.points)
 
-    def batch(self, step, batch_size, generator):
+    def batch(self, step, batch_size, generator, progress=0.0):
         pick = torch.randint(len(self.points), (batch_size,), generator=generator)
         x = self.points[pick]
         return {"x": x, "y": x[:, :1] ** 2 - x[:, 1:], "idx": self.neighbours[pick]}

@@ -85,7 +85,7 @@ class SDFTask:
         idx = field.neighbours(self.points)
         self.neighbours = None if idx is None else idx.to(torch.int32)
 
-    def batch(self, step: int, batch_size: int, generator: torch.Generator) -> dict:
+    def batch(self, step: int, batch_size: int, generator: torch.Generator, progress: float = 0.0) -> dict:
         pick = torch.randint(len(self.points), (batch_size,), generator=generator)
         batch = {"x": self.points[pick], "sdf": self.sdf[pick]}
         if self.neighbours is not None:

@@ -1,0 +1,190 @@
+"""slices.py
+=========
+Occupancy from planar cross-sections (the OReX problem): in/out is known only on a few planes.
+
+Frame: samples live in the field box [-1, 1]^3 (``box_frame`` of the contours, largest half-extent 0.9).
+Output convention (as OReX): the field is the logit of OUTSIDE, so it is negative inside and the surface is
+its zero level, like an SDF; targets are 1 outside, 0 inside, 0.5 exactly on a contour edge.
+
+Sampling follows OReX's hierarchy (orex.md 2.4): per level, points offset by +-r across every contour edge and
+on circles of radius r around every vertex (labelled by the even-odd rule of the plane's loops, so holes and
+islands in holes are right), the edge points themselves (0.5), uniform "white noise" on each plane, and points
+on the convex hull of all contours scaled by 1 + margin (outside). Training walks the levels coarse to fine
+and mixes the last ``window`` levels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import trimesh
+from scipy.spatial import ConvexHull, Delaunay
+
+from fields.config import SlicesTaskConfig
+from fields.data.cross_sections import CrossSections, Plane, box_frame, inside_2d
+from fields.errors import FieldStudioError
+
+
+def to_box(cs: CrossSections, frame) -> CrossSections:
+    """The same cross-sections with every coordinate mapped into the field box (uniform map: bases unchanged)."""
+    planes = []
+    for p in cs.planes:
+        loops = [lp.copy(points=frame.to_box(lp.points)) for lp in p.loops]
+        planes.append(Plane(frame.to_box(p.origin[None])[0], p.normal, p.u, p.v, loops, p.id))
+    return CrossSections(planes, list(cs.notes), cs.source)
+
+
+def _plane_level_samples(plane: Plane, radius: float, n: int, n_noise: int,
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(m, 3) box points on ``plane`` and their targets (1 outside, 0 inside, 0.5 on an edge)."""
+    pts2d, fixed = [], []
+    for loop in plane.loops:
+        q = plane.to_2d(loop.points)
+        a, b = q, np.roll(q, -1, axis=0)
+        edge = b - a
+        length = np.linalg.norm(edge, axis=1, keepdims=True)
+        normal = np.stack([-edge[:, 1], edge[:, 0]], axis=1) / np.maximum(length, 1e-12)
+        t = (np.arange(n) / n)[None, :, None]
+        on_edge = (a[:, None] + t * edge[:, None]).reshape(-1, 2)
+        nrm = np.repeat(normal, n, axis=0)
+        pts2d += [on_edge + radius * nrm, on_edge - radius * nrm]
+        fixed.append(on_edge)
+        ang = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(n) / n
+        circle = np.stack([np.cos(ang), np.sin(ang)], axis=1) * radius
+        pts2d.append((q[:, None] + circle[None]).reshape(-1, 2))
+    centre = plane.to_2d(plane.vertices().mean(axis=0, keepdims=True))[0]
+    noise = centre + rng.uniform(-1.0, 1.0, size=(n_noise, 2))
+    pts2d.append(noise)
+    free = np.concatenate(pts2d)
+    labels = np.where(inside_2d(plane, free), 0.0, 1.0)
+    edges = np.concatenate(fixed)
+    pts = np.concatenate([plane.to_3d(free), plane.to_3d(edges)])
+    y = np.concatenate([labels, np.full(len(edges), 0.5)])
+    keep = np.abs(pts).max(axis=1) <= 1.0
+    return pts[keep], y[keep]
+
+
+def hull_samples(cs: CrossSections, n: int, margin: float, rng: np.random.Generator) -> np.ndarray:
+    """Outside points: n on the convex hull of all contours scaled by (1 + margin) about their centroid, plus
+    those of n uniform box points that fall outside that padded hull. Returns (m, 3)."""
+    verts = cs.all_vertices()
+    try:
+        hull = ConvexHull(verts)
+    except Exception:
+        raise FieldStudioError("the contours span no volume (all on one plane?); give planes at several "
+                               "positions or orientations") from None
+    mesh = trimesh.Trimesh(verts, hull.simplices, process=True)
+    centre = verts.mean(axis=0)
+    pts, _ = trimesh.sample.sample_surface(mesh, n, seed=int(rng.integers(2**31)))
+    scaled = centre + (1.0 + margin) * (verts[hull.vertices] - centre)
+    # Beyond the padded hull nothing can be inside: uniform box points there keep the corners of the box
+    # from growing stray surface (seen on a 12-plane torus without them).
+    box = rng.uniform(-1.0, 1.0, size=(n, 3))
+    outside = box[Delaunay(scaled).find_simplex(box) < 0]
+    return np.concatenate([np.clip(centre + (1.0 + margin) * (pts - centre), -1.0, 1.0), outside])
+
+
+class SlicesTask:
+    """Fit an occupancy logit to cross-sections given in their world frame."""
+
+    name = "slices"
+
+    def __init__(self, cs: CrossSections, cfg: SlicesTaskConfig, seed: int = 0):
+        if len(cs.planes) < 2:
+            raise FieldStudioError("a single plane cannot define a volume; give at least two planes")
+        self.cfg = cfg
+        self.frame = box_frame(cs, extent=0.9)
+        self.cs = to_box(cs, self.frame)
+        rng = np.random.default_rng(seed)
+        self.levels = []
+        for exp, n in zip(cfg.radius_exponents, cfg.samples_per_edge):
+            parts = [_plane_level_samples(p, 0.5**exp, n, cfg.white_noise, rng) for p in self.cs.planes]
+            hull = hull_samples(self.cs, cfg.hull_points, cfg.hull_margin, rng)
+            x = np.concatenate([p for p, _ in parts] + [hull])
+            y = np.concatenate([t for _, t in parts] + [np.ones(len(hull))])
+            self.levels.append((torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))))
+        weights = np.asarray(cfg.level_weights, dtype=np.float64)
+        self.level_ends = np.cumsum(weights) / weights.sum()
+        self.neighbours = None
+
+    def level_at(self, progress: float) -> int:
+        return int(min(np.searchsorted(self.level_ends, progress, side="right"), len(self.levels) - 1))
+
+    def init_field(self, field, seed: int) -> None:
+        """RBF centres by k-means over the contour samples (edge points weighted most, as they carry the shape)."""
+        if not field.needs_points:
+            return
+        x, y = self.levels[-1]
+        weights = torch.where(y == 0.5, 4.0, 1.0)
+        field.init_from_points(x, weights, seed=seed)
+
+    def attach(self, field) -> None:
+        self.neighbours = None
+        if field.needs_points:
+            self.neighbours = [field.neighbours(x).to(torch.int32) for x, _ in self.levels]
+
+    def batch(self, step: int, batch_size: int, generator: torch.Generator, progress: float = 0.0) -> dict:
+        top = self.level_at(progress)
+        used = list(range(max(0, top - self.cfg.window + 1), top + 1))
+        sizes = torch.tensor([len(self.levels[i][0]) for i in used], dtype=torch.float64)
+        which = torch.multinomial(sizes / sizes.sum(), batch_size, replacement=True, generator=generator)
+        xs, ys, idx = [], [], []
+        for k, lvl in enumerate(used):
+            m = int((which == k).sum())
+            pick = torch.randint(len(self.levels[lvl][0]), (m,), generator=generator)
+            xs.append(self.levels[lvl][0][pick])
+            ys.append(self.levels[lvl][1][pick])
+            if self.neighbours is not None:
+                idx.append(self.neighbours[lvl][pick].long())
+        batch = {"x": torch.cat(xs), "y": torch.cat(ys), "level": top}
+        if idx:
+            batch["rbf_idx"] = torch.cat(idx)
+        return batch
+
+    def loss(self, field, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch["x"], batch["y"]
+        hinge = self.cfg.hinge_weight > 0
+        if hinge:
+            x = x.clone().requires_grad_(True)
+        logit = field(x, batch.get("rbf_idx"))[:, 0]
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, y)
+        loss, scalars = bce, {"bce": bce.item(), "level": batch["level"]}
+        if hinge:
+            # OReX's anti-ripple term: penalise only the part of |grad logit| above alpha.
+            (grad,) = torch.autograd.grad(logit.sum(), x, create_graph=True)
+            excess = (grad.norm(dim=-1) - self.cfg.hinge_alpha).clamp_min(0.0).mean()
+            loss = loss + self.cfg.hinge_weight * excess
+            scalars["grad_excess"] = excess.item()
+        return loss, scalars
+
+    def distance_like(self, values: torch.Tensor) -> torch.Tensor:
+        """Logit / alpha: about a distance near the surface when the gradient hinge holds (for narrow-band meshing)."""
+        return values / self.cfg.hinge_alpha
+
+
+def refine_vertices(fn, vertices: np.ndarray, max_step: float, iterations: int = 2) -> np.ndarray:
+    """Move (V, 3) box vertices onto the zero level of ``fn`` with Newton steps along the gradient.
+
+    Each step is clamped to ``max_step`` (half a grid cell), so a vertex never jumps to another sheet.
+    """
+    v = torch.from_numpy(vertices.astype(np.float32))
+    for _ in range(iterations):
+        out = []
+        for chunk in torch.split(v, 2**16):
+            x = chunk.clone().requires_grad_(True)
+            f = fn(x)
+            (g,) = torch.autograd.grad(f.sum(), x)
+            step = (f.detach() / g.pow(2).sum(-1).clamp_min(1e-12))[:, None] * g
+            norm = step.norm(dim=-1, keepdim=True)
+            step = step * (max_step / norm.clamp_min(max_step))
+            out.append((chunk - step).detach())
+        v = torch.cat(out)
+    return v.numpy().astype(np.float64)
+
+
+def polygons_summary(cs: CrossSections) -> dict:
+    s = cs.summary()
+    return {"planes": s["planes"], "loops": s["loops"], "holes": s["holes"], "labels": cs.labels()}
+
+
+__all__ = ["SlicesTask", "refine_vertices", "hull_samples", "to_box", "polygons_summary"]
