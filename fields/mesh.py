@@ -225,6 +225,12 @@ def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0)) -
             f"the field has no surface at level {level:g}: it is everywhere {where} "
             f"(values from {lo_val:.4g} to {hi_val:.4g}); train longer or check the input"
         )
+    # A sample lying (almost) on the level puts the vertices of all its edges on one point; tools that merge
+    # coincident vertices then see non-manifold edges. Nudge such samples just off the level (outside).
+    eps = 1e-5 * (hi_val - lo_val)
+    near = np.abs(vol - level) < eps
+    if near.any():
+        vol = np.where(near, np.float32(level + eps), vol)
     vertices, faces = mcubes.marching_cubes(vol, level)
     if len(faces) == 0:
         raise FieldStudioError(

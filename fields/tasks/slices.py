@@ -179,7 +179,14 @@ def refine_vertices(fn, vertices: np.ndarray, max_step: float, iterations: int =
             step = step * (max_step / norm.clamp_min(max_step))
             out.append((chunk - step).detach())
         v = torch.cat(out)
-    return v.numpy().astype(np.float64)
+    refined = v.numpy().astype(np.float64)
+    # Two marching-cubes vertices near one grid corner can be pulled onto the same surface point; a mesh
+    # tool that merges coincident vertices would then see a non-manifold edge. Keep those where they were.
+    key = np.round(refined / (max_step * 1e-3)).astype(np.int64)
+    _, first, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    clash = counts[first.reshape(-1)] > 1
+    refined[clash] = vertices[clash]
+    return refined
 
 
 def polygons_summary(cs: CrossSections) -> dict:
