@@ -221,3 +221,15 @@ class Field(nn.Module):
         if self.bias is not None:
             h = h + self.bias
         return self.decoder(h)
+
+
+def value_and_gradient(field_: Field, x: torch.Tensor, rbf_idx: torch.Tensor | None,
+                       with_gradient: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """First output (N,) of ``field_`` at x (N, dim) and, if asked, its spatial gradient (N, dim), kept in the
+    graph so that a penalty on it trains the field (eikonal, OReX's gradient hinge)."""
+    if not with_gradient:
+        return field_(x, rbf_idx)[:, 0], None
+    x = x.clone().requires_grad_(True)
+    value = field_(x, rbf_idx)[:, 0]
+    (grad,) = torch.autograd.grad(value.sum(), x, create_graph=True)
+    return value, grad

@@ -51,3 +51,15 @@ def test_sphere_sdf_fit_reaches_iou_099(sphere_file):
         inside_pred = (field(torch.from_numpy(q))[:, 0] < 0).numpy()
     iou = (inside_true & inside_pred).sum() / (inside_true | inside_pred).sum()
     assert iou >= 0.99, iou
+
+
+def test_eikonal_term_reaches_the_field(sphere_file):
+    """The optional eikonal term is differentiated through the encoders (second derivatives)."""
+    mesh = trimesh.load(sphere_file)
+    task = SDFTask(mesh, True, SDFTaskConfig(pool_size=8000, kmeans_points=4000, eikonal_weight=0.1), seed=0)
+    cfg = preset("hybrid", "sdf", 40_000)
+    cfg.grid.n_levels, cfg.grid.base_resolution, cfg.grid.max_resolution = 6, 8, 64
+    field = Field(resolve_budget(cfg))
+    state = train(field, task, TrainConfig(steps=50, batch_size=1024, lr=1e-2, lr_decoder=2e-3, seed=0))
+    first, last = state.history[0], state.history[-1]
+    assert "eikonal" in last and last["eikonal"] < first["eikonal"]

@@ -16,6 +16,7 @@ import trimesh
 
 from fields.config import SDFTaskConfig
 from fields.data.meshes import BoxFrame
+from fields.field import value_and_gradient
 
 
 class MeshOracle:
@@ -93,20 +94,17 @@ class SDFTask:
         return batch
 
     def loss(self, field, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        x, gt = batch["x"], batch["sdf"]
+        gt = batch["sdf"]
         eik = self.cfg.eikonal_weight > 0
-        if eik:
-            x = x.clone().requires_grad_(True)
-        pred = field(x, batch.get("rbf_idx"))[:, 0]
+        pred, grad = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), eik)
         err = (pred - gt).abs()
-        if self.cfg.loss in ("mape", "auto"):  # fields.config.validate resolves "auto" per field kind
+        if self.cfg.loss in ("mape", "auto"):  # fields.run.fit resolves "auto" per field kind
             data = (err / (gt.abs() + 1e-2)).mean()
         else:
             data = err.mean()
         scalars = {"l1": err.mean().item()}
         loss = data
         if eik:
-            (grad,) = torch.autograd.grad(pred.sum(), x, create_graph=True)
             eikonal = ((grad.norm(dim=-1) - 1.0) ** 2).mean()
             loss = loss + self.cfg.eikonal_weight * eikonal
             scalars["eikonal"] = eikonal.item()

@@ -23,6 +23,7 @@ from scipy.spatial import ConvexHull, Delaunay
 from fields.config import SlicesTaskConfig
 from fields.data.cross_sections import CrossSections, Plane, box_frame, inside_2d
 from fields.errors import FieldStudioError
+from fields.field import value_and_gradient
 
 
 def to_box(cs: CrossSections, frame) -> CrossSections:
@@ -142,24 +143,17 @@ class SlicesTask:
         return batch
 
     def loss(self, field, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        x, y = batch["x"], batch["y"]
+        y = batch["y"]
         hinge = self.cfg.hinge_weight > 0
-        if hinge:
-            x = x.clone().requires_grad_(True)
-        logit = field(x, batch.get("rbf_idx"))[:, 0]
+        logit, grad = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), hinge)
         bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, y)
         loss, scalars = bce, {"bce": bce.item(), "level": batch["level"]}
         if hinge:
             # OReX's anti-ripple term: penalise only the part of |grad logit| above alpha.
-            (grad,) = torch.autograd.grad(logit.sum(), x, create_graph=True)
             excess = (grad.norm(dim=-1) - self.cfg.hinge_alpha).clamp_min(0.0).mean()
             loss = loss + self.cfg.hinge_weight * excess
             scalars["grad_excess"] = excess.item()
         return loss, scalars
-
-    def distance_like(self, values: torch.Tensor) -> torch.Tensor:
-        """Logit / alpha: about a distance near the surface when the gradient hinge holds (for narrow-band meshing)."""
-        return values / self.cfg.hinge_alpha
 
 
 def refine_vertices(fn, vertices: np.ndarray, max_step: float, iterations: int = 2) -> np.ndarray:
