@@ -97,7 +97,7 @@ def fit(
     input: Path = typer.Argument(..., help="Input file: a mesh (.obj .ply .stl .off .glb) or cross-sections (.csl)."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; an unfinished run there resumes)."),
     task: str = typer.Option("auto", help="auto | sdf | slices"),
-    field: Optional[str] = typer.Option(None, help="hybrid (default: grid + adaptive RBF) | neurbf (RBF only) | grid | mlp"),
+    field: Optional[str] = typer.Option(None, help="hybrid (grid + adaptive RBF) | neurbf (RBF only) | grid | mlp | orex"),
     params: Optional[int] = typer.Option(None, help="Total parameter budget (default: 450,000 for meshes, 40,000 for cross-sections)."),
     steps: Optional[int] = typer.Option(None, help="Maximum training steps."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Wall-clock seconds for the whole fit."),
@@ -108,7 +108,7 @@ def fit(
 ) -> None:
     """Fit a neural field to INPUT and write config.toml, checkpoint.pt, metrics.json and mesh.ply."""
     from fields.config import RunConfig, load_run_config
-    from fields.field import preset
+    from fields.field import preset, tune_training
     from fields.run import detect_task
 
     if not input.exists():
@@ -121,6 +121,8 @@ def fit(
         cfg.field = preset(field or default_kind, cfg.task, default_params)
     elif field is not None and field != cfg.field.kind:
         cfg.field = preset(field, cfg.task, cfg.field.params or default_params)
+    if not config:
+        tune_training(cfg.field.kind, cfg.train)
     if params is not None:  # sizes follow the new budget
         cfg.field = preset(cfg.field.kind, cfg.task, params) if not config else cfg.field
         cfg.field.params = params

@@ -19,7 +19,7 @@ import tomli_w
 
 from fields.errors import FieldStudioError
 
-FIELD_KINDS = ("hybrid", "neurbf", "grid", "mlp")
+FIELD_KINDS = ("hybrid", "neurbf", "grid", "mlp", "orex")
 
 
 @dataclass
@@ -54,6 +54,18 @@ class FourierConfig:
 
 
 @dataclass
+class OReXConfig:
+    """OReX's network (orex.md 2.1-2.2): learned-frequency PE, a weight-tied MLP run ``iterations`` times, each
+    pass adding a residual to the logit and replacing a hidden state."""
+
+    n_frequencies: int = 5
+    hidden: int = 64
+    n_layers: int = 7
+    state: int = 32
+    iterations: int = 10
+
+
+@dataclass
 class DecoderConfig:
     """MLP decoder; ``sine`` adds NeuRBF's composition h + sin(h * m0) after the first layer."""
 
@@ -69,7 +81,8 @@ class FieldConfig:
     """What the field is.
 
     kind: ``hybrid`` (grid + adaptive RBF, NeuRBF's full model), ``neurbf`` (adaptive RBF only),
-    ``grid`` (multires grid only, Instant-NGP style), ``mlp`` (Fourier features + MLP).
+    ``grid`` (multires grid only, Instant-NGP style), ``mlp`` (Fourier features + MLP), ``orex`` (OReX's
+    learned-frequency PE and iterative MLP; its size is fixed by ``orex``, not by ``params``).
     params: total parameter budget (frozen RBF centres/shapes included, as NeuRBF counts them);
     ``None`` keeps the sizes as written.
     """
@@ -82,6 +95,7 @@ class FieldConfig:
     rbf: RBFConfig = dc_field(default_factory=RBFConfig)
     fourier: FourierConfig = dc_field(default_factory=FourierConfig)
     decoder: DecoderConfig = dc_field(default_factory=DecoderConfig)
+    orex: OReXConfig = dc_field(default_factory=OReXConfig)
 
 
 @dataclass
@@ -94,6 +108,7 @@ class TrainConfig:
     lr: float = 5e-3
     lr_decoder: float = 1e-3
     lr_final_ratio: float = 0.1
+    weight_decay: float = 0.0
     seed: int = 0
     checkpoint_every_s: float = 30.0
     threads: int | None = None

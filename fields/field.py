@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fields.config import FieldConfig
-from fields.encoders.fourier import FourierFeatures
+from fields.encoders.fourier import FourierFeatures, LearnedFrequencyPE
 from fields.encoders.grid import MultiResGrid
 from fields.encoders.rbf import AdaptiveRBF
 from fields.errors import FieldStudioError
@@ -48,6 +48,13 @@ def preset(kind: str, task: str = "sdf", params: int | None = None, dim: int = 3
     return cfg
 
 
+def tune_training(kind: str, train) -> None:
+    """Training settings a field kind needs (OReX: Adam lr 1e-2 on everything, weight decay 1e-3)."""
+    if kind == "orex":
+        train.lr = train.lr_decoder = 1e-2
+        train.weight_decay = 1e-3
+
+
 def decoder_params(in_dim: int, hidden: int, n_hidden_layers: int, out_dim: int) -> int:
     """Parameter count of the MLP decoder (weights + biases)."""
     n = in_dim * hidden + hidden
@@ -69,11 +76,18 @@ def _encoder_width(cfg: FieldConfig) -> int:
         width += cfg.rbf.n_features
     if cfg.kind == "mlp":
         width += 2 * cfg.fourier.n_frequencies + cfg.dim
+    if cfg.kind == "orex":
+        width += cfg.dim + 2 * cfg.dim * cfg.orex.n_frequencies
     return width
 
 
 def count_params(cfg: FieldConfig) -> int:
     """Total parameters of a resolved config (frozen RBF centres and shapes included)."""
+    if cfg.kind == "orex":
+        o = cfg.orex
+        n_in, n_out = _encoder_width(cfg) + 1 + o.state, 1 + o.state
+        mlp = decoder_params(n_in, o.hidden, o.n_layers, n_out)
+        return mlp + 2 * o.n_frequencies + 1 + o.state  # + learned frequencies, initial logit and state
     n = decoder_params(_encoder_width(cfg), cfg.decoder.hidden, cfg.decoder.n_hidden_layers, cfg.out_dim)
     if cfg.kind in ("hybrid", "grid"):
         n += _grid_params(cfg)
@@ -92,6 +106,9 @@ def resolve_budget(cfg: FieldConfig) -> FieldConfig:
     """
     cfg = copy.deepcopy(cfg)
     budget = cfg.params
+    if cfg.kind == "orex":  # OReX's network has one published size (31,436 parameters)
+        cfg.params = None
+        return cfg
     if budget is None:
         if cfg.kind in ("hybrid", "neurbf") and cfg.rbf.n_rbf == "auto":
             raise FieldStudioError('rbf.n_rbf is "auto" but no parameter budget is set; give --params N')
@@ -156,6 +173,41 @@ class Decoder(nn.Module):
         return self.layers[-1](h)
 
 
+class IterativeDecoder(nn.Module):
+    """OReX's weight-tied recurrence: ``l_{i+1} = l_i + r_i`` with ``(r_i, h_{i+1}) = MLP([gamma(x), l_i, h_i + e_i])``.
+
+    ``e_i`` is a fixed sin/cos code of the iteration index (16 octaves). Returns every iteration's logit, so the
+    loss can supervise all of them (deep supervision); inference uses the last.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, n_layers: int, state: int, iterations: int):
+        super().__init__()
+        dims = [in_dim + 1 + state] + [hidden] * n_layers + [1 + state]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        for layer in self.layers:  # OReX: Xavier-uniform weights, biases U(0, 1)
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.uniform_(layer.bias, 0.0, 1.0)
+        self.logit0 = nn.Parameter(torch.rand(1))
+        self.state0 = nn.Parameter(torch.rand(state))
+        octaves = torch.exp2(torch.arange(state // 2, dtype=torch.float32))
+        steps = torch.arange(iterations, dtype=torch.float32)[:, None] * octaves
+        self.register_buffer("iteration_code", torch.cat([torch.sin(steps), torch.cos(steps)], 1), persistent=False)
+
+    def forward_all(self, enc: torch.Tensor) -> list[torch.Tensor]:
+        n = enc.shape[0]
+        logit = self.logit0.expand(n, 1)
+        state = self.state0.expand(n, -1)
+        outs = []
+        for code in self.iteration_code:
+            h = torch.cat([enc, logit, state + code], dim=1)
+            for layer in self.layers[:-1]:
+                h = torch.nn.functional.leaky_relu(layer(h), 0.01)
+            out = self.layers[-1](h)
+            logit, state = logit + out[:, :1], out[:, 1:]
+            outs.append(logit)
+        return outs
+
+
 class Field(nn.Module):
     """A neural field over the normalised box [-1, 1]^dim.
 
@@ -178,12 +230,17 @@ class Field(nn.Module):
                                    r.freq_min, r.freq_max, r.normalize)
         if cfg.kind == "mlp":
             self.fourier = FourierFeatures(cfg.dim, cfg.fourier.n_frequencies, cfg.fourier.sigma)
+        if cfg.kind == "orex":
+            self.fourier = LearnedFrequencyPE(cfg.dim, cfg.orex.n_frequencies)
         width = _encoder_width(cfg)
         # NeuRBF's learnable bias (lcb0) on the concatenated features; there is no bias inside the RBF sine.
         self.bias = nn.Parameter(torch.empty(width).uniform_(-1e-4, 1e-4)) if self.rbf is not None else None
-        d = cfg.decoder
-        self.decoder = Decoder(width, d.hidden, d.n_hidden_layers, cfg.out_dim,
-                               d.sine, d.sine_freq_min, d.sine_freq_max)
+        d, o = cfg.decoder, cfg.orex
+        if cfg.kind == "orex":
+            self.decoder = IterativeDecoder(width, o.hidden, o.n_layers, o.state, o.iterations)
+        else:
+            self.decoder = Decoder(width, d.hidden, d.n_hidden_layers, cfg.out_dim,
+                                   d.sine, d.sine_freq_min, d.sine_freq_max)
 
     @property
     def needs_points(self) -> bool:
@@ -210,6 +267,10 @@ class Field(nn.Module):
                 {"params": list(self.decoder.parameters()), "lr": lr_decoder, "name": "decoder"}]
 
     def forward(self, x: torch.Tensor, rbf_idx: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_all(x, rbf_idx)[-1]
+
+    def forward_all(self, x: torch.Tensor, rbf_idx: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Every refinement iteration's output, (N, out_dim) each; one entry for non-iterative fields."""
         feats = []
         if self.grid is not None:
             feats.append(self.grid(x))
@@ -220,16 +281,20 @@ class Field(nn.Module):
         h = feats[0] if len(feats) == 1 else torch.cat(feats, dim=-1)
         if self.bias is not None:
             h = h + self.bias
-        return self.decoder(h)
+        if isinstance(self.decoder, IterativeDecoder):
+            return self.decoder.forward_all(h)
+        return [self.decoder(h)]
 
 
 def value_and_gradient(field_: Field, x: torch.Tensor, rbf_idx: torch.Tensor | None,
-                       with_gradient: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """First output (N,) of ``field_`` at x (N, dim) and, if asked, its spatial gradient (N, dim), kept in the
-    graph so that a penalty on it trains the field (eikonal, OReX's gradient hinge)."""
+                       with_gradient: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """First output (N,) of every refinement iteration of ``field_`` at x (N, dim), and, if asked, the spatial
+    gradient (N, dim) of the last one, kept in the graph so that a penalty on it trains the field (eikonal,
+    OReX's gradient hinge)."""
+    if with_gradient:
+        x = x.clone().requires_grad_(True)
+    values = [v[:, 0] for v in field_.forward_all(x, rbf_idx)]
     if not with_gradient:
-        return field_(x, rbf_idx)[:, 0], None
-    x = x.clone().requires_grad_(True)
-    value = field_(x, rbf_idx)[:, 0]
-    (grad,) = torch.autograd.grad(value.sum(), x, create_graph=True)
-    return value, grad
+        return values, None
+    (grad,) = torch.autograd.grad(values[-1].sum(), x, create_graph=True)
+    return values, grad

@@ -149,7 +149,8 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
     else:
         field_.load_state_dict(ckpt["field"])
     task.attach(field_)
-    optimizer = torch.optim.Adam(field_.param_groups(cfg.lr, cfg.lr_decoder), betas=(0.9, 0.99), eps=1e-15)
+    optimizer = torch.optim.Adam(field_.param_groups(cfg.lr, cfg.lr_decoder), betas=(0.9, 0.99), eps=1e-15,
+                                 weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -67,3 +67,19 @@ def test_torus_from_12_random_planes_has_genus_1(tmp_path):
     assert mesh.is_watertight and mesh.euler_number == 0  # genus 1
     assert mesh_metrics(mesh, torus, n_samples=20_000, n_iou_points=100_000)["iou"] >= 0.9
     assert result.metrics["total_seconds"] < 60
+
+
+def test_orex_field_has_the_published_size_and_learns():
+    from fields.config import TrainConfig
+    from fields.field import Field, count_params, resolve_budget, tune_training
+    from fields.train import train
+
+    cfg = resolve_budget(preset("orex", "slices"))
+    assert count_params(cfg) == Field(cfg).param_count() == 31_436  # OReX's network, orex.md 2.1
+    cs = CrossSections([square_with_hole(-0.5), square_with_hole(0.5)])
+    task = SlicesTask(cs, SlicesTaskConfig(white_noise=500, hull_points=500), seed=0)
+    train_cfg = TrainConfig(steps=100, batch_size=1024, seed=0)
+    tune_training("orex", train_cfg)
+    torch.manual_seed(0)
+    state = train(Field(cfg), task, train_cfg)
+    assert state.history[-1]["bce"] < 0.6 * state.history[0]["bce"]

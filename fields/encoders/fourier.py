@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["FourierFeatures"]
+__all__ = ["FourierFeatures", "LearnedFrequencyPE"]
 
 
 class FourierFeatures(nn.Module):
@@ -97,3 +97,28 @@ class FourierFeatures(nn.Module):
             f"dim={self.dim}, n_frequencies={self.n_frequencies}, sigma={self.sigma}, "
             f"include_input={self.include_input}, seed={self.seed}"
         )
+
+
+class LearnedFrequencyPE(nn.Module):
+    """OReX's positional encoding ``[x, cos(x * f_c), sin(x * f_s)]`` with trainable frequency vectors.
+
+    ``f_c`` and ``f_s`` start at 2^0 .. 2^(n-1) (no pi factor, as in OReX) and are learned; each multiplies every
+    coordinate, so ``out_dim = dim + 2 * dim * n_frequencies`` (33 for 3-D and 5 frequencies).
+    """
+
+    def __init__(self, dim: int, n_frequencies: int = 5) -> None:
+        super().__init__()
+        start = torch.exp2(torch.arange(n_frequencies, dtype=torch.float32))
+        self.f_cos = nn.Parameter(start.clone())
+        self.f_sin = nn.Parameter(start.clone())
+        self.dim = dim
+        self.out_dim = dim + 2 * dim * n_frequencies
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, dim) -> (N, out_dim)."""
+        xc = x[:, :, None] * self.f_cos.to(x.dtype)
+        xs = x[:, :, None] * self.f_sin.to(x.dtype)
+        return torch.cat([x, torch.cos(xc).flatten(1), torch.sin(xs).flatten(1)], dim=1)
+
+    def param_count(self) -> int:
+        return self.f_cos.numel() + self.f_sin.numel()

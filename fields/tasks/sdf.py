@@ -96,7 +96,8 @@ class SDFTask:
     def loss(self, field, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         gt = batch["sdf"]
         eik = self.cfg.eikonal_weight > 0
-        pred, grad = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), eik)
+        values, grad = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), eik)
+        pred = values[-1]
         err = (pred - gt).abs()
         if self.cfg.loss in ("mape", "auto"):  # fields.run.fit resolves "auto" per field kind
             data = (err / (gt.abs() + 1e-2)).mean()

@@ -145,8 +145,9 @@ class SlicesTask:
     def loss(self, field, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         y = batch["y"]
         hinge = self.cfg.hinge_weight > 0
-        logit, grad = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), hinge)
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, y)
+        logits, grad = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), hinge)
+        # Deep supervision (OReX): every refinement iteration is pulled to the labels, equally weighted.
+        bce = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, y) for v in logits) / len(logits)
         loss, scalars = bce, {"bce": bce.item(), "level": batch["level"]}
         if hinge:
             # OReX's anti-ripple term: penalise only the part of |grad logit| above alpha.
