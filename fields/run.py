@@ -111,7 +111,12 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
         return result
 
     t_mesh = time.perf_counter()
-    out = _extract(model, cfg, task.frame, cfg.mesh.resolution, mesh_progress)
+    try:
+        out = _extract(model, cfg, task.frame, cfg.mesh.resolution, mesh_progress)
+    except FieldStudioError as err:
+        raise FieldStudioError(f"{err} (after {state.step} steps in {state.elapsed:.0f} s). The trained field is "
+                               f"saved in {run_dir}; rerun with more --steps or a larger --time-budget and "
+                               "--overwrite") from None
     result.files["mesh"] = export_mesh(out, run_dir / "mesh.ply")
     t_score = time.perf_counter()
     metrics = {}
