@@ -143,7 +143,9 @@ def evaluate_grid_narrow_band(
 
     A grid ``coarse_factor`` times coarser is evaluated first and interpolated (trilinearly) onto the fine grid;
     fine points whose interpolated value is within ``band_cells`` coarse-cell diagonals of ``level`` are then
-    evaluated exactly. For a field with ``|grad| <= ~1`` (a signed distance) the interpolation error is below one
+    evaluated exactly (``band_cells=0``: instead every fine point in a coarse cell whose corners straddle the level,
+    dilated by one cell, for fields that are not distance-like). For a field with ``|grad| <= ~1`` (a signed
+    distance) the interpolation error is below one
     coarse-cell diagonal, so every fine cell the surface crosses is evaluated exactly; elsewhere the volume holds
     the interpolated value, whose sign is right. About 6x fewer evaluations at 256^3 for a typical shape.
     A feature thinner than a coarse cell that the coarse grid misses entirely is not meshed (for a neural
@@ -163,9 +165,11 @@ def evaluate_grid_narrow_band(
     volume = torch.nn.functional.interpolate(
         torch.from_numpy(coarse)[None, None], size=(r, r, r), mode="trilinear", align_corners=True
     )[0, 0].numpy()
-    del coarse
-    diag = float(np.linalg.norm((b[:, 1] - b[:, 0]) / (rc - 1)))
-    near = np.flatnonzero(np.abs(volume.reshape(-1) - level) < band_cells * diag)
+    if band_cells > 0:
+        diag = float(np.linalg.norm((b[:, 1] - b[:, 0]) / (rc - 1)))
+        near = np.flatnonzero(np.abs(volume.reshape(-1) - level) < band_cells * diag)
+    else:
+        near = _fine_points_near_crossings(coarse, level, r)
     axes = [torch.from_numpy(np.linspace(lo, hi, r).astype(np.float32)).to(device) for lo, hi in b]
     flat = volume.reshape(-1)
     total, rr = rc**3 + len(near), r * r
@@ -180,6 +184,29 @@ def evaluate_grid_narrow_band(
             if progress is not None:
                 progress(rc**3 + start + len(ids), total)
     return volume
+
+
+def _fine_points_near_crossings(coarse: np.ndarray, level: float, r: int) -> np.ndarray:
+    """Flat indices of the fine (r^3) points inside coarse cells whose corners straddle ``level``, dilated by one
+    coarse cell: the band for fields that are not distance-like (occupancy logits)."""
+    from scipy.ndimage import binary_dilation
+
+    above = coarse > level
+    corners = [above[i:i + above.shape[0] - 1, j:j + above.shape[1] - 1, k:k + above.shape[2] - 1]
+               for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    any_above = np.logical_or.reduce(corners)
+    all_above = np.logical_and.reduce(corners)
+    cells = binary_dilation(any_above & ~all_above, iterations=1)
+    rc = coarse.shape[0]
+    # fine index i lies in coarse cell floor(i * (rc - 1) / (r - 1)) (and on a boundary also in the one before)
+    cell_of = np.minimum((np.arange(r) * (rc - 1)) // (r - 1), rc - 2)
+    prev_of = np.maximum(((np.arange(r) * (rc - 1) - 1) // (r - 1)), 0)
+    keep = np.zeros((r, r, r), dtype=bool)
+    for ci in (cell_of, prev_of):
+        for cj in (cell_of, prev_of):
+            for ck in (cell_of, prev_of):
+                keep |= cells[np.ix_(ci, cj, ck)]
+    return np.flatnonzero(keep)
 
 
 def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0)) -> trimesh.Trimesh:
@@ -297,6 +324,8 @@ def extract_mesh(
     smooth_iterations: int = 0,
     device: str | torch.device = "cpu",
     narrow_band: bool = False,
+    band_cells: float = 2.0,
+    coarse_factor: int = 4,
 ) -> trimesh.Trimesh:
     """Mesh of a field's level set: :func:`evaluate_grid`, :func:`marching_cubes`, optional clean-up.
 
@@ -317,7 +346,8 @@ def extract_mesh(
         Taubin smoothing iterations (lambda 0.5, mu -0.53; shrinks far less than Laplacian), 0 for none.
         Done in the field box, before ``transform``.
     narrow_band : bool
-        Evaluate exactly only near the level set (:func:`evaluate_grid_narrow_band`); for distance-like fields.
+        Evaluate exactly only near the level set (:func:`evaluate_grid_narrow_band`, with ``band_cells`` and
+        ``coarse_factor``).
 
     Returns
     -------
@@ -326,7 +356,8 @@ def extract_mesh(
     """
     if narrow_band:
         volume = evaluate_grid_narrow_band(fn, resolution, bounds=bounds, level=level, chunk=chunk,
-                                           device=device, progress=progress)
+                                           device=device, progress=progress, band_cells=band_cells,
+                                           coarse_factor=coarse_factor)
     else:
         volume = evaluate_grid(fn, resolution, bounds=bounds, chunk=chunk, device=device, progress=progress)
     mesh = marching_cubes(volume, level=level, bounds=bounds)

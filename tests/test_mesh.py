@@ -237,3 +237,15 @@ def test_narrow_band_is_exact_near_the_surface_and_evaluates_less():
     a = marching_cubes(dense)
     b = marching_cubes(band)
     assert len(a.faces) == len(b.faces) and np.allclose(a.vertices, b.vertices)
+
+
+def test_sign_band_matches_dense_for_a_sharp_occupancy_logit():
+    """Occupancy logits are not distances: the sign-change band must still mesh them exactly."""
+    def logit(p):
+        d = torch.minimum((p - 0.3).norm(dim=1) - 0.35, (p + 0.4).norm(dim=1) - 0.08)  # one small part
+        return torch.tanh(d * 80.0) * 30.0
+
+    dense = marching_cubes(evaluate_grid(logit, 97))
+    band = marching_cubes(evaluate_grid_narrow_band(logit, 97, band_cells=0.0, coarse_factor=2))
+    assert len(band.faces) == len(dense.faces)
+    np.testing.assert_allclose(np.sort(band.vertices, axis=0), np.sort(dense.vertices, axis=0), atol=1e-6)
