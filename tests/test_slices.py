@@ -83,3 +83,26 @@ def test_orex_field_has_the_published_size_and_learns():
     torch.manual_seed(0)
     state = train(Field(cfg), task, train_cfg)
     assert state.history[-1]["bce"] < 0.6 * state.history[0]["bce"]
+
+
+def test_gradient_hinge_lowers_roughness_without_lowering_iou(tmp_path):
+    """OReX's anti-ripple term (measured: roughness 3.37 -> 2.52 deg, IoU 0.972 -> 0.973 on this case)."""
+    from fields.metrics import roughness_deg
+
+    torus = trimesh.creation.torus(major_radius=1.0, minor_radius=0.4, major_sections=64, minor_sections=32)
+    write_csl(slice_mesh(torus, 12, "parallel", axis="x", seed=0), tmp_path / "t.csl")
+    scores = {}
+    for weight in (0.0, 1e-4):
+        cfg = RunConfig(input=str(tmp_path / "t.csl"), task="slices")
+        cfg.field = preset("mlp", "slices", 40_000)
+        cfg.train.steps, cfg.train.batch_size = 600, 4096
+        cfg.mesh.resolution = 96
+        cfg.slices.hinge_weight = weight
+        cfg.slices.refine_iterations = 0  # judge the field, not the vertex refinement
+        fit(cfg, tmp_path / f"run{weight}")
+        mesh = trimesh.load(tmp_path / f"run{weight}" / "mesh.ply", process=False)
+        iou = mesh_metrics(mesh, torus, n_samples=20_000, n_iou_points=100_000)["iou"]
+        scores[weight] = (roughness_deg(mesh), iou)
+    (rough_off, iou_off), (rough_on, iou_on) = scores[0.0], scores[1e-4]
+    assert rough_on < 0.9 * rough_off
+    assert iou_on >= iou_off - 0.005
