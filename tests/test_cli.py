@@ -128,3 +128,27 @@ def test_unwritable_output_dir(tmp_path, sphere_file, monkeypatch, capsys):
 def test_mesh_of_a_non_run_folder_is_a_user_error(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(["mesh", tmp_path, "-o", tmp_path / "m.ply"], monkeypatch, capsys)
     assert code == 2 and "no checkpoint.pt" in err
+
+
+def test_fit_cross_sections_from_the_cli(tmp_path, monkeypatch, capsys):
+    from fields.data.cross_sections import write_csl
+    from fields.data.slicing import slice_mesh
+
+    torus = trimesh.creation.torus(major_radius=1.0, minor_radius=0.4)
+    torus.apply_scale(30.0)
+    torus.apply_translation([1e3, -2e3, 500.0])  # millimetre-like, far from the origin
+    write_csl(slice_mesh(torus, 10, "orthogonal", seed=0), tmp_path / "t.csl")
+    run = tmp_path / "run"
+    (tmp_path / "fast.toml").write_text("[train]\nbatch_size = 4096\n")
+    code, _, err = run_cli(["fit", tmp_path / "t.csl", "-o", run, "--config", tmp_path / "fast.toml",
+                            "--field", "mlp", "--params", "40000", "--steps", "500", "--resolution", "48"],
+                           monkeypatch, capsys)
+    assert code in (0, None), err
+    assert "watertight" in err
+    mesh = trimesh.load(run / "mesh.ply", process=False)
+    assert np.allclose(mesh.bounds.mean(axis=0), [1e3, -2e3, 500.0], atol=5.0)  # back in the input's frame
+    assert json.loads((run / "metrics.json").read_text())["input"]["planes"] >= 9
+
+    (tmp_path / "bad.csl").write_text("CSLC\n2 2\n1 4 1 0 0 1 0\n0 0 0\n1 0 0\n")  # truncated
+    code, _, err = run_cli(["fit", tmp_path / "bad.csl", "-o", tmp_path / "r2"], monkeypatch, capsys)
+    assert code == 2 and "bad.csl" in err and "Traceback" not in err
