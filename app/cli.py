@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tomllib
 from pathlib import Path
 from typing import Optional
 
@@ -117,14 +118,16 @@ def fit(
     cfg.input = str(input.resolve())
     cfg.task = detect_task(input) if task == "auto" else task
     default_kind, default_params = DEFAULT_FIELD[cfg.task]
-    if not config:
+    # A config without a [field] table gets the task's default field, not the dataclass default.
+    config_has_field = bool(config) and "field" in tomllib.loads(config.read_text())
+    if not config_has_field:
         cfg.field = preset(field or default_kind, cfg.task, default_params)
     elif field is not None and field != cfg.field.kind:
         cfg.field = preset(field, cfg.task, cfg.field.params or default_params)
     if not config:
         tune_training(cfg.field.kind, cfg.train)
     if params is not None:  # sizes follow the new budget
-        cfg.field = preset(cfg.field.kind, cfg.task, params) if not config else cfg.field
+        cfg.field = preset(cfg.field.kind, cfg.task, params) if not config_has_field else cfg.field
         cfg.field.params = params
         if cfg.field.kind in ("hybrid", "neurbf"):
             cfg.field.rbf.n_rbf = "auto"

@@ -141,13 +141,13 @@ def test_fit_cross_sections_from_the_cli(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     (tmp_path / "fast.toml").write_text("[train]\nbatch_size = 4096\n")
     code, _, err = run_cli(["fit", tmp_path / "t.csl", "-o", run, "--config", tmp_path / "fast.toml",
-                            "--field", "mlp", "--params", "40000", "--steps", "500", "--resolution", "48"],
-                           monkeypatch, capsys)
+                            "--steps", "500", "--resolution", "48"], monkeypatch, capsys)
     assert code in (0, None), err
     assert "watertight" in err
     mesh = trimesh.load(run / "mesh.ply", process=False)
     assert np.allclose(mesh.bounds.mean(axis=0), [1e3, -2e3, 500.0], atol=5.0)  # back in the input's frame
     assert json.loads((run / "metrics.json").read_text())["input"]["planes"] >= 9
+    assert load_run_config(run / "config.toml").field.kind == "mlp"  # the cross-section default field
 
     (tmp_path / "bad.csl").write_text("CSLC\n2 2\n1 4 1 0 0 1 0\n0 0 0\n1 0 0\n")  # truncated
     code, _, err = run_cli(["fit", tmp_path / "bad.csl", "-o", tmp_path / "r2"], monkeypatch, capsys)
