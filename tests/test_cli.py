@@ -136,7 +136,7 @@ def test_fit_cross_sections_from_the_cli(tmp_path, monkeypatch, capsys):
 
     torus = trimesh.creation.torus(major_radius=1.0, minor_radius=0.4)
     torus.apply_scale(30.0)
-    torus.apply_translation([1e3, -2e3, 500.0])  # millimetre-like, far from the origin
+    torus.apply_translation([1e5, -2e5, 5e4])  # coordinates in the 1e5 range (issue 3 bad-input list)
     write_csl(slice_mesh(torus, 10, "orthogonal", seed=0), tmp_path / "t.csl")
     run = tmp_path / "run"
     (tmp_path / "fast.toml").write_text("[train]\nbatch_size = 4096\n")
@@ -145,7 +145,7 @@ def test_fit_cross_sections_from_the_cli(tmp_path, monkeypatch, capsys):
     assert code in (0, None), err
     assert "watertight" in err
     mesh = trimesh.load(run / "mesh.ply", process=False)
-    assert np.allclose(mesh.bounds.mean(axis=0), [1e3, -2e3, 500.0], atol=5.0)  # back in the input's frame
+    assert np.allclose(mesh.bounds.mean(axis=0), [1e5, -2e5, 5e4], atol=5.0)  # back in the input frame
     assert json.loads((run / "metrics.json").read_text())["input"]["planes"] >= 9
     assert load_run_config(run / "config.toml").field.kind == "mlp"  # the cross-section default field
 
