@@ -167,11 +167,11 @@ def evaluate(
     """Print IoU, Chamfer-L1, Hausdorff, HD95 and normal angular error as JSON."""
     from fields.data.meshes import load_mesh
     from fields.metrics import mesh_metrics
-    from fields.run import _plain
+    from fields.io import json_ready
 
     p, _ = load_mesh(pred)
     r, _ = load_mesh(ref)
-    print(json.dumps(_plain(mesh_metrics(p, r, n_samples=samples, seed=seed)), indent=2))
+    print(json.dumps(json_ready(mesh_metrics(p, r, n_samples=samples, seed=seed)), indent=2))
 
 
 @app.command()

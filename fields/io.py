@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from fields.errors import FieldStudioError
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_save_torch",
+    "ensure_writable_dir",
+    "json_ready",
 ]
 
 # OS errors during a write that the user can fix (space, permissions, read-only media).
@@ -163,14 +167,40 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return Path(path)
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays (at any depth of dicts, lists, tuples) turned into Python values."""
+    if isinstance(value, dict):
+        return {k: json_ready(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(x) for x in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
-    """Serialise ``obj`` as JSON and write it atomically.
+    """Serialise ``obj`` (numpy values allowed, see :func:`json_ready`) as JSON and write it atomically.
 
     The object is serialised *before* anything is written, so an unserialisable object raises
     ``TypeError`` and leaves no file behind. NaN/inf are written as JSON's non-standard ``NaN``/``Infinity``.
     """
-    text = json.dumps(obj, indent=indent, sort_keys=False) + "\n"
+    text = json.dumps(json_ready(obj), indent=indent, sort_keys=False) + "\n"
     return atomic_write_text(path, text)
+
+
+def ensure_writable_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and prove it is writable before long work starts (FieldStudioError if not)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise _cannot_write(folder, err) from None
+    return folder
 
 
 def atomic_save_torch(obj: Any, path: str | os.PathLike) -> Path:

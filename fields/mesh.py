@@ -100,32 +100,37 @@ def evaluate_grid(
     chunk = int(chunk)
     if chunk < 1:
         raise ValueError(f"chunk must be positive, got {chunk}")
-    b = _axis_bounds(bounds)
-    # float64 linspace, then float32: the grid coordinates are the float32 roundings of the exact ones.
-    axes = [torch.from_numpy(np.linspace(lo, hi, r).astype(np.float32)).to(device) for lo, hi in b]
+    axes = _grid_axes(_axis_bounds(bounds), r, device)
     total = r**3
     volume = np.empty((r, r, r), dtype=np.float32)
     flat = volume.reshape(-1)  # a view: filling it fills the volume
-    rr = r * r
     with torch.no_grad():
         for start in range(0, total, chunk):
             stop = min(start + chunk, total)
-            idx = torch.arange(start, stop, device=device, dtype=torch.int64)
-            points = torch.stack((axes[0][idx // rr], axes[1][(idx // r) % r], axes[2][idx % r]), dim=1)
-            del idx
-            values = fn(points)
-            if not isinstance(values, torch.Tensor):
-                values = torch.as_tensor(values)
-            if values.numel() != stop - start:
-                raise ValueError(
-                    f"the field returned {values.numel()} values for {stop - start} points "
-                    f"(shape {tuple(values.shape)}); it must return one value per point"
-                )
-            flat[start:stop] = values.detach().reshape(-1).to("cpu", torch.float32).numpy()
-            del points, values
+            flat[start:stop] = _evaluate_at(fn, axes, torch.arange(start, stop, device=device, dtype=torch.int64))
             if progress is not None:
                 progress(stop, total)
     return volume
+
+
+def _grid_axes(b: np.ndarray, r: int, device) -> list[torch.Tensor]:
+    """Per-axis grid coordinates: float64 linspace rounded to float32 (the float32 roundings of the exact ones)."""
+    return [torch.from_numpy(np.linspace(lo, hi, r).astype(np.float32)).to(device) for lo, hi in b]
+
+
+def _evaluate_at(fn, axes: list[torch.Tensor], idx: torch.Tensor) -> np.ndarray:
+    """``fn`` at the grid points with flat indices ``idx`` (row-major over ``axes``), as float32 numpy."""
+    r = len(axes[0])
+    points = torch.stack((axes[0][idx // (r * r)], axes[1][(idx // r) % r], axes[2][idx % r]), dim=1)
+    values = fn(points)
+    if not isinstance(values, torch.Tensor):
+        values = torch.as_tensor(values)
+    if values.numel() != len(idx):
+        raise ValueError(
+            f"the field returned {values.numel()} values for {len(idx)} points "
+            f"(shape {tuple(values.shape)}); it must return one value per point"
+        )
+    return values.detach().reshape(-1).to("cpu", torch.float32).numpy()
 
 
 def evaluate_grid_narrow_band(
@@ -139,15 +144,19 @@ def evaluate_grid_narrow_band(
     device: str | torch.device = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Like :func:`evaluate_grid`, but only evaluates fine points near the level set. For distance-like fields.
+    """Like :func:`evaluate_grid`, but only evaluates fine points near the level set.
 
-    A grid ``coarse_factor`` times coarser is evaluated first and interpolated (trilinearly) onto the fine grid;
-    fine points whose interpolated value is within ``band_cells`` coarse-cell diagonals of ``level`` are then
-    evaluated exactly (``band_cells=0``: instead every fine point in a coarse cell whose corners straddle the level,
-    dilated by one cell, for fields that are not distance-like). For a field with ``|grad| <= ~1`` (a signed
-    distance) the interpolation error is below one
-    coarse-cell diagonal, so every fine cell the surface crosses is evaluated exactly; elsewhere the volume holds
-    the interpolated value, whose sign is right. About 6x fewer evaluations at 256^3 for a typical shape.
+    A grid ``coarse_factor`` times coarser is evaluated first and interpolated (trilinearly) onto the fine grid.
+    Then the band is evaluated exactly:
+
+    * ``band_cells > 0`` (distance-like fields): fine points whose interpolated value is within ``band_cells``
+      coarse-cell diagonals of ``level``. For ``|grad| <= ~1`` (a signed distance) the interpolation error is below
+      one coarse-cell diagonal, so every fine cell the surface crosses is evaluated exactly;
+    * ``band_cells == 0`` (any field, e.g. occupancy logits): every fine point in a coarse cell whose corners
+      straddle the level, dilated by one coarse cell.
+
+    Elsewhere the volume holds the interpolated value, whose sign is right. About 6x fewer evaluations at 256^3
+    for a typical shape.
     A feature thinner than a coarse cell that the coarse grid misses entirely is not meshed (for a neural
     SDF these are usually spurious "floaters" in empty space).
 
@@ -170,17 +179,15 @@ def evaluate_grid_narrow_band(
         near = np.flatnonzero(np.abs(volume.reshape(-1) - level) < band_cells * diag)
     else:
         near = _fine_points_near_crossings(coarse, level, r)
-    axes = [torch.from_numpy(np.linspace(lo, hi, r).astype(np.float32)).to(device) for lo, hi in b]
+    axes = _grid_axes(b, r, device)
     flat = volume.reshape(-1)
-    total, rr = rc**3 + len(near), r * r
+    total = rc**3 + len(near)
     if progress is not None:
         progress(rc**3, total)
     with torch.no_grad():
         for start in range(0, len(near), chunk):
             ids = near[start:start + chunk]
-            idx = torch.from_numpy(ids).to(device)
-            points = torch.stack((axes[0][idx // rr], axes[1][(idx // r) % r], axes[2][idx % r]), dim=1)
-            flat[ids] = fn(points).detach().reshape(-1).to("cpu", torch.float32).numpy()
+            flat[ids] = _evaluate_at(fn, axes, torch.from_numpy(ids).to(device))
             if progress is not None:
                 progress(rc**3 + start + len(ids), total)
     return volume

@@ -22,11 +22,11 @@ from fields.config import RunConfig, from_dict, save_toml, to_dict, validate
 from fields.data.meshes import MESH_SUFFIXES, BoxFrame, load_mesh
 from fields.errors import FieldStudioError
 from fields.field import Field, resolve_budget
-from fields.io import atomic_write_json
+from fields.io import atomic_write_json, ensure_writable_dir, json_ready
 from fields.mesh import export_mesh, extract_mesh, mesh_report, transform_mesh
 from fields.metrics import mesh_metrics
 from fields.tasks.sdf import SDFTask
-from fields.tasks.slices import SlicesTask, polygons_summary, refine_vertices
+from fields.tasks.slices import SlicesTask, refine_vertices
 from fields.train import Callback, load_checkpoint, train
 
 TASK_BY_SUFFIX = {**{s: "sdf" for s in MESH_SUFFIXES}, ".csl": "slices"}
@@ -40,18 +40,6 @@ def detect_task(path: str | Path) -> str:
         raise FieldStudioError(f"cannot tell the task from {Path(path).name!r}; inputs with suffix {known} are "
                                "supported, or pass --task")
     return TASK_BY_SUFFIX[suffix]
-
-
-def prepare_run_dir(run_dir: Path) -> None:
-    """Create ``run_dir`` and prove it is writable before any long work starts."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise FieldStudioError(f"cannot write to {run_dir}: {err.strerror or err}. "
-                               "Choose another output folder or fix its permissions.") from None
 
 
 @dataclass
@@ -72,7 +60,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
     t_start = time.perf_counter()
     cfg = validate(cfg)
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir)
+    ensure_writable_dir(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
     resumed = False
     if ckpt_path.exists():
@@ -102,7 +90,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
     callbacks = list(callbacks)
     if cfg.train.time_budget is not None:
         callbacks.insert(0, _BudgetAfterSetup(model, cfg.train.time_budget, t_start, cfg.mesh.resolution,
-                                                dense=cfg.task != "sdf"))
+                                                MESH_PLANS[cfg.task]))
     extra = {"run_config": to_dict(cfg), "frame": task.frame.to_dict(), "input_report": report}
     setup_seconds = time.perf_counter() - t_start
     state = train(model, task, cfg.train, callbacks, ckpt_path, extra)
@@ -123,19 +111,20 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
     if reference is not None:
         # Score in the box frame against the normalised input (distances are relative to its diagonal anyway).
         box_mesh = transform_mesh(out, np.linalg.inv(task.frame.to_world_matrix()))
-        metrics = {k: _plain(v) for k, v in mesh_metrics(box_mesh, reference, seed=cfg.train.seed).items()}
+        metrics = mesh_metrics(box_mesh, reference, seed=cfg.train.seed)
     metrics.update({
         "params": model.param_count(), "steps": state.step, "train_seconds": round(state.elapsed, 2),
         "total_seconds": round(time.perf_counter() - t_start, 2), "final_loss": state.loss,
         "mesh_seconds": round(t_score - t_mesh, 2), "score_seconds": round(time.perf_counter() - t_score, 2),
         "setup_seconds": round(setup_seconds, 2),
-        "mesh": {k: _plain(v) for k, v in mesh_report(out).items()},
-        "input": {k: _plain(v) for k, v in report.items()},
+        "mesh": mesh_report(out),
+        "input": report,
         "frame": {"box_from_world": task.frame.to_dict(), "mesh_frame": "input"},
         "versions": {"fieldstudio": fields.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
         "history": state.history,
     })
+    metrics = json_ready(metrics)
     atomic_write_json(run_dir / "metrics.json", metrics)
     result.metrics, result.files["metrics"] = metrics, run_dir / "metrics.json"
     return result
@@ -150,24 +139,38 @@ def make_task(cfg: RunConfig):
     from fields.data.cross_sections import read_csl
 
     cs = read_csl(cfg.input)
-    report = {**polygons_summary(cs), "notes": list(cs.notes)}
+    report = {**cs.summary(), "notes": list(cs.notes)}
     if len(cs.labels()) > 1:
         report["notes"].append(f"labels {cs.labels()} reconstructed as one object (their union)")
         cs = cs.union()
     return SlicesTask(cs, cfg.slices, seed=cfg.train.seed), None, report
 
 
+@dataclass(frozen=True)
+class _MeshPlan:
+    """How a task's field is meshed, and the share of the fine grid that this evaluates (for time budgets)."""
+
+    band_cells: float    # distance band in coarse-cell diagonals; 0 = band of sign-changing coarse cells
+    coarse_factor: int
+    fine_share: float    # measured: 16 % on the bunny at 256^3 (SDF); occupancy bands are wider
+
+
+# SDFs get a distance band; occupancy logits are not distance-like (a distance band missed parts of a torus even
+# scaled by the gradient cap 1/alpha), so they get sign-changing cells of a 2x coarser grid (thin parts such as
+# finger bones must show there).
+MESH_PLANS = {"sdf": _MeshPlan(2.0, 4, 0.22), "slices": _MeshPlan(0.0, 2, 0.3)}
+
+
 class _BudgetAfterSetup(Callback):
     """Make ``--time-budget`` cover the whole fit: set-up, training, meshing and scoring.
 
     On start (after data loading and RBF placement) it times a forward pass and keeps back what narrow-band
-    meshing will need: the coarse grid plus about a fifth of the fine grid (16 % measured on the bunny at
-    256^3), plus a few seconds for scoring and export.
+    meshing will need (the coarse grid plus the task's share of the fine grid, see ``MESH_PLANS``), plus a few
+    seconds for scoring and export.
     """
 
-    def __init__(self, model: Field, budget: float, t_start: float, resolution: int, dense: bool = False):
-        self.model, self.budget, self.t_start, self.resolution = model, budget, t_start, resolution
-        self.dense = dense  # occupancy fields: a coarser band (see _extract)
+    def __init__(self, model: Field, budget: float, t_start: float, resolution: int, plan: _MeshPlan):
+        self.model, self.budget, self.t_start, self.resolution, self.plan = model, budget, t_start, resolution, plan
 
     def on_start(self, state) -> None:
         x = torch.rand(2**14, 3) * 2 - 1
@@ -178,7 +181,7 @@ class _BudgetAfterSetup(Callback):
                 self.model(x)
                 per_point = min(per_point, (time.perf_counter() - t) / len(x))
         r = self.resolution
-        points = (r // 2) ** 3 + 0.3 * r**3 if self.dense else (r // 4) ** 3 + 0.22 * r**3
+        points = (r // self.plan.coarse_factor) ** 3 + self.plan.fine_share * r**3
         # 1.3: near-surface RBF neighbour queries cost more than the random points timed here
         # (bunny, 120 s: 7 s over budget without it).
         allowance = 1.3 * per_point * points + 5.0
@@ -188,41 +191,25 @@ class _BudgetAfterSetup(Callback):
 
 
 def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int, progress):
-    """The run's mesh in the input's frame.
+    """The run's mesh in the input's frame, evaluated on the task's narrow band (``MESH_PLANS``).
 
-    SDFs get a distance band around the surface; occupancy logits are not distance-like (a distance band missed
-    parts of a torus even scaled by the gradient cap 1/alpha), so they get a band of coarse cells whose corners
-    change sign. Occupancy meshes then get their vertices moved onto the zero level (marching cubes
-    interpolates a logit linearly, which is not linear across a cell).
+    Occupancy meshes then get their vertices moved onto the zero level (marching cubes interpolates a logit
+    linearly, which is not linear across a cell).
     """
-    scale = 1.0 if cfg.task == "sdf" else 1.0 / cfg.slices.hinge_alpha
+    occupancy = cfg.task == "slices"
+    scale = 1.0 / cfg.slices.hinge_alpha if occupancy else 1.0
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         return model(x)[:, 0] * scale
 
-    # Occupancy: a sign-change band on a 2x coarser grid (thin parts, e.g. finger bones, must show there).
-    sdf = cfg.task == "sdf"
-    mesh = extract_mesh(fn, resolution, narrow_band=True, band_cells=2.0 if sdf else 0.0,
-                        coarse_factor=4 if sdf else 2,
-                        min_component_ratio=cfg.mesh.min_component_ratio,
+    plan = MESH_PLANS[cfg.task]
+    mesh = extract_mesh(fn, resolution, narrow_band=True, band_cells=plan.band_cells,
+                        coarse_factor=plan.coarse_factor, min_component_ratio=cfg.mesh.min_component_ratio,
                         smooth_iterations=cfg.mesh.smooth_iterations, progress=progress)
-    if cfg.task == "slices" and cfg.slices.refine_iterations > 0:
+    if occupancy and cfg.slices.refine_iterations > 0:
         mesh.vertices = refine_vertices(fn, np.asarray(mesh.vertices), max_step=1.0 / (resolution - 1),
                                         iterations=cfg.slices.refine_iterations)
     return transform_mesh(mesh, frame.to_world_matrix())
-
-
-def _plain(v):
-    """numpy scalars/arrays -> JSON-able Python values."""
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return v
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, Field, BoxFrame]:
@@ -242,9 +229,9 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Field, BoxFrame]:
 def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | None = None,
                   progress=None) -> tuple[Path, dict]:
     cfg, model, frame = load_run(run_dir)
-    res = resolution or cfg.mesh.resolution
-    if not 8 <= res <= 2048:
-        raise FieldStudioError(f"resolution {res} is out of range; use 8..2048")
-    mesh = _extract(model, cfg, frame, res, progress)
+    if resolution is not None:
+        cfg.mesh.resolution = resolution
+    validate(cfg)
+    mesh = _extract(model, cfg, frame, cfg.mesh.resolution, progress)
     path = export_mesh(mesh, out_path)
     return path, mesh_report(mesh)

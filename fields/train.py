@@ -129,12 +129,11 @@ def save_checkpoint(path: Path, field_: torch.nn.Module, optimizer, state: Train
 
 
 def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list[Callback] = (),
-          checkpoint_path: str | Path | None = None, extra: dict | None = None,
-          time_budget: float | None = None) -> TrainState:
+          checkpoint_path: str | Path | None = None, extra: dict | None = None) -> TrainState:
     """Train ``field_`` on ``task``; resume from ``checkpoint_path`` when it holds an unfinished run.
 
-    time_budget: seconds for this loop (defaults to ``cfg.time_budget``); the caller may pass less to account for
-    its own set-up time. ``extra`` is stored in every checkpoint (e.g. the run config and frame transform).
+    ``cfg.time_budget`` limits this loop's seconds; a callback may lower ``state.time_budget`` in ``on_start`` to
+    leave room for its own work. ``extra`` is stored in every checkpoint (e.g. the run config and frame transform).
     Returns the final state; ``state.interrupted`` is True if a KeyboardInterrupt stopped it (checkpoint saved).
     """
     if cfg.threads:
@@ -142,7 +141,7 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
     torch.manual_seed(cfg.seed)
     path = Path(checkpoint_path) if checkpoint_path else None
     ckpt = load_checkpoint(path) if path is not None and path.exists() else None
-    state = TrainState(steps=cfg.steps, time_budget=time_budget if time_budget is not None else cfg.time_budget)
+    state = TrainState(steps=cfg.steps, time_budget=cfg.time_budget)
 
     if ckpt is None:
         task.init_field(field_, cfg.seed)
@@ -175,7 +174,8 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
             loss, scalars = task.loss(field_, batch)
             if not torch.isfinite(loss):
                 raise FieldStudioError(
-                    f"training diverged at step {state.step} (loss {loss.item()}); lower the learning rate (--lr)")
+                    f"training diverged at step {state.step} (loss {loss.item()}); lower train.lr and "
+                    "train.lr_decoder in a --config file")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -184,9 +184,4 @@ def refine_vertices(fn, vertices: np.ndarray, max_step: float, iterations: int =
     return refined
 
 
-def polygons_summary(cs: CrossSections) -> dict:
-    s = cs.summary()
-    return {"planes": s["planes"], "loops": s["loops"], "holes": s["holes"], "labels": cs.labels()}
-
-
-__all__ = ["SlicesTask", "refine_vertices", "hull_samples", "to_box", "polygons_summary"]
+__all__ = ["SlicesTask", "refine_vertices", "hull_samples", "to_box"]
