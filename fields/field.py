@@ -31,16 +31,13 @@ def preset(kind: str, task: str = "sdf", params: int | None = None, dim: int = 3
         cfg.rbf.kernel, cfg.rbf.n_features, cfg.rbf.k = "nlin_s", 16, 8
         cfg.rbf.freq_min, cfg.rbf.freq_max = 1.0, 8.0
         cfg.decoder.sine_freq_min, cfg.decoder.sine_freq_max = 30.0, 300.0
-        # NeuRBF composes sin(h * m0) after the first decoder layer (Eq. 7) over 20k GPU steps. At CPU budgets
-        # (~1.4k steps in 90 s) it costs: bunny, 450k params, 90 s: NAE 3.11 deg / Chamfer 5.0e-5 without,
-        # 3.33 / 7.4e-5 with m0 3..30, 3.6-4.0 deg plus hundreds of floaters with 30..300 (docs/benchmarks.md).
-        cfg.decoder.sine = False
     if task == "slices":
-        # Occupancy from a few planes: no sine layer (its noise between planes becomes stray surface).
-        cfg.decoder.sine = False
         cfg.grid.n_features = 2
-    if kind in ("grid", "mlp"):
-        # Baselines as their authors run them: Instant-NGP's ReLU MLP; a Fourier-feature ReLU MLP.
+    # NeuRBF composes sin(h * m0) after the first decoder layer (Eq. 7) over 20k GPU steps. Shapes drop it: at CPU
+    # budgets (~1.4k steps in 90 s) it costs (bunny, 450k params, 90 s: NAE 3.11 deg / Chamfer 5.0e-5 without,
+    # 3.33 / 7.4e-5 with m0 3..30, 3.6-4.0 deg plus hundreds of floaters with 30..300; docs/benchmarks.md).
+    # Cross-sections follow suit (not measured separately). The baselines keep their authors' ReLU MLPs.
+    if task in ("sdf", "slices") or kind in ("grid", "mlp"):
         cfg.decoder.sine = False
     if kind == "mlp":
         cfg.decoder.n_hidden_layers = 3
