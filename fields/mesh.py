@@ -216,7 +216,8 @@ def _fine_points_near_crossings(coarse: np.ndarray, level: float, r: int) -> np.
     return np.flatnonzero(keep)
 
 
-def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0)) -> trimesh.Trimesh:
+def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0),
+                   overwrite_input: bool = False) -> trimesh.Trimesh:
     """Triangle mesh of the level set ``volume = level`` (PyMCubes), in the field box.
 
     Parameters
@@ -227,6 +228,8 @@ def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0)) -
         Iso-value.
     bounds : (lo, hi) or three (lo, hi) pairs
         The box the grid spans; index ``i`` along axis ``a`` maps to ``lo_a + i (hi_a - lo_a) / (R_a - 1)``.
+    overwrite_input : bool
+        Allow samples lying on the level to be nudged in ``volume`` itself (saves a copy of the volume).
 
     Returns
     -------
@@ -261,10 +264,15 @@ def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0)) -
         )
     # A sample lying (almost) on the level puts the vertices of all its edges on one point; tools that merge
     # coincident vertices then see non-manifold edges. Nudge such samples just off the level (outside).
+    # Slab by slab, so no temporary is as large as the volume (512^3 meshing stays near 1 GiB).
     eps = 1e-5 * (hi_val - lo_val)
-    near = np.abs(vol - level) < eps
-    if near.any():
-        vol = np.where(near, np.float32(level + eps), vol)
+    copied = overwrite_input
+    for i in range(vol.shape[0]):
+        near = np.abs(vol[i] - level) < eps
+        if near.any():
+            if not copied:
+                vol, copied = vol.copy(), True
+            vol[i][near] = level + eps
     vertices, faces = mcubes.marching_cubes(vol, level)
     if len(faces) == 0:
         raise FieldStudioError(
@@ -367,7 +375,7 @@ def extract_mesh(
                                            coarse_factor=coarse_factor)
     else:
         volume = evaluate_grid(fn, resolution, bounds=bounds, chunk=chunk, device=device, progress=progress)
-    mesh = marching_cubes(volume, level=level, bounds=bounds)
+    mesh = marching_cubes(volume, level=level, bounds=bounds, overwrite_input=True)
     del volume  # the largest array of the pipeline; free it before clean-up
     if largest_component or min_component_ratio > 0:
         mesh, _ = drop_small_components(mesh, 1.0 if largest_component else min_component_ratio)

@@ -249,3 +249,14 @@ def test_sign_band_matches_dense_for_a_sharp_occupancy_logit():
     band = marching_cubes(evaluate_grid_narrow_band(logit, 97, band_cells=0.0, coarse_factor=2))
     assert len(band.faces) == len(dense.faces)
     np.testing.assert_allclose(np.sort(band.vertices, axis=0), np.sort(dense.vertices, axis=0), atol=1e-6)
+
+
+def test_samples_on_the_level_do_not_make_coincident_vertices():
+    vol = evaluate_grid(sphere_sdf, 33)
+    vol[16, 16, 16 + 9] = 0.0  # a grid sample exactly on the surface
+    before = vol.copy()
+    mesh = marching_cubes(vol)
+    np.testing.assert_array_equal(vol, before)  # the caller's volume is left alone
+    merged = mesh.copy()
+    merged.merge_vertices()
+    assert len(merged.vertices) == len(mesh.vertices) and merged.is_watertight
