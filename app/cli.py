@@ -36,9 +36,13 @@ class RichProgress:
     def __init__(self, progress: Progress):
         self.progress = progress
         self.task = None
+        self.description = "training"
+
+    def on_object(self, name: str, index: int, count: int):
+        self.description = f"{name} ({index + 1}/{count})"
 
     def on_start(self, state):
-        self.task = self.progress.add_task("training", total=1000, loss="")
+        self.task = self.progress.add_task(self.description, total=1000, loss="")
 
     def on_step(self, state):
         if state.step % 5 == 0 or state.step == state.steps:
@@ -80,6 +84,15 @@ def _run_fit(cfg, run_dir: Path, overwrite: bool) -> dict:
                       "Run the same command again to resume.[/yellow]")
         raise typer.Exit(EXIT_INTERRUPTED)
     m = result.metrics
+    if result.objects:
+        console.print(f"[green]done[/green] in {m['total_seconds']:.1f} s: {len(result.objects)} objects")
+        for row in m["objects"]:
+            console.print(f"  {row['name']:12s} {row['mesh_file']}  ({row['steps']} steps, "
+                          f"{row['mesh']['n_faces']:,} faces, watertight {row['mesh']['watertight']})")
+        for note in m["notes"]:
+            console.print(f"  [yellow]{note}[/yellow]")
+        console.print(f"  metrics  {result.files['metrics']}")
+        return m
     console.print(f"[green]done[/green] in {m['total_seconds']:.1f} s ({m['steps']} steps, {m['params']:,} parameters)")
     mesh = m["mesh"]
     if "iou" in m:  # scored against the input mesh
@@ -104,6 +117,8 @@ def fit(
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Wall-clock seconds for the whole fit."),
     resolution: Optional[int] = typer.Option(None, help="Marching-cubes grid resolution (default 256)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    labels: Optional[str] = typer.Option(None, help="Multi-label cross-sections: each (one mesh per label, the "
+                                         "default), union (one mesh), or the labels to reconstruct, e.g. 1,4."),
     config: Optional[Path] = typer.Option(None, help="TOML config; command-line options override it."),
     overwrite: bool = typer.Option(False, help="Replace a finished or unfinished run in the output folder."),
 ) -> None:
@@ -139,6 +154,8 @@ def fit(
         cfg.mesh.resolution = resolution
     if seed is not None:
         cfg.train.seed = seed
+    if labels is not None:
+        cfg.slices.labels = labels
     _run_fit(cfg, output, overwrite)
 
 

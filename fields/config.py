@@ -45,6 +45,9 @@ class RBFConfig:
     freq_max: float = 8.0
     normalize: bool = True
     kmeans_iters: int = 10
+    # Upper clamp of the kernel widths set by k-means (box units; NeuRBF's default is a tenth of the box).
+    # Cross-sections need wider kernels: their centres sit on the planes and must reach the gaps between them.
+    max_width: float = 0.2
 
 
 @dataclass
@@ -143,6 +146,9 @@ class SlicesTaskConfig:
     hinge_weight: float = 1e-4
     hinge_alpha: float = 100.0
     refine_iterations: int = 2
+    # Multi-label inputs: "each" (one object and mesh per label), "union" (one object), or a list such as "1,4".
+    labels: str = "each"
+    label: int | None = None  # set on the run of one object: the label it reconstructs
 
 
 @dataclass
@@ -200,6 +206,20 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     return cls(**kwargs)
 
 
+def label_list(labels: str) -> list[int] | None:
+    """``slices.labels`` as a list of label numbers, or None for "each" / "union"."""
+    text = str(labels).strip().lower()
+    if text in ("each", "union"):
+        return None
+    try:
+        out = sorted({int(t) for t in text.replace(" ", "").split(",") if t})
+    except ValueError:
+        out = []
+    if not out:
+        raise FieldStudioError(f"labels {labels!r} not understood; give each, union, or label numbers such as 1,4")
+    return out
+
+
 def save_toml(cfg: Any, path: str | Path) -> None:
     from fields.io import atomic_write_text
 
@@ -226,6 +246,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise FieldStudioError(f"parameter budget {f.params} is too small; use at least 1000")
     if not (isinstance(f.rbf.n_rbf, int) or f.rbf.n_rbf == "auto"):
         raise FieldStudioError(f"rbf.n_rbf must be an integer or \"auto\", got {f.rbf.n_rbf!r}")
+    if not 1e-3 <= f.rbf.max_width <= 2.0:
+        raise FieldStudioError(f"rbf.max_width {f.rbf.max_width} is out of range; use 0.001..2 (box units)")
     if cfg.train.steps < 1:
         raise FieldStudioError("steps must be at least 1")
     if cfg.train.time_budget is not None and cfg.train.time_budget <= 0:
@@ -241,6 +263,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not (len(sl.radius_exponents) == len(sl.samples_per_edge) == len(sl.level_weights) >= 1):
         raise FieldStudioError("slices.radius_exponents, samples_per_edge and level_weights must have the same "
                                "length (one entry per level)")
+    label_list(sl.labels)
     if cfg.sdf.loss not in ("auto", "mape", "l1"):
         raise FieldStudioError(f"sdf loss {cfg.sdf.loss!r} is unknown; choose auto, mape or l1")
     return cfg

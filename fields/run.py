@@ -9,6 +9,8 @@ Both faces (CLI, GUI) call ``fit`` and ``mesh_from_run``; neither prints. Layout
 
 from __future__ import annotations
 
+import copy
+import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 import fields
-from fields.config import RunConfig, from_dict, save_toml, to_dict, validate
+from fields.config import RunConfig, from_dict, label_list, save_toml, to_dict, validate
 from fields.data.meshes import MESH_SUFFIXES, BoxFrame, load_mesh
 from fields.errors import FieldStudioError
 from fields.field import Field, resolve_budget
@@ -52,13 +54,109 @@ class FitResult:
     resumed: bool
     metrics: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    objects: list = field(default_factory=list)  # one FitResult per object of a multi-label run
 
 
 def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mesh_progress=None,
         overwrite: bool = False) -> FitResult:
-    """Fit ``cfg.input``; resume when ``run_dir`` holds an unfinished run of the same config."""
-    t_start = time.perf_counter()
+    """Fit ``cfg.input``; resume when ``run_dir`` holds an unfinished run of the same config.
+
+    Cross-sections with several labels give one object per label (``slices.labels``): each is a run of its own
+    in ``run_dir/label_<N>/`` and ``run_dir/metrics.json`` lists them (see ``_fit_objects``).
+    """
     cfg = validate(cfg)
+    objects, skipped = plan_objects(cfg)
+    if objects:
+        return _fit_objects(cfg, objects, skipped, Path(run_dir), callbacks, mesh_progress, overwrite)
+    return _fit_one(cfg, run_dir, callbacks, mesh_progress, overwrite)
+
+
+def plan_objects(cfg: RunConfig) -> tuple[list[tuple[str, int]], list[str]]:
+    """The (name, label) objects a run reconstructs separately, and notes on labels left out.
+
+    An empty list means one object: inputs with one label, ``labels = "union"``, or a run of one label (then
+    ``cfg.slices.label`` is set here). Labels with contours on fewer than two planes cannot make a volume and
+    are left out with a note, unless the user asked for them by number (then it is an error).
+    """
+    if cfg.task != "slices" or cfg.slices.label is not None or cfg.slices.labels.strip().lower() == "union":
+        return [], []
+    from fields.data.cross_sections import read_csl
+
+    cs = read_csl(cfg.input)
+    labels = cs.labels()
+    asked = label_list(cfg.slices.labels)
+    if asked:
+        missing = [lab for lab in asked if lab not in labels]
+        if missing:
+            raise FieldStudioError(f"label(s) {missing} do not occur in {Path(cfg.input).name}; its labels are "
+                                   f"{labels}")
+    elif len(labels) == 1:
+        return [], []
+    planes_with = {lab: sum(any(lp.label == lab for lp in p.loops) for p in cs.planes) for lab in labels}
+    wanted, skipped = [], []
+    for lab in asked or labels:
+        if planes_with[lab] >= 2:
+            wanted.append(lab)
+        elif asked:
+            raise FieldStudioError(f"label {lab} has contours on {planes_with[lab]} plane(s); a volume needs at "
+                                   "least two")
+        else:
+            skipped.append(f"label {lab} left out: it has contours on one plane only")
+    if not wanted:
+        raise FieldStudioError("no label has contours on two or more planes; nothing can be reconstructed")
+    if len(wanted) == 1:
+        cfg.slices.label = wanted[0]
+        return [], skipped
+    return [(f"label_{lab}", lab) for lab in wanted], skipped
+
+
+def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[str], run_dir: Path,
+                 callbacks, mesh_progress, overwrite: bool) -> FitResult:
+    """One run per object in ``run_dir/<name>/``, sharing ``cfg.train.time_budget`` evenly among the objects
+    still to fit. Finished objects are kept on a rerun (resume); an interruption stops at the current object."""
+    t_start = time.perf_counter()
+    ensure_writable_dir(run_dir)
+    finished = [(run_dir / name / "metrics.json").exists() for name, _ in objects]
+    if all(finished) and not overwrite:
+        raise FieldStudioError(f"{run_dir} already holds a finished run; choose a new folder, or pass --overwrite "
+                               "to replace it")
+    save_toml(cfg, run_dir / "config.toml")
+    result = FitResult(run_dir, cfg, 0, 0.0, False, False)
+    rows = []
+    for i, (name, label) in enumerate(objects):
+        sub_dir = run_dir / name
+        if finished[i] and not overwrite:
+            sub = FitResult(sub_dir, cfg, 0, 0.0, False, True,
+                            json.loads((sub_dir / "metrics.json").read_text()), {"mesh": sub_dir / "mesh.ply"})
+        else:
+            sub_cfg = copy.deepcopy(cfg)
+            sub_cfg.slices.label = label
+            if cfg.train.time_budget is not None:
+                left = cfg.train.time_budget - (time.perf_counter() - t_start)
+                sub_cfg.train.time_budget = max(left / sum(not f for f in finished[i:]), 1.0)
+            for cb in callbacks:
+                getattr(cb, "on_object", lambda *_: None)(name, i, len(objects))
+            sub = _fit_one(sub_cfg, sub_dir, callbacks, mesh_progress, overwrite)
+        result.objects.append(sub)
+        result.steps += sub.steps
+        result.elapsed += sub.elapsed
+        result.resumed |= sub.resumed
+        if sub.interrupted or not sub.metrics:
+            result.interrupted = sub.interrupted
+            return result
+        result.files[name] = sub.files["mesh"]
+        rows.append({"name": name, "label": label, "mesh_file": str(sub.files["mesh"]),
+                     **{k: sub.metrics[k] for k in ("params", "steps", "total_seconds", "mesh") if k in sub.metrics}})
+    result.metrics = json_ready({"objects": rows, "notes": skipped,
+                                 "total_seconds": round(time.perf_counter() - t_start, 2)})
+    atomic_write_json(run_dir / "metrics.json", result.metrics)
+    result.files["metrics"] = run_dir / "metrics.json"
+    return result
+
+
+def _fit_one(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback], mesh_progress,
+             overwrite: bool) -> FitResult:
+    t_start = time.perf_counter()
     run_dir = Path(run_dir)
     ensure_writable_dir(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -140,7 +238,11 @@ def make_task(cfg: RunConfig):
 
     cs = read_csl(cfg.input)
     report = {**cs.summary(), "notes": list(cs.notes)}
-    if len(cs.labels()) > 1:
+    if cfg.slices.label is not None:
+        # Planes without this label's loops stay: they say the object is absent there.
+        cs = cs.select(cfg.slices.label)
+        report["label"] = cfg.slices.label
+    elif len(cs.labels()) > 1:
         report["notes"].append(f"labels {cs.labels()} reconstructed as one object (their union)")
         cs = cs.union()
     return SlicesTask(cs, cfg.slices, seed=cfg.train.seed), None, report
@@ -217,6 +319,10 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Field, BoxFrame]:
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
     if not ckpt_path.exists():
+        parts = sorted(p.parent.name for p in run_dir.glob("*/checkpoint.pt"))
+        if parts:
+            raise FieldStudioError(f"{run_dir} holds one run per object; give one of its folders: "
+                                   f"{', '.join(str(run_dir / p) for p in parts)}")
         raise FieldStudioError(f"{run_dir} holds no checkpoint.pt; is it a fieldstudio run folder?")
     ckpt = load_checkpoint(ckpt_path)
     cfg = from_dict(RunConfig, ckpt["run_config"])

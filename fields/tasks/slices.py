@@ -53,12 +53,14 @@ def _plane_level_samples(plane: Plane, radius: float, n: int, n_noise: int,
         ang = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(n) / n
         circle = np.stack([np.cos(ang), np.sin(ang)], axis=1) * radius
         pts2d.append((q[:, None] + circle[None]).reshape(-1, 2))
-    centre = plane.to_2d(plane.vertices().mean(axis=0, keepdims=True))[0]
+    verts = plane.vertices()
+    # A plane without loops (of the selected label) says the shape is absent there: noise only, all outside.
+    centre = plane.to_2d(verts.mean(axis=0, keepdims=True) if len(verts) else np.zeros((1, 3)))[0]
     noise = centre + rng.uniform(-1.0, 1.0, size=(n_noise, 2))
     pts2d.append(noise)
     free = np.concatenate(pts2d)
     labels = np.where(inside_2d(plane, free), 0.0, 1.0)
-    edges = np.concatenate(fixed)
+    edges = np.concatenate(fixed) if fixed else np.zeros((0, 2))
     pts = np.concatenate([plane.to_3d(free), plane.to_3d(edges)])
     y = np.concatenate([labels, np.full(len(edges), 0.5)])
     keep = np.abs(pts).max(axis=1) <= 1.0
@@ -91,7 +93,7 @@ class SlicesTask:
     name = "slices"
 
     def __init__(self, cs: CrossSections, cfg: SlicesTaskConfig, seed: int = 0):
-        if len(cs.planes) < 2:
+        if sum(bool(p.loops) for p in cs.planes) < 2:
             raise FieldStudioError("a single plane cannot define a volume; give at least two planes")
         self.cfg = cfg
         self.frame = box_frame(cs, extent=0.9)
