@@ -113,7 +113,8 @@ def plan_objects(cfg: RunConfig) -> tuple[list[tuple[str, int]], list[str]]:
 def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[str], run_dir: Path,
                  callbacks, mesh_progress, overwrite: bool) -> FitResult:
     """One run per object in ``run_dir/<name>/``, sharing ``cfg.train.time_budget`` evenly among the objects
-    still to fit. Finished objects are kept on a rerun (resume); an interruption stops at the current object."""
+    still to fit, meshed with one voxel size in world units. Finished objects are kept on a rerun (resume); an
+    object that fails is reported at the end without stopping the others; an interruption stops at once."""
     t_start = time.perf_counter()
     ensure_writable_dir(run_dir)
     finished = [(run_dir / name / "metrics.json").exists() for name, _ in objects]
@@ -121,8 +122,12 @@ def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[s
         raise FieldStudioError(f"{run_dir} already holds a finished run; choose a new folder, or pass --overwrite "
                                "to replace it")
     save_toml(cfg, run_dir / "config.toml")
+    from fields.data.cross_sections import read_csl
+
+    cs = read_csl(cfg.input)
+    extents = {label: float(np.ptp(cs.select(label).all_vertices(), axis=0).max()) for _, label in objects}
     result = FitResult(run_dir, cfg, 0, 0.0, False, False)
-    rows = []
+    rows, failed = [], []
     for i, (name, label) in enumerate(objects):
         sub_dir = run_dir / name
         if finished[i] and not overwrite:
@@ -131,12 +136,21 @@ def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[s
         else:
             sub_cfg = copy.deepcopy(cfg)
             sub_cfg.slices.label = label
+            # One voxel size in world units for all objects: the largest gets the configured resolution.
+            sub_cfg.mesh.resolution = max(64, round(cfg.mesh.resolution * extents[label] / max(extents.values())))
             if cfg.train.time_budget is not None:
                 left = cfg.train.time_budget - (time.perf_counter() - t_start)
                 sub_cfg.train.time_budget = max(left / sum(not f for f in finished[i:]), 1.0)
             for cb in callbacks:
                 getattr(cb, "on_object", lambda *_: None)(name, i, len(objects))
-            sub = _fit_one(sub_cfg, sub_dir, callbacks, mesh_progress, overwrite)
+            # A finished training whose meshing failed before is retrained with the settings given now.
+            redo = overwrite or _trained(sub_dir)
+            try:
+                sub = _fit_one(sub_cfg, sub_dir, callbacks, mesh_progress, redo)
+            except FieldStudioError as err:  # one object failing must not cost the others
+                failed.append(f"{name}: {str(err).split(';')[0]}")
+                rows.append({"name": name, "label": label, "error": str(err)})
+                continue
         result.objects.append(sub)
         result.steps += sub.steps
         result.elapsed += sub.elapsed
@@ -151,7 +165,17 @@ def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[s
                                  "total_seconds": round(time.perf_counter() - t_start, 2)})
     atomic_write_json(run_dir / "metrics.json", result.metrics)
     result.files["metrics"] = run_dir / "metrics.json"
+    if failed:
+        raise FieldStudioError(f"{len(failed)} of {len(objects)} objects failed ({'; '.join(failed)}). The others "
+                               f"are done and kept in {run_dir}; rerun the same command with a larger "
+                               "--time-budget (about 60 s per object on 2 cores) to redo only the failed ones")
     return result
+
+
+def _trained(run_dir: Path) -> bool:
+    """A run folder whose training finished (its meshing may still have failed)."""
+    ckpt = run_dir / "checkpoint.pt"
+    return ckpt.exists() and bool(load_checkpoint(ckpt).get("done"))
 
 
 def _fit_one(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback], mesh_progress,

@@ -23,6 +23,11 @@ Methods
     labelled ones. Parallel planes only. Its time excludes importing ITK (``meta.itk_import_seconds``).
   * ``fieldstudio``: ``fields.run.fit`` with the CLI's default field for cross-sections (Fourier MLP, 40,000
     parameters), ``--time-budget`` seconds for the whole fit, marching cubes at ``--resolution``.
+  * ``hybrid``: the same with the NeuRBF hybrid preset for cross-sections (coarse grid + wide RBFs, 40,000).
+  * ``orex``: the OReX-faithful configuration (its 31,436-parameter PE-MLP with 10 refinement iterations, Adam
+    lr 1e-2 and weight decay 1e-3, its coarse-to-fine levels and gradient hinge) under the same budget; on a CPU it
+    runs about 1.4 s per step, so it is far from converged here (OReX trains for hours on a GPU).
+  Multi-label inputs are fitted as one object (their union), like the references.
 
 Metrics per method: ``mesh_metrics`` against the reference, ``contour_fidelity`` (per-plane 2-D IoU of the mesh's
 section with the input polygons; target >= 0.97 on every plane), ``roughness_deg`` (mean dihedral angle between
@@ -62,16 +67,17 @@ from fields.data.cross_sections import CrossSections, inside_2d, plane_basis, re
 from fields.data.meshes import load_mesh  # noqa: E402
 from fields.data.slicing import slice_mesh  # noqa: E402
 from fields.errors import FieldStudioError  # noqa: E402
-from fields.field import preset  # noqa: E402
+from fields.field import preset, tune_training  # noqa: E402
 from fields.mesh import export_mesh, marching_cubes, transform_mesh  # noqa: E402
 from fields.metrics import contour_fidelity, mesh_metrics, roughness_deg  # noqa: E402
 from fields.run import fit  # noqa: E402
 
-METHODS = {"naive": "naive stacking", "itk": "ITK contour interp.", "fieldstudio": "fieldstudio (MLP 40k)"}
+METHODS = {"naive": "naive stacking", "itk": "ITK contour interp.", "orex": "OReX-faithful (31k)",
+           "hybrid": "fieldstudio hybrid (40k)", "fieldstudio": "fieldstudio (MLP 40k)"}
+FIELDS = {"orex": ("orex", None), "hybrid": ("hybrid", 40_000), "fieldstudio": ("mlp", 40_000)}
 LAYOUTS = ("parallel", "orthogonal", "random")
 COUNTS = (10, 20, 30)
 QUICK = {"orex": ["eight_15", "hand"], "sliced": [("odedstein_torus", "parallel", 20)]}
-DEFAULT_FIELD = ("mlp", 40_000)  # app/cli.py DEFAULT_FIELD["slices"]
 PAD = 0.05  # box padding of the voxel baselines, a fraction of the longest side
 
 
@@ -114,12 +120,12 @@ def orex_inputs(data: Path, names: list[str] | None) -> list[Input]:
     return out
 
 
-def sliced_inputs(data: Path, out_dir: Path, quick: bool) -> list[Input]:
+def sliced_inputs(data: Path, out_dir: Path, quick: bool, meshes=None, layouts=LAYOUTS, counts=COUNTS) -> list[Input]:
     if quick:
         wanted = QUICK["sliced"]
     else:
         wanted = [(p.stem, layout, n) for p in sorted((data / "meshes").glob("*.obj"))
-                  for layout in LAYOUTS for n in COUNTS]
+                  if meshes is None or p.stem in meshes for layout in layouts for n in counts]
     out, cache = [], {}
     for stem, layout, n in wanted:
         if stem not in cache:
@@ -286,9 +292,12 @@ def load_itk():
 
 # ------------------------------------------------------------------------------------------------ fieldstudio
 
-def fieldstudio_fit(inp: Input, run_dir: Path, budget: float, resolution: int, seed: int):
+def fieldstudio_fit(inp: Input, method: str, run_dir: Path, budget: float, resolution: int, seed: int):
+    kind, params = FIELDS[method]
     cfg = RunConfig(input=str(inp.csl), task="slices")
-    cfg.field = preset(DEFAULT_FIELD[0], "slices", DEFAULT_FIELD[1])
+    cfg.field = preset(kind, "slices", params)
+    tune_training(kind, cfg.train)
+    cfg.slices.labels = "union"
     cfg.train.steps = 10**6
     cfg.train.time_budget = budget
     cfg.train.seed = seed
@@ -334,11 +343,11 @@ def run_input(inp: Input, methods: list[str], args, itk_state) -> list[dict]:
                 elif method == "itk":
                     mesh, info = itk_interpolation(inp.cs, args.resolution, itk_state[0])
                 else:
-                    mesh, info = fieldstudio_fit(inp, run_dir / "fieldstudio", args.time_budget, args.resolution,
+                    mesh, info = fieldstudio_fit(inp, method, run_dir / method, args.time_budget, args.resolution,
                                                  args.seed)
                 row["seconds"] = round(time.perf_counter() - t, 2)
                 row.update(info)
-                if method != "fieldstudio":
+                if method not in FIELDS:
                     export_mesh(mesh, run_dir / f"{method}.ply")
                 row.update(score(mesh, inp, args.seed))
             except Exception as err:  # a failed method is a result, not the end of the benchmark
@@ -397,6 +406,10 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--inputs", nargs="*", default=None, help="only inputs whose name contains one of these")
     ap.add_argument("--quick", action="store_true", help="eight_15, hand and the torus at 20 parallel planes")
+    ap.add_argument("--meshes", nargs="*", default=None, help="meshes/ stems to cut (default: all)")
+    ap.add_argument("--layouts", nargs="*", default=list(LAYOUTS), choices=list(LAYOUTS))
+    ap.add_argument("--counts", nargs="*", type=int, default=list(COUNTS), help="plane counts of the cut inputs")
+    ap.add_argument("--no-orex-inputs", action="store_true", help="only the inputs cut from meshes/")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -409,8 +422,8 @@ def main() -> None:
     itk_state = load_itk() if "itk" in args.methods else (None, 0.0, "not requested")
     if itk_state[2]:
         print(itk_state[2], file=sys.stderr)
-    inputs = orex_inputs(args.data, QUICK["orex"] if args.quick else None)
-    inputs += sliced_inputs(args.data, args.out, args.quick)
+    inputs = [] if args.no_orex_inputs else orex_inputs(args.data, QUICK["orex"] if args.quick else None)
+    inputs += sliced_inputs(args.data, args.out, args.quick, args.meshes, args.layouts, args.counts)
     if args.inputs:
         inputs = [i for i in inputs if any(s in i.name for s in args.inputs)]
 
@@ -421,7 +434,7 @@ def main() -> None:
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
                f"({torch.get_num_threads()} threads)")
     meta = {"date": date.today().isoformat(), "machine": machine, "command": " ".join(sys.argv),
-            "time_budget_s": args.time_budget, "resolution": args.resolution, "field": list(DEFAULT_FIELD),
+            "time_budget_s": args.time_budget, "resolution": args.resolution, "fields": FIELDS,
             "itk_import_seconds": round(itk_state[1], 2), "itk_note": itk_state[2]}
     (args.out / "slices.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     text = markdown(rows, meta)
