@@ -115,6 +115,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every_s: float = 30.0
     threads: int | None = None
+    device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda
 
 
 @dataclass
@@ -248,6 +249,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise FieldStudioError(f"rbf.n_rbf must be an integer or \"auto\", got {f.rbf.n_rbf!r}")
     if not 1e-3 <= f.rbf.max_width <= 2.0:
         raise FieldStudioError(f"rbf.max_width {f.rbf.max_width} is out of range; use 0.001..2 (box units)")
+    if cfg.train.device not in ("auto", "cpu", "cuda"):
+        raise FieldStudioError(f"train.device {cfg.train.device!r} is unknown; use auto, cpu or cuda")
     if cfg.train.steps < 1:
         raise FieldStudioError("steps must be at least 1")
     if cfg.train.time_budget is not None and cfg.train.time_budget <= 0:

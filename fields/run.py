@@ -29,7 +29,7 @@ from fields.mesh import export_mesh, extract_mesh, mesh_report, transform_mesh
 from fields.metrics import mesh_metrics
 from fields.tasks.sdf import SDFTask
 from fields.tasks.slices import SlicesTask, refine_vertices
-from fields.train import Callback, load_checkpoint, train
+from fields.train import Callback, load_checkpoint, resolve_device, train
 
 TASK_BY_SUFFIX = {**{s: "sdf" for s in MESH_SUFFIXES}, ".csl": "slices"}
 SHAPE_TASKS = ("sdf", "slices")
@@ -299,12 +299,15 @@ class _BudgetAfterSetup(Callback):
         self.model, self.budget, self.t_start, self.resolution, self.plan = model, budget, t_start, resolution, plan
 
     def on_start(self, state) -> None:
-        x = torch.rand(2**14, 3) * 2 - 1
+        device = next(self.model.parameters()).device
+        x = (torch.rand(2**14, 3) * 2 - 1).to(device)
         per_point = float("inf")
         with torch.no_grad():
             for _ in range(3):  # the fastest of three: other load on the machine only ever slows a run down
                 t = time.perf_counter()
                 self.model(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
                 per_point = min(per_point, (time.perf_counter() - t) / len(x))
         r = self.resolution
         points = (r // self.plan.coarse_factor) ** 3 + self.plan.fine_share * r**3
@@ -324,9 +327,10 @@ def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int, pro
     """
     occupancy = cfg.task == "slices"
     scale = 1.0 / cfg.slices.hinge_alpha if occupancy else 1.0
+    device = next(model.parameters()).device
 
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        return model(x)[:, 0] * scale
+    def fn(x: torch.Tensor) -> torch.Tensor:  # CPU points in, CPU values out, whatever the field's device
+        return model(x.to(device))[:, 0].to(x.device) * scale
 
     plan = MESH_PLANS[cfg.task]
     mesh = extract_mesh(fn, resolution, narrow_band=True, band_cells=plan.band_cells,
@@ -352,6 +356,7 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Field, BoxFrame]:
     cfg = from_dict(RunConfig, ckpt["run_config"])
     model = Field(cfg.field)
     model.load_state_dict(ckpt["field"])
+    model.to(resolve_device(cfg.train.device))
     model.eval()
     return cfg, model, BoxFrame.from_dict(ckpt["frame"])
 

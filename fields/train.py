@@ -130,6 +130,15 @@ def save_checkpoint(path: Path, field_: torch.nn.Module, optimizer, state: Train
     }, path)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when a device is visible, else CPU; ``cuda`` without one is a user error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FieldStudioError("train.device is cuda but no CUDA device is visible; use auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list[Callback] = (),
           checkpoint_path: str | Path | None = None, extra: dict | None = None) -> TrainState:
     """Train ``field_`` on ``task``; resume from ``checkpoint_path`` when it holds an unfinished run.
@@ -149,6 +158,8 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
         task.init_field(field_, cfg.seed)
     else:
         field_.load_state_dict(ckpt["field"])
+    device = resolve_device(cfg.device)
+    field_.to(device)  # tasks keep their sample pools on the CPU; each batch moves to the device
     task.attach(field_)
     optimizer = torch.optim.Adam(field_.param_groups(cfg.lr, cfg.lr_decoder), betas=(0.9, 0.99), eps=1e-15,
                                  weight_decay=cfg.weight_decay)
@@ -173,6 +184,7 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
             batch = task.batch(state.step, cfg.batch_size, step_generator(cfg.seed, state.step), progress=state.progress)
+            batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             loss, scalars = task.loss(field_, batch)
             if not torch.isfinite(loss):
                 raise FieldStudioError(

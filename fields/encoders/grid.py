@@ -29,6 +29,8 @@ import math
 import torch
 from torch import nn
 
+from fields import kernels
+
 __all__ = ["MultiResGrid"]
 
 _PRIMES = (1, 2654435761, 805459861)
@@ -219,7 +221,15 @@ class MultiResGrid(nn.Module):
         return rows.reshape(n_levels, n_points, n_corners), weights.reshape(n_levels, n_points, n_corners)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode points.
+        """Encode points (fused kernels where available, see ``fields.kernels``; else ``forward_reference``)."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected x of shape (N, {self.dim}), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point x, got {x.dtype}")
+        return kernels.grid(self, x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode points in plain PyTorch: the oracle of the fused kernels.
 
         Parameters
         ----------

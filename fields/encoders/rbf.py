@@ -27,6 +27,8 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
+from fields import kernels
+
 __all__ = ["KERNELS", "AdaptiveRBF", "rbf_phi", "rbf_reference", "DEFAULT_MIN_WIDTH", "DEFAULT_MAX_WIDTH"]
 
 KERNELS = ("nlin_s", "ivq_a", "gauss_a")
@@ -362,8 +364,7 @@ class AdaptiveRBF(nn.Module):
             (N, n_features) float.
         """
         idx = self._check(x, idx)
-        return rbf_reference(x, idx, self.centers, self.shapes, self.features, self.freqs,
-                             self.kernel, self.normalize)
+        return kernels.rbf(x, idx, self.centers, self.shapes, self.features, self.freqs, self.kernel, self.normalize)
 
     def phi(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """(N, k') kernel values (normalised if ``normalize``) of the neighbours ``idx`` (default: neighbours(x)),

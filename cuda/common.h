@@ -1,0 +1,104 @@
+// common.h: math shared by the CPU (cpu_ops.cpp) and CUDA (*.cu) kernels.
+//
+// Each function is the per-point body of an op, written once so both back ends compute the same thing in
+// the same order as the PyTorch reference (fields/encoders/rbf.py and grid.py). Plain C++ with no torch
+// headers, so nvcc compiles the .cu files without a CUDA build of torch.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define FS_HD __host__ __device__ __forceinline__
+#else
+#define FS_HD inline
+#endif
+
+namespace fs {
+
+#ifndef __CUDACC__
+using std::exp;  // float overloads on the host; nvcc provides them for device code
+using std::fabs;
+using std::floor;
+#endif
+
+enum Kernel : int { NLIN_S = 0, IVQ_A = 1, GAUSS_A = 2 };
+
+// Unnormalised kernel value of RBF `j` at query `x` (dim <= 3). Shapes: NLIN_S one inverse width per RBF,
+// *_A a dim x dim inverse covariance (row-major) per RBF, as in rbf_phi().
+template <typename T>
+FS_HD T rbf_kernel(const T* x, const T* centers, const T* shapes, int64_t j, int dim, int kernel) {
+    T d[3];
+    for (int a = 0; a < dim; ++a) d[a] = x[a] - centers[j * dim + a];
+    if (kernel == NLIN_S) {
+        const T s = shapes[j];
+        T phi = T(1);
+        for (int a = 0; a < dim; ++a) {
+            T t = T(1) - fabs(d[a]) * s;
+            phi *= t > T(0) ? t : T(0);
+        }
+        return phi;
+    }
+    const T* S = shapes + j * dim * dim;
+    T q = T(0);
+    for (int a = 0; a < dim; ++a)
+        for (int b = 0; b < dim; ++b) q += S[a * dim + b] * d[a] * d[b];
+    return kernel == IVQ_A ? T(1) / (T(1) + q) : exp(T(-0.5) * q);
+}
+
+// Kernel values of the k neighbours of one query, normalised by their sum (+1e-8) when asked. Indices < 0
+// mark missing neighbours and get 0.
+template <typename T>
+FS_HD void rbf_phis(const T* x, const int64_t* idx, int k, const T* centers, const T* shapes, int dim,
+                    int kernel, bool normalize, T* phi) {
+    T sum = T(0);
+    for (int i = 0; i < k; ++i) {
+        phi[i] = idx[i] >= 0 ? rbf_kernel(x, centers, shapes, idx[i], dim, kernel) : T(0);
+        sum += phi[i];
+    }
+    if (normalize) {
+        const T inv = T(1) / (sum + T(1e-8));
+        for (int i = 0; i < k; ++i) phi[i] *= inv;
+    }
+}
+
+// Multires grid: table row and interpolation weight of corner `c` (bit a of c = upper vertex on axis a) of
+// the cell around `x` at one level. Same arithmetic as MultiResGrid.corner_indices: dense levels index
+// offset + sum_a v_a * stride_a, hashed levels offset + (xor_a v_a * prime_a) & mask.
+template <typename T>
+struct GridCell {
+    int64_t cell[3];
+    T frac[3];
+};
+
+template <typename T>
+FS_HD GridCell<T> grid_cell(const T* x, int dim, int64_t res) {
+    GridCell<T> g;
+    for (int a = 0; a < dim; ++a) {
+        T xa = x[a] < T(-1) ? T(-1) : (x[a] > T(1) ? T(1) : x[a]);
+        T pos = ((xa + T(1)) * T(0.5)) * T(res);
+        int64_t c = (int64_t)floor(pos);
+        if (c > res - 1) c = res - 1;
+        g.cell[a] = c;
+        g.frac[a] = pos - T(c);
+    }
+    return g;
+}
+
+template <typename T>
+FS_HD void grid_corner(const GridCell<T>& g, int c, int dim, bool hashed, const int64_t* mult, int64_t offset,
+                       int64_t mask, int64_t* row, T* weight) {
+    int64_t acc = 0;
+    T w = T(1);
+    for (int a = 0; a < dim; ++a) {
+        const int upper = (c >> a) & 1;
+        const int64_t term = (g.cell[a] + upper) * mult[a];
+        acc = hashed ? (acc ^ term) : (acc + term);
+        const T wa = upper ? g.frac[a] : T(1) - g.frac[a];
+        w = a == 0 ? wa : wa * w;  // the reference multiplies axis by axis in this order
+    }
+    *row = offset + (hashed ? (acc & mask) : acc);
+    *weight = w;
+}
+
+}  // namespace fs
