@@ -7,6 +7,7 @@
 #include <torch/extension.h>
 #include <omp.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -23,9 +24,11 @@ void check_cpu(const torch::Tensor& t, const char* name) {
 
 constexpr int kMaxK = 64;
 
-template <typename T>
+// DIM and KERNEL are template arguments so that the per-query loops of common.h unroll.
+template <typename T, int DIM, int KERNEL>
 void rbf_forward_impl(const T* x, const int64_t* idx, const T* centers, const T* shapes, const T* features,
-                      const T* freqs, int64_t n, int k, int dim, int n_feat, int kernel, bool normalize, T* out) {
+                      const T* freqs, int64_t n, int k, int n_feat, bool normalize, T* out) {
+    constexpr int dim = DIM, kernel = KERNEL;
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < n; ++p) {
         T phi[kMaxK];
@@ -43,10 +46,10 @@ void rbf_forward_impl(const T* x, const int64_t* idx, const T* centers, const T*
     }
 }
 
-template <typename T>
+template <typename T, int DIM, int KERNEL>
 void rbf_backward_impl(const T* grad, const T* x, const int64_t* idx, const T* centers, const T* shapes,
-                       const T* freqs, int64_t n, int k, int dim, int n_feat, int64_t n_rbf, int kernel,
-                       bool normalize, T* gfeat) {
+                       const T* freqs, int64_t n, int k, int n_feat, int64_t n_rbf, bool normalize, T* gfeat) {
+    constexpr int dim = DIM, kernel = KERNEL;
 #pragma omp parallel
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -70,6 +73,20 @@ void rbf_backward_impl(const T* grad, const T* x, const int64_t* idx, const T* c
     }
 }
 
+// Calls fn(std::integral_constant<int, DIM>, std::integral_constant<int, KERNEL>) for the runtime values.
+template <typename Fn>
+void dispatch_rbf(int dim, int kernel, Fn&& fn) {
+    TORCH_CHECK(dim == 2 || dim == 3, "RBF kernels support dim 2 and 3, got ", dim);
+    TORCH_CHECK(kernel >= 0 && kernel <= 2, "unknown RBF kernel id ", kernel);
+    auto with_kernel = [&](auto d) {
+        if (kernel == fs::NLIN_S) fn(d, std::integral_constant<int, fs::NLIN_S>{});
+        else if (kernel == fs::IVQ_A) fn(d, std::integral_constant<int, fs::IVQ_A>{});
+        else fn(d, std::integral_constant<int, fs::GAUSS_A>{});
+    };
+    if (dim == 2) with_kernel(std::integral_constant<int, 2>{});
+    else with_kernel(std::integral_constant<int, 3>{});
+}
+
 struct GridLayout {
     std::vector<int64_t> res, offsets, mult;  // mult: (L, dim) row-major
     int n_levels, dim, n_dense;
@@ -90,47 +107,73 @@ GridLayout layout_of(const torch::Tensor& resolutions, const torch::Tensor& offs
     return g;
 }
 
-template <typename T>
-void grid_forward_impl(const T* x, const T* emb, int64_t n, int n_feat, const GridLayout& L, T* out) {
-    const int n_corners = 1 << L.dim;
+// NF > 0: features per level known at compile time (the common 1 and 2); NF = 0: n_feat at run time.
+template <typename T, int DIM, int NF>
+void grid_forward_impl(const T* x, const T* emb, int64_t n, int n_feat_rt, const GridLayout& L, T* out) {
+    constexpr int n_corners = 1 << DIM;
+    const int n_feat = NF > 0 ? NF : n_feat_rt;
     const int width = L.n_levels * n_feat;
+    // Level-major: all queries read one level's table before the next, so that table (up to a few MB) stays
+    // in cache instead of every query touching all levels' tables in turn.
+    for (int l = 0; l < L.n_levels; ++l) {
+        const bool hashed = l >= L.n_dense;
+        const int64_t* mult = &L.mult[l * DIM];
 #pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < n; ++p) {
-        T* o = out + p * width;
-        for (int l = 0; l < L.n_levels; ++l) {
-            const auto cell = fs::grid_cell(x + p * L.dim, L.dim, L.res[l]);
+        for (int64_t p = 0; p < n; ++p) {
+            const auto cell = fs::grid_cell(x + p * DIM, DIM, L.res[l]);
+            // All corner rows first: eight independent loads the CPU can have in flight together.
+            int64_t rows[n_corners];
+            T ws[n_corners];
+            for (int c = 0; c < n_corners; ++c)
+                fs::grid_corner(cell, c, DIM, hashed, mult, L.offsets[l], L.mask, &rows[c], &ws[c]);
             T acc[16] = {};
             for (int c = 0; c < n_corners; ++c) {
-                int64_t row;
-                T w;
-                fs::grid_corner(cell, c, L.dim, l >= L.n_dense, &L.mult[l * L.dim], L.offsets[l], L.mask, &row, &w);
-                const T* e = emb + row * n_feat;
-                for (int f = 0; f < n_feat; ++f) acc[f] += w * e[f];
+                const T* e = emb + rows[c] * n_feat;
+                for (int f = 0; f < n_feat; ++f) acc[f] += ws[c] * e[f];
             }
-            for (int f = 0; f < n_feat; ++f) o[l * n_feat + f] = acc[f];
+            T* o = out + p * width + l * n_feat;
+            for (int f = 0; f < n_feat; ++f) o[f] = acc[f];
         }
     }
 }
 
-template <typename T>
-void grid_backward_impl(const T* grad, const T* x, int64_t n, int n_feat, const GridLayout& L, T* gemb) {
-    const int n_corners = 1 << L.dim;
+template <typename T, int DIM>
+void grid_forward_dispatch(const T* x, const T* emb, int64_t n, int n_feat, const GridLayout& L, T* out) {
+    if (n_feat == 1) grid_forward_impl<T, DIM, 1>(x, emb, n, n_feat, L, out);
+    else if (n_feat == 2) grid_forward_impl<T, DIM, 2>(x, emb, n, n_feat, L, out);
+    else grid_forward_impl<T, DIM, 0>(x, emb, n, n_feat, L, out);
+}
+
+template <typename T, int DIM, int NF>
+void grid_backward_impl(const T* grad, const T* x, int64_t n, int n_feat_rt, const GridLayout& L, T* gemb) {
+    constexpr int n_corners = 1 << DIM;
+    const int n_feat = NF > 0 ? NF : n_feat_rt;
     const int width = L.n_levels * n_feat;
     // One level per task: levels own disjoint rows, so no two threads write the same row.
 #pragma omp parallel for schedule(dynamic, 1)
     for (int l = 0; l < L.n_levels; ++l) {
+        const bool hashed = l >= L.n_dense;
+        const int64_t* mult = &L.mult[l * DIM];
         for (int64_t p = 0; p < n; ++p) {
-            const auto cell = fs::grid_cell(x + p * L.dim, L.dim, L.res[l]);
+            const auto cell = fs::grid_cell(x + p * DIM, DIM, L.res[l]);
+            int64_t rows[n_corners];
+            T ws[n_corners];
+            for (int c = 0; c < n_corners; ++c)
+                fs::grid_corner(cell, c, DIM, hashed, mult, L.offsets[l], L.mask, &rows[c], &ws[c]);
             const T* g = grad + p * width + l * n_feat;
             for (int c = 0; c < n_corners; ++c) {
-                int64_t row;
-                T w;
-                fs::grid_corner(cell, c, L.dim, l >= L.n_dense, &L.mult[l * L.dim], L.offsets[l], L.mask, &row, &w);
-                T* ge = gemb + row * n_feat;
-                for (int f = 0; f < n_feat; ++f) ge[f] += w * g[f];
+                T* ge = gemb + rows[c] * n_feat;
+                for (int f = 0; f < n_feat; ++f) ge[f] += ws[c] * g[f];
             }
         }
     }
+}
+
+template <typename T, int DIM>
+void grid_backward_dispatch(const T* grad, const T* x, int64_t n, int n_feat, const GridLayout& L, T* gemb) {
+    if (n_feat == 1) grid_backward_impl<T, DIM, 1>(grad, x, n, n_feat, L, gemb);
+    else if (n_feat == 2) grid_backward_impl<T, DIM, 2>(grad, x, n, n_feat, L, gemb);
+    else grid_backward_impl<T, DIM, 0>(grad, x, n, n_feat, L, gemb);
 }
 
 }  // namespace
@@ -144,10 +187,12 @@ torch::Tensor rbf_forward(torch::Tensor x, torch::Tensor idx, torch::Tensor cent
     TORCH_CHECK(x.size(1) <= 3, "dim must be <= 3");
     auto out = torch::empty({x.size(0), features.size(1)}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rbf_forward", [&] {
-        rbf_forward_impl<scalar_t>(x.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), centers.data_ptr<scalar_t>(),
-                                   shapes.data_ptr<scalar_t>(), features.data_ptr<scalar_t>(),
-                                   freqs.data_ptr<scalar_t>(), x.size(0), (int)idx.size(1), (int)x.size(1),
-                                   (int)features.size(1), (int)kernel, normalize, out.data_ptr<scalar_t>());
+        dispatch_rbf((int)x.size(1), (int)kernel, [&](auto d, auto kern) {
+            rbf_forward_impl<scalar_t, decltype(d)::value, decltype(kern)::value>(
+                x.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), centers.data_ptr<scalar_t>(),
+                shapes.data_ptr<scalar_t>(), features.data_ptr<scalar_t>(), freqs.data_ptr<scalar_t>(), x.size(0),
+                (int)idx.size(1), (int)features.size(1), normalize, out.data_ptr<scalar_t>());
+        });
     });
     return out;
 }
@@ -158,10 +203,12 @@ torch::Tensor rbf_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor id
     for (auto* t : {&grad, &x, &idx, &centers, &shapes, &freqs}) check_cpu(*t, "rbf input");
     auto gfeat = torch::zeros({n_rbf, grad.size(1)}, grad.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rbf_backward", [&] {
-        rbf_backward_impl<scalar_t>(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(),
-                                    centers.data_ptr<scalar_t>(), shapes.data_ptr<scalar_t>(),
-                                    freqs.data_ptr<scalar_t>(), x.size(0), (int)idx.size(1), (int)x.size(1),
-                                    (int)grad.size(1), n_rbf, (int)kernel, normalize, gfeat.data_ptr<scalar_t>());
+        dispatch_rbf((int)x.size(1), (int)kernel, [&](auto d, auto kern) {
+            rbf_backward_impl<scalar_t, decltype(d)::value, decltype(kern)::value>(
+                grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(),
+                centers.data_ptr<scalar_t>(), shapes.data_ptr<scalar_t>(), freqs.data_ptr<scalar_t>(), x.size(0),
+                (int)idx.size(1), (int)grad.size(1), n_rbf, normalize, gfeat.data_ptr<scalar_t>());
+        });
     });
     return gfeat;
 }
@@ -173,10 +220,15 @@ torch::Tensor grid_forward(torch::Tensor x, torch::Tensor emb, torch::Tensor res
     check_cpu(emb, "embeddings");
     TORCH_CHECK(emb.size(1) <= 16, "at most 16 features per level");
     const auto L = layout_of(resolutions, offsets, mult, n_dense, log2_hashmap_size);
+    TORCH_CHECK(L.dim == 2 || L.dim == 3, "grid kernels support dim 2 and 3");
     auto out = torch::empty({x.size(0), L.n_levels * emb.size(1)}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "grid_forward", [&] {
-        grid_forward_impl<scalar_t>(x.data_ptr<scalar_t>(), emb.data_ptr<scalar_t>(), x.size(0), (int)emb.size(1), L,
-                                    out.data_ptr<scalar_t>());
+        if (L.dim == 2)
+            grid_forward_dispatch<scalar_t, 2>(x.data_ptr<scalar_t>(), emb.data_ptr<scalar_t>(), x.size(0),
+                                           (int)emb.size(1), L, out.data_ptr<scalar_t>());
+        else
+            grid_forward_dispatch<scalar_t, 3>(x.data_ptr<scalar_t>(), emb.data_ptr<scalar_t>(), x.size(0),
+                                           (int)emb.size(1), L, out.data_ptr<scalar_t>());
     });
     return out;
 }
@@ -190,8 +242,12 @@ torch::Tensor grid_backward(torch::Tensor grad, torch::Tensor x, int64_t n_rows,
     const int n_feat = (int)(grad.size(1) / L.n_levels);
     auto gemb = torch::zeros({n_rows, n_feat}, grad.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "grid_backward", [&] {
-        grid_backward_impl<scalar_t>(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), x.size(0), n_feat, L,
-                                     gemb.data_ptr<scalar_t>());
+        if (L.dim == 2)
+            grid_backward_dispatch<scalar_t, 2>(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), x.size(0), n_feat, L,
+                                            gemb.data_ptr<scalar_t>());
+        else
+            grid_backward_dispatch<scalar_t, 3>(grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), x.size(0), n_feat, L,
+                                            gemb.data_ptr<scalar_t>());
     });
     return gemb;
 }
