@@ -108,7 +108,8 @@ def _run_fit(cfg, run_dir: Path, overwrite: bool) -> dict:
 
 @app.command()
 def fit(
-    input: Path = typer.Argument(..., help="Input file: a mesh (.obj .ply .stl .off .glb) or cross-sections (.csl)."),
+    input: Path = typer.Argument(..., help="Input: a mesh (.obj .ply .stl .off .glb), cross-sections (.csl), "
+                                "a label map (.nii .nii.gz .nrrd, or a DICOM series folder) or an RTSTRUCT (.dcm)."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; an unfinished run there resumes)."),
     task: str = typer.Option("auto", help="auto | sdf | slices"),
     field: Optional[str] = typer.Option(None, help="hybrid (grid + adaptive RBF) | neurbf (RBF only) | grid | mlp | orex"),
@@ -119,6 +120,12 @@ def fit(
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     labels: Optional[str] = typer.Option(None, help="Multi-label cross-sections: each (one mesh per label, the "
                                          "default), union (one mesh), or the labels to reconstruct, e.g. 1,4."),
+    every: Optional[int] = typer.Option(None, help="Label maps: keep every K-th slice along the acquisition axis "
+                                        "(default 1: all acquired slices)."),
+    offset: Optional[int] = typer.Option(None, help="Label maps: index of the first kept slice (0..K-1)."),
+    planes: Optional[str] = typer.Option(None, help="Label maps: plane families instead of --every, e.g. "
+                                         "axial:6,sagittal:6,coronal:6."),
+    roi: Optional[str] = typer.Option(None, help="RTSTRUCT: ROI names to reconstruct, e.g. 'Heart,Lt Lung'."),
     config: Optional[Path] = typer.Option(None, help="TOML config; command-line options override it."),
     overwrite: bool = typer.Option(False, help="Replace a finished or unfinished run in the output folder."),
 ) -> None:
@@ -156,6 +163,9 @@ def fit(
         cfg.train.seed = seed
     if labels is not None:
         cfg.slices.labels = labels
+    for name, value in (("every", every), ("slice_offset", offset), ("families", planes), ("rois", roi)):
+        if value is not None:
+            setattr(cfg.slices, name, value)
     _run_fit(cfg, output, overwrite)
 
 

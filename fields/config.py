@@ -150,6 +150,12 @@ class SlicesTaskConfig:
     # Multi-label inputs: "each" (one object and mesh per label), "union" (one object), or a list such as "1,4".
     labels: str = "each"
     label: int | None = None  # set on the run of one object: the label it reconstructs
+    rois: str = ""  # RTSTRUCT: ROI names to reconstruct, comma-separated (default: every ROI)
+    # Label maps (NIfTI, NRRD, DICOM series): which slices become planes. Every `every`-th slice along the
+    # acquisition axis from `slice_offset`, or families such as "axial:6,sagittal:6,coronal:6".
+    every: int = 1
+    slice_offset: int = 0
+    families: str = ""
 
 
 @dataclass
@@ -267,6 +273,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise FieldStudioError("slices.radius_exponents, samples_per_edge and level_weights must have the same "
                                "length (one entry per level)")
     label_list(sl.labels)
+    if sl.every < 1 or not 0 <= sl.slice_offset < sl.every:
+        raise FieldStudioError(f"slices.every {sl.every} and slice_offset {sl.slice_offset}: need every >= 1 and "
+                               "0 <= slice_offset < every")
     if cfg.sdf.loss not in ("auto", "mape", "l1"):
         raise FieldStudioError(f"sdf loss {cfg.sdf.loss!r} is unknown; choose auto, mape or l1")
     return cfg

@@ -626,3 +626,39 @@ def roughness_deg(mesh: trimesh.Trimesh) -> float:
         return 0.0
     cos = np.einsum("ij,ij->i", normals[adjacency[:, 0]], normals[adjacency[:, 1]])
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).mean())
+
+
+def voxelize(mesh: trimesh.Trimesh, affine: np.ndarray, shape: tuple[int, int, int],
+             chunk: int = 2_000_000) -> np.ndarray:
+    """Which voxel centres of a grid (index -> world ``affine``, ``shape``) lie inside ``mesh``: (shape) bool.
+
+    Only voxels inside the mesh's bounding box are tested (ray-parity occupancy, winding ignored).
+    """
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    centre = vertices.mean(axis=0)  # open3d is float32: query near the origin
+    surface = _Surface(vertices - centre, np.asarray(mesh.faces, dtype=np.int64), "predicted")
+    inv = np.linalg.inv(affine)
+    corners = np.array(np.meshgrid(*[[0, 1]] * 3, indexing="ij")).reshape(3, -1).T
+    lo_w, hi_w = vertices.min(axis=0), vertices.max(axis=0)
+    box_w = lo_w + corners * (hi_w - lo_w)
+    box_ijk = box_w @ inv[:3, :3].T + inv[:3, 3]
+    lo = np.clip(np.floor(box_ijk.min(axis=0)).astype(int), 0, np.array(shape) - 1)
+    hi = np.clip(np.ceil(box_ijk.max(axis=0)).astype(int), 0, np.array(shape) - 1)
+    out = np.zeros(shape, dtype=bool)
+    axes = [np.arange(lo[a], hi[a] + 1) for a in range(3)]
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    inside = np.zeros(len(ijk), dtype=bool)
+    for s in range(0, len(ijk), chunk):
+        world = ijk[s:s + chunk] @ affine[:3, :3].T + affine[:3, 3]
+        inside[s:s + chunk] = surface.occupancy(world - centre)
+    out[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = inside.reshape([len(a) for a in axes])
+    return out
+
+
+def mask_report(mesh: trimesh.Trimesh, reference: np.ndarray, affine: np.ndarray) -> dict:
+    """Mesh volume (ml) and area (mm^2), and Dice / HD95 (mm) of its voxelisation against a reference mask."""
+    pred = voxelize(mesh, affine, reference.shape)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    return {"volume_ml": abs(float(mesh.volume)) / 1000.0, "area_mm2": float(mesh.area),
+            "mask_volume_ml": float(reference.sum() * np.prod(spacing) / 1000.0),
+            "dice": dice(pred, reference), "hd95_mm": hd95_mm(pred, reference, spacing)}

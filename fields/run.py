@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,22 +22,26 @@ import torch
 
 import fields
 from fields.config import RunConfig, from_dict, label_list, save_toml, to_dict, validate
+from fields.data.medical import RTSTRUCT_SUFFIXES, VOLUME_SUFFIXES, suffix_of
 from fields.data.meshes import MESH_SUFFIXES, BoxFrame, load_mesh
 from fields.errors import FieldStudioError
 from fields.field import Field, resolve_budget
 from fields.io import atomic_write_json, ensure_writable_dir, json_ready
 from fields.mesh import export_mesh, extract_mesh, mesh_report, transform_mesh
-from fields.metrics import mesh_metrics
+from fields.metrics import mask_report, mesh_metrics
 from fields.tasks.sdf import SDFTask
 from fields.tasks.slices import SlicesTask, refine_vertices
 from fields.train import Callback, load_checkpoint, resolve_device, train
 
-TASK_BY_SUFFIX = {**{s: "sdf" for s in MESH_SUFFIXES}, ".csl": "slices"}
+TASK_BY_SUFFIX = {**{s: "sdf" for s in MESH_SUFFIXES}, ".csl": "slices",
+                  **{s: "slices" for s in VOLUME_SUFFIXES + RTSTRUCT_SUFFIXES}}
 SHAPE_TASKS = ("sdf", "slices")
 
 
 def detect_task(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
+    suffix = suffix_of(path)
+    if Path(path).is_dir():  # a DICOM series folder
+        return "slices"
     if suffix not in TASK_BY_SUFFIX:
         known = ", ".join(sorted(TASK_BY_SUFFIX))
         raise FieldStudioError(f"cannot tell the task from {Path(path).name!r}; inputs with suffix {known} are "
@@ -64,7 +69,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
     Cross-sections with several labels give one object per label (``slices.labels``): each is a run of its own
     in ``run_dir/label_<N>/`` and ``run_dir/metrics.json`` lists them (see ``_fit_objects``).
     """
-    cfg = validate(cfg)
+    cfg = validate(copy.deepcopy(cfg))  # planning fills in fields (the chosen label); the caller's config stays
     objects, skipped = plan_objects(cfg)
     if objects:
         return _fit_objects(cfg, objects, skipped, Path(run_dir), callbacks, mesh_progress, overwrite)
@@ -80,11 +85,17 @@ def plan_objects(cfg: RunConfig) -> tuple[list[tuple[str, int]], list[str]]:
     """
     if cfg.task != "slices" or cfg.slices.label is not None or cfg.slices.labels.strip().lower() == "union":
         return [], []
-    from fields.data.cross_sections import read_csl
-
-    cs = read_csl(cfg.input)
+    cs, names = load_sections(cfg)
     labels = cs.labels()
     asked = label_list(cfg.slices.labels)
+    if cfg.slices.rois:
+        by_name = {v.lower(): k for k, v in names.items()}
+        wanted_names = [t.strip() for t in cfg.slices.rois.split(",") if t.strip()]
+        unknown = [n for n in wanted_names if n.lower() not in by_name]
+        if unknown:
+            raise FieldStudioError(f"ROI(s) {unknown} are not in {Path(cfg.input).name}; its ROIs are "
+                                   f"{', '.join(repr(names[k]) for k in labels if k in names)}")
+        asked = sorted(by_name[n.lower()] for n in wanted_names)
     if asked:
         missing = [lab for lab in asked if lab not in labels]
         if missing:
@@ -107,7 +118,31 @@ def plan_objects(cfg: RunConfig) -> tuple[list[tuple[str, int]], list[str]]:
     if len(wanted) == 1:
         cfg.slices.label = wanted[0]
         return [], skipped
-    return [(f"label_{lab}", lab) for lab in wanted], skipped
+    return [(object_name(lab, names), lab) for lab in wanted], skipped
+
+
+def object_name(label: int, names: dict[int, str]) -> str:
+    """Folder name of a label's object: its ROI name made file-safe, else ``label_<N>``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", names.get(label, "")).strip("_.")
+    return name or f"label_{label}"
+
+
+def load_sections(cfg: RunConfig):
+    """The input's cross-sections (CSL, label-map slices or RTSTRUCT contours) and ROI names by label."""
+    from fields.data.cross_sections import read_csl
+    from fields.data.medical import read_label_volume, read_rtstruct, volume_sections
+
+    suffix = suffix_of(cfg.input)
+    if suffix == ".csl":
+        return read_csl(cfg.input), {}
+    if suffix in RTSTRUCT_SUFFIXES:
+        return read_rtstruct(cfg.input)
+    sl = cfg.slices
+    vol = read_label_volume(cfg.input)
+    labels = [sl.label] if sl.label is not None else None
+    cs = volume_sections(vol, labels, every=sl.every, offset=sl.slice_offset, families=sl.families)
+    cs.notes.append(f"world frame {vol.world}, mm")
+    return cs, {}
 
 
 def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[str], run_dir: Path,
@@ -124,7 +159,7 @@ def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[s
     save_toml(cfg, run_dir / "config.toml")
     from fields.data.cross_sections import read_csl
 
-    cs = read_csl(cfg.input)
+    cs, _ = load_sections(cfg)
     extents = {label: float(np.ptp(cs.select(label).all_vertices(), axis=0).max()) for _, label in objects}
     result = FitResult(run_dir, cfg, 0, 0.0, False, False)
     rows, failed = [], []
@@ -230,6 +265,19 @@ def _fit_one(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback], mes
     result.files["mesh"] = export_mesh(out, run_dir / "mesh.ply")
     t_score = time.perf_counter()
     metrics = {}
+    if cfg.task == "slices" and (suffix_of(cfg.input) in VOLUME_SUFFIXES or Path(cfg.input).is_dir()):
+        # Label maps: an STL beside the PLY (what planning tools import), and scores against the full mask.
+        from fields.data.medical import read_label_volume
+
+        result.files["stl"] = export_mesh(out, run_dir / "mesh.stl")
+        vol = read_label_volume(cfg.input)
+        label = cfg.slices.label if cfg.slices.label is not None else vol.labels()[0]
+        metrics.update(mask_report(out, vol.data == label, vol.affine))
+        metrics["world_frame"] = vol.world
+    elif cfg.task == "slices" and suffix_of(cfg.input) in RTSTRUCT_SUFFIXES:
+        result.files["stl"] = export_mesh(out, run_dir / "mesh.stl")
+        metrics.update({"volume_ml": abs(float(out.volume)) / 1000.0, "area_mm2": float(out.area),
+                        "world_frame": "LPS"})
     if reference is not None:
         # Score in the box frame against the normalised input (distances are relative to its diagonal anyway).
         box_mesh = transform_mesh(out, np.linalg.inv(task.frame.to_world_matrix()))
@@ -258,14 +306,14 @@ def make_task(cfg: RunConfig):
         mesh, report = load_mesh(cfg.input)
         task = SDFTask(mesh, report["watertight"], cfg.sdf, seed=cfg.train.seed)
         return task, task.mesh, report
-    from fields.data.cross_sections import read_csl
-
-    cs = read_csl(cfg.input)
+    cs, names = load_sections(cfg)
     report = {**cs.summary(), "notes": list(cs.notes)}
     if cfg.slices.label is not None:
         # Planes without this label's loops stay: they say the object is absent there.
         cs = cs.select(cfg.slices.label)
         report["label"] = cfg.slices.label
+        if cfg.slices.label in names:
+            report["roi"] = names[cfg.slices.label]
     elif len(cs.labels()) > 1:
         report["notes"].append(f"labels {cs.labels()} reconstructed as one object (their union)")
         cs = cs.union()
