@@ -101,6 +101,11 @@ def _run_fit(cfg, run_dir: Path, overwrite: bool) -> dict:
     else:
         console.print(f"  mesh: {mesh['n_faces']:,} faces, watertight {mesh['watertight']}, "
                       f"Euler number {mesh['euler_number']}")
+    if "volume_ml" in m:  # medical inputs: patient mm
+        line = f"  volume {m['volume_ml']:.1f} ml, area {m['area_mm2'] / 100:.1f} cm², frame {m['world_frame']} mm"
+        if "dice" in m:
+            line += f"; against the full mask: Dice {m['dice']:.4f}, HD95 {m['hd95_mm']:.2f} mm"
+        console.print(line)
     for name, path in result.files.items():
         console.print(f"  {name:8s} {path}")
     return m
