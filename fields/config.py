@@ -274,8 +274,8 @@ def validate(cfg: RunConfig) -> RunConfig:
                                "length (one entry per level)")
     label_list(sl.labels)
     if sl.every < 1 or not 0 <= sl.slice_offset < sl.every:
-        raise FieldStudioError(f"slices.every {sl.every} and slice_offset {sl.slice_offset}: need every >= 1 and "
-                               "0 <= slice_offset < every")
+        raise FieldStudioError(f"--every {sl.every} --offset {sl.slice_offset} (slices.every, slices.slice_offset): "
+                               "need every >= 1 and an offset from 0 to every - 1")
     if cfg.sdf.loss not in ("auto", "mape", "l1"):
         raise FieldStudioError(f"sdf loss {cfg.sdf.loss!r} is unknown; choose auto, mape or l1")
     return cfg

@@ -200,3 +200,56 @@ def test_bad_volumes_are_clear_errors(tmp_path, make, words):
         fit(cfg, tmp_path / "run")
     for w in words:
         assert w in str(err.value)
+
+
+def write_series(folder, data, spacing=(0.8, 0.7), step=2.0, positions=None):
+    """A single-frame DICOM image per slice of ``data`` (rows, cols, slices), axial, LPS."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    series = generate_uid()
+    zs = positions if positions is not None else [10.0 + step * k for k in range(data.shape[2])]
+    for k, z in enumerate(zs):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = meta.MediaStorageSOPClassUID, \
+            meta.MediaStorageSOPInstanceUID, series
+        ds.Modality = "MR"
+        ds.ImagePositionPatient = [-20.0, 5.0, float(z)]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = list(spacing)
+        ds.Rows, ds.Columns = data.shape[:2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = np.ascontiguousarray(data[:, :, k % data.shape[2]].astype(np.uint16)).tobytes()
+        ds.save_as(str(folder / f"im{len(zs) - k:03d}.dcm"), enforce_file_format=True)  # file order != slice order
+    return folder
+
+
+def test_dicom_series_is_sorted_placed_and_checked(tmp_path):
+    data = np.zeros((12, 10, 5), np.uint16)
+    data[3:9, 2:7, 1:4] = 2
+    vol = read_label_volume(write_series(tmp_path / "ok", data))
+    assert vol.world == "LPS" and vol.labels() == [2] and (vol.data == data).all()
+    # voxel (r, c, k) -> x along the columns (0.7 mm), y along the rows (0.8 mm), z along the slices (2 mm)
+    assert np.allclose(vol.to_world([[3, 2, 1]]), [[-20 + 2 * 0.7, 5 + 3 * 0.8, 12.0]])
+    with pytest.raises(FieldStudioError, match="occur twice"):
+        read_label_volume(write_series(tmp_path / "dup", data, positions=[10, 12, 12, 14, 16]))
+    with pytest.raises(FieldStudioError, match="not constant.*missing"):
+        read_label_volume(write_series(tmp_path / "gap", data, positions=[10, 12, 14, 18, 20]))
+
+
+def test_bad_slice_choice_is_a_user_error(tmp_path):
+    data, affine = ellipsoid_volume()
+    cfg = RunConfig(input=str(save_nifti(tmp_path / "e.nii.gz", data, affine)), task="slices")
+    cfg.slices.every, cfg.slices.slice_offset = 4, 5
+    with pytest.raises(FieldStudioError, match="--every 4 --offset 5"):
+        fit(cfg, tmp_path / "run")
+    cfg.slices.every, cfg.slices.slice_offset, cfg.slices.families = 1, 0, "axial:6,oblique:3"
+    with pytest.raises(FieldStudioError, match="'oblique:3' not understood"):
+        fit(cfg, tmp_path / "run")

@@ -294,7 +294,9 @@ def read_rtstruct(path: str | Path) -> tuple[CrossSections, dict[int, str]]:
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as err:
-        raise FieldStudioError(f"{path.name} is not a readable DICOM file ({type(err).__name__}: {err})") from None
+        reason = "no DICOM header" if type(err).__name__ == "InvalidDicomError" else f"{type(err).__name__}: {err}"
+        raise FieldStudioError(f"{path.name} is not a readable DICOM file ({reason}); give a DICOM RTSTRUCT, a "
+                               "label map (.nii, .nii.gz, .nrrd, a DICOM series folder) or a .csl file") from None
     if getattr(ds, "Modality", "") != "RTSTRUCT" or "ROIContourSequence" not in ds:
         raise FieldStudioError(f"{path.name} is a DICOM {getattr(ds, 'Modality', '?')} object, not an RTSTRUCT with "
                                "contours; give the structure set file (or a label-map volume)")
