@@ -101,4 +101,13 @@ FS_HD void grid_corner(const GridCell<T>& g, int c, int dim, bool hashed, const 
     *weight = w;
 }
 
+// Rows and weights of all 2^dim corners around `x` at one level (rows, weights: 1 << dim entries). Rows are
+// computed before any table read, so a caller can have all of a point's loads in flight together.
+template <typename T>
+FS_HD void grid_corners(const T* x, int dim, int64_t res, bool hashed, const int64_t* mult, int64_t offset,
+                        int64_t mask, int64_t* rows, T* weights) {
+    const GridCell<T> cell = grid_cell(x, dim, res);
+    for (int c = 0; c < (1 << dim); ++c) grid_corner(cell, c, dim, hashed, mult, offset, mask, &rows[c], &weights[c]);
+}
+
 }  // namespace fs

@@ -120,12 +120,9 @@ void grid_forward_impl(const T* x, const T* emb, int64_t n, int n_feat_rt, const
         const int64_t* mult = &L.mult[l * DIM];
 #pragma omp parallel for schedule(static)
         for (int64_t p = 0; p < n; ++p) {
-            const auto cell = fs::grid_cell(x + p * DIM, DIM, L.res[l]);
-            // All corner rows first: eight independent loads the CPU can have in flight together.
             int64_t rows[n_corners];
             T ws[n_corners];
-            for (int c = 0; c < n_corners; ++c)
-                fs::grid_corner(cell, c, DIM, hashed, mult, L.offsets[l], L.mask, &rows[c], &ws[c]);
+            fs::grid_corners(x + p * DIM, DIM, L.res[l], hashed, mult, L.offsets[l], L.mask, rows, ws);
             T acc[16] = {};
             for (int c = 0; c < n_corners; ++c) {
                 const T* e = emb + rows[c] * n_feat;
@@ -155,11 +152,9 @@ void grid_backward_impl(const T* grad, const T* x, int64_t n, int n_feat_rt, con
         const bool hashed = l >= L.n_dense;
         const int64_t* mult = &L.mult[l * DIM];
         for (int64_t p = 0; p < n; ++p) {
-            const auto cell = fs::grid_cell(x + p * DIM, DIM, L.res[l]);
             int64_t rows[n_corners];
             T ws[n_corners];
-            for (int c = 0; c < n_corners; ++c)
-                fs::grid_corner(cell, c, DIM, hashed, mult, L.offsets[l], L.mask, &rows[c], &ws[c]);
+            fs::grid_corners(x + p * DIM, DIM, L.res[l], hashed, mult, L.offsets[l], L.mask, rows, ws);
             const T* g = grad + p * width + l * n_feat;
             for (int c = 0; c < n_corners; ++c) {
                 T* ge = gemb + rows[c] * n_feat;

@@ -25,15 +25,13 @@ __global__ void grid_forward_kernel(const T* __restrict__ x, const T* __restrict
     if (t >= n * L.n_levels) return;
     const int64_t p = t / L.n_levels;
     const int l = (int)(t % L.n_levels);
-    const auto cell = fs::grid_cell(x + p * L.dim, L.dim, L.res[l]);
+    int64_t rows[8];
+    T ws[8];
+    fs::grid_corners(x + p * L.dim, L.dim, L.res[l], l >= L.n_dense, &L.mult[l * L.dim], L.offsets[l], L.mask, rows, ws);
     T acc[16];
     for (int f = 0; f < n_feat; ++f) acc[f] = T(0);
-    for (int c = 0; c < (1 << L.dim); ++c) {
-        int64_t row;
-        T w;
-        fs::grid_corner(cell, c, L.dim, l >= L.n_dense, &L.mult[l * L.dim], L.offsets[l], L.mask, &row, &w);
-        for (int f = 0; f < n_feat; ++f) acc[f] += w * emb[row * n_feat + f];
-    }
+    for (int c = 0; c < (1 << L.dim); ++c)
+        for (int f = 0; f < n_feat; ++f) acc[f] += ws[c] * emb[rows[c] * n_feat + f];
     T* o = out + p * L.n_levels * n_feat + l * n_feat;
     for (int f = 0; f < n_feat; ++f) o[f] = acc[f];
 }
@@ -45,14 +43,12 @@ __global__ void grid_backward_kernel(const T* __restrict__ grad, const T* __rest
     if (t >= n * L.n_levels) return;
     const int64_t p = t / L.n_levels;
     const int l = (int)(t % L.n_levels);
-    const auto cell = fs::grid_cell(x + p * L.dim, L.dim, L.res[l]);
+    int64_t rows[8];
+    T ws[8];
+    fs::grid_corners(x + p * L.dim, L.dim, L.res[l], l >= L.n_dense, &L.mult[l * L.dim], L.offsets[l], L.mask, rows, ws);
     const T* g = grad + p * L.n_levels * n_feat + l * n_feat;
-    for (int c = 0; c < (1 << L.dim); ++c) {
-        int64_t row;
-        T w;
-        fs::grid_corner(cell, c, L.dim, l >= L.n_dense, &L.mult[l * L.dim], L.offsets[l], L.mask, &row, &w);
-        for (int f = 0; f < n_feat; ++f) atomicAdd(gemb + row * n_feat + f, w * g[f]);
-    }
+    for (int c = 0; c < (1 << L.dim); ++c)
+        for (int f = 0; f < n_feat; ++f) atomicAdd(gemb + rows[c] * n_feat + f, ws[c] * g[f]);
 }
 
 // Host arrays -> the by-value kernel argument. Returns false when the grid is too large for it.

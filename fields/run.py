@@ -70,21 +70,22 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), mes
     in ``run_dir/label_<N>/`` and ``run_dir/metrics.json`` lists them (see ``_fit_objects``).
     """
     cfg = validate(copy.deepcopy(cfg))  # planning fills in fields (the chosen label); the caller's config stays
-    objects, skipped = plan_objects(cfg)
+    objects, skipped, extents = plan_objects(cfg)
     if objects:
-        return _fit_objects(cfg, objects, skipped, Path(run_dir), callbacks, mesh_progress, overwrite)
+        return _fit_objects(cfg, objects, skipped, extents, Path(run_dir), callbacks, mesh_progress, overwrite)
     return _fit_one(cfg, run_dir, callbacks, mesh_progress, overwrite)
 
 
-def plan_objects(cfg: RunConfig) -> tuple[list[tuple[str, int]], list[str]]:
-    """The (name, label) objects a run reconstructs separately, and notes on labels left out.
+def plan_objects(cfg: RunConfig) -> tuple[list[tuple[str, int]], list[str], dict[int, float]]:
+    """The (name, label) objects a run reconstructs separately, notes on labels left out, and each object's
+    world extent (largest side of its contours' box, for one voxel size across objects).
 
     An empty list means one object: inputs with one label, ``labels = "union"``, or a run of one label (then
     ``cfg.slices.label`` is set here). Labels with contours on fewer than two planes cannot make a volume and
     are left out with a note, unless the user asked for them by number (then it is an error).
     """
     if cfg.task != "slices" or cfg.slices.label is not None or cfg.slices.labels.strip().lower() == "union":
-        return [], []
+        return [], [], {}
     cs, names = load_sections(cfg)
     labels = cs.labels()
     asked = label_list(cfg.slices.labels)
@@ -102,7 +103,7 @@ def plan_objects(cfg: RunConfig) -> tuple[list[tuple[str, int]], list[str]]:
             raise FieldStudioError(f"label(s) {missing} do not occur in {Path(cfg.input).name}; its labels are "
                                    f"{labels}")
     elif len(labels) == 1:
-        return [], []
+        return [], [], {}
     planes_with = {lab: sum(any(lp.label == lab for lp in p.loops) for p in cs.planes) for lab in labels}
     wanted, skipped = [], []
     for lab in asked or labels:
@@ -117,8 +118,9 @@ def plan_objects(cfg: RunConfig) -> tuple[list[tuple[str, int]], list[str]]:
         raise FieldStudioError("no label has contours on two or more planes; nothing can be reconstructed")
     if len(wanted) == 1:
         cfg.slices.label = wanted[0]
-        return [], skipped
-    return [(object_name(lab, names), lab) for lab in wanted], skipped
+        return [], skipped, {}
+    extents = {lab: float(np.ptp(cs.select(lab).all_vertices(), axis=0).max()) for lab in wanted}
+    return [(object_name(lab, names), lab) for lab in wanted], skipped, extents
 
 
 def object_name(label: int, names: dict[int, str]) -> str:
@@ -145,8 +147,8 @@ def load_sections(cfg: RunConfig):
     return cs, {}
 
 
-def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[str], run_dir: Path,
-                 callbacks, mesh_progress, overwrite: bool) -> FitResult:
+def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[str], extents: dict[int, float],
+                 run_dir: Path, callbacks, mesh_progress, overwrite: bool) -> FitResult:
     """One run per object in ``run_dir/<name>/``, sharing ``cfg.train.time_budget`` evenly among the objects
     still to fit, meshed with one voxel size in world units. Finished objects are kept on a rerun (resume); an
     object that fails is reported at the end without stopping the others; an interruption stops at once."""
@@ -157,10 +159,6 @@ def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[s
         raise FieldStudioError(f"{run_dir} already holds a finished run; choose a new folder, or pass --overwrite "
                                "to replace it")
     save_toml(cfg, run_dir / "config.toml")
-    from fields.data.cross_sections import read_csl
-
-    cs, _ = load_sections(cfg)
-    extents = {label: float(np.ptp(cs.select(label).all_vertices(), axis=0).max()) for _, label in objects}
     result = FitResult(run_dir, cfg, 0, 0.0, False, False)
     rows, failed = [], []
     for i, (name, label) in enumerate(objects):
