@@ -62,9 +62,7 @@ FS_HD void rbf_phis(const T* x, const int64_t* idx, int k, const T* centers, con
     }
 }
 
-// Multires grid: table row and interpolation weight of corner `c` (bit a of c = upper vertex on axis a) of
-// the cell around `x` at one level. Same arithmetic as MultiResGrid.corner_indices: dense levels index
-// offset + sum_a v_a * stride_a, hashed levels offset + (xor_a v_a * prime_a) & mask.
+// Multires grid: the cell around `x` at one level and the position inside it.
 template <typename T>
 struct GridCell {
     int64_t cell[3];
@@ -85,29 +83,34 @@ FS_HD GridCell<T> grid_cell(const T* x, int dim, int64_t res) {
     return g;
 }
 
-template <typename T>
-FS_HD void grid_corner(const GridCell<T>& g, int c, int dim, bool hashed, const int64_t* mult, int64_t offset,
-                       int64_t mask, int64_t* row, T* weight) {
-    int64_t acc = 0;
-    T w = T(1);
-    for (int a = 0; a < dim; ++a) {
-        const int upper = (c >> a) & 1;
-        const int64_t term = (g.cell[a] + upper) * mult[a];
-        acc = hashed ? (acc ^ term) : (acc + term);
-        const T wa = upper ? g.frac[a] : T(1) - g.frac[a];
-        w = a == 0 ? wa : wa * w;  // the reference multiplies axis by axis in this order
-    }
-    *row = offset + (hashed ? (acc & mask) : acc);
-    *weight = w;
-}
-
-// Rows and weights of all 2^dim corners around `x` at one level (rows, weights: 1 << dim entries). Rows are
-// computed before any table read, so a caller can have all of a point's loads in flight together.
+// Rows and weights of all 2^dim corners around `x` at one level (rows, weights: 1 << dim entries); bit a of
+// the corner number c set = upper vertex on axis a. Dense levels index offset + sum_a v_a * stride_a, hashed
+// levels offset + (xor_a v_a * prime_a) & mask, and the weight multiplies the axis weights in axis order, like
+// MultiResGrid.corner_indices. Per-axis terms are computed once, and all rows before any table read, so a
+// caller can have all of a point's loads in flight together.
 template <typename T>
 FS_HD void grid_corners(const T* x, int dim, int64_t res, bool hashed, const int64_t* mult, int64_t offset,
                         int64_t mask, int64_t* rows, T* weights) {
-    const GridCell<T> cell = grid_cell(x, dim, res);
-    for (int c = 0; c < (1 << dim); ++c) grid_corner(cell, c, dim, hashed, mult, offset, mask, &rows[c], &weights[c]);
+    const GridCell<T> g = grid_cell(x, dim, res);
+    int64_t term[3][2];
+    T wax[3][2];
+    for (int a = 0; a < dim; ++a) {
+        term[a][0] = g.cell[a] * mult[a];
+        term[a][1] = (g.cell[a] + 1) * mult[a];
+        wax[a][0] = T(1) - g.frac[a];
+        wax[a][1] = g.frac[a];
+    }
+    for (int c = 0; c < (1 << dim); ++c) {
+        int64_t acc = term[0][c & 1];
+        T w = wax[0][c & 1];
+        for (int a = 1; a < dim; ++a) {
+            const int upper = (c >> a) & 1;
+            acc = hashed ? (acc ^ term[a][upper]) : (acc + term[a][upper]);
+            w = wax[a][upper] * w;
+        }
+        rows[c] = offset + (hashed ? (acc & mask) : acc);
+        weights[c] = w;
+    }
 }
 
 }  // namespace fs

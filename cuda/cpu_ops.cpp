@@ -7,6 +7,8 @@
 #include <torch/extension.h>
 #include <omp.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -24,6 +26,49 @@ void check_cpu(const torch::Tensor& t, const char* name) {
 
 constexpr int kMaxK = 64;
 
+// Sine of a float as straight-line arithmetic, so GCC inlines and vectorises it in the feature loops instead
+// of calling libmvec once per 8 lanes: reduce by the nearest multiple of pi (pi split in three parts, exact
+// for |x| < ~1e4), then the degree-11 Taylor polynomial on [-pi/2, pi/2] (error < 6e-8, one float ulp).
+// Doubles keep std::sin so that the float64 path stays a full-precision check.
+inline float sin_poly(float x) {
+    const float k = std::floor(x * 0.318309886f + 0.5f);
+    // fma keeps the three steps apart; -ffast-math would otherwise fold them back into one rounded pi.
+    float r = std::fma(-k, 3.140625f, x);
+    r = std::fma(-k, 9.67502593994140625e-4f, r);
+    r = std::fma(-k, 1.509957990978376432e-7f, r);
+    const float r2 = r * r;
+    float p = -2.50521083854417188e-8f;
+    p = p * r2 + 2.75573192239858907e-6f;
+    p = p * r2 - 1.98412698412698413e-4f;
+    p = p * r2 + 8.33333333333333333e-3f;
+    p = p * r2 - 1.66666666666666667e-1f;
+    const float s = r + r * r2 * p;
+    return (static_cast<int>(k) & 1) ? -s : s;
+}
+#ifdef __FMA__
+inline float sin_feat(float x) { return sin_poly(x); }
+#else  // std::fma without the instruction is a slow library call: keep libmvec's vector sine there
+inline float sin_feat(float x) { return std::sin(x); }
+#endif
+inline double sin_feat(double x) { return std::sin(x); }
+
+// Feature rows are gathered (forward) or scattered (backward) at random from a table of MBs: ask for the rows of
+// the query kAhead places on, in [r0, r1), so that their cache misses overlap with the work on this one.
+constexpr int64_t kAhead = 4;
+
+template <typename T>
+inline void prefetch_rows(const int64_t* nb, int k, const T* table, int n_feat, int64_t r0, int64_t r1,
+                          bool write) {
+    for (int i = 0; i < k; ++i) {
+        if (nb[i] < r0 || nb[i] >= r1) continue;
+        const char* row = reinterpret_cast<const char*>(table + nb[i] * n_feat);
+        for (int64_t b = 0; b < int64_t(n_feat * sizeof(T)); b += 64) {
+            if (write) __builtin_prefetch(row + b, 1, 3);
+            else __builtin_prefetch(row + b, 0, 3);
+        }
+    }
+}
+
 // DIM and KERNEL are template arguments so that the per-query loops of common.h unroll.
 template <typename T, int DIM, int KERNEL>
 void rbf_forward_impl(const T* x, const int64_t* idx, const T* centers, const T* shapes, const T* features,
@@ -31,6 +76,7 @@ void rbf_forward_impl(const T* x, const int64_t* idx, const T* centers, const T*
     constexpr int dim = DIM, kernel = KERNEL;
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < n; ++p) {
+        if (p + kAhead < n) prefetch_rows(idx + (p + kAhead) * k, k, features, n_feat, 0, INT64_MAX, false);
         T phi[kMaxK];
         const int64_t* nb = idx + p * k;
         fs::rbf_phis(x + p * dim, nb, k, centers, shapes, dim, kernel, normalize, phi);
@@ -41,7 +87,7 @@ void rbf_forward_impl(const T* x, const int64_t* idx, const T* centers, const T*
             const T* w = features + nb[i] * n_feat;
             const T ph = phi[i];
 #pragma omp simd
-            for (int f = 0; f < n_feat; ++f) o[f] += w[f] * std::sin(ph * freqs[f]);
+            for (int f = 0; f < n_feat; ++f) o[f] += w[f] * sin_feat(ph * freqs[f]);
         }
     }
 }
@@ -56,6 +102,7 @@ void rbf_backward_impl(const T* grad, const T* x, const int64_t* idx, const T* c
         const int64_t r0 = n_rbf * t / nt, r1 = n_rbf * (t + 1) / nt;  // rows this thread owns
         T phi[kMaxK];
         for (int64_t p = 0; p < n; ++p) {
+            if (p + kAhead < n) prefetch_rows(idx + (p + kAhead) * k, k, gfeat, n_feat, r0, r1, true);
             const int64_t* nb = idx + p * k;
             bool mine = false;
             for (int i = 0; i < k; ++i) mine |= (nb[i] >= r0 && nb[i] < r1);
@@ -67,7 +114,7 @@ void rbf_backward_impl(const T* grad, const T* x, const int64_t* idx, const T* c
                 T* gw = gfeat + nb[i] * n_feat;
                 const T ph = phi[i];
 #pragma omp simd
-                for (int f = 0; f < n_feat; ++f) gw[f] += g[f] * std::sin(ph * freqs[f]);
+                for (int f = 0; f < n_feat; ++f) gw[f] += g[f] * sin_feat(ph * freqs[f]);
             }
         }
     }
@@ -107,6 +154,21 @@ GridLayout layout_of(const torch::Tensor& resolutions, const torch::Tensor& offs
     return g;
 }
 
+// Grid passes work on chunks of queries: the rows of a whole chunk are computed and prefetched before any is
+// read, so the cache misses of the hashed levels (random rows in MB-sized tables) overlap instead of queueing.
+constexpr int kChunk = 32;
+
+template <typename T, int DIM, bool WRITE>
+void corners_of_chunk(const T* x, int m, const GridLayout& L, int l, const T* table, int n_feat,
+                      int64_t (*rows)[1 << DIM], T (*ws)[1 << DIM]) {
+    const bool hashed = l >= L.n_dense;
+    const int64_t* mult = &L.mult[l * DIM];
+    for (int q = 0; q < m; ++q) {
+        fs::grid_corners(x + q * DIM, DIM, L.res[l], hashed, mult, L.offsets[l], L.mask, rows[q], ws[q]);
+        for (int c = 0; c < (1 << DIM); ++c) __builtin_prefetch(table + rows[q][c] * n_feat, WRITE, 3);
+    }
+}
+
 // NF > 0: features per level known at compile time (the common 1 and 2); NF = 0: n_feat at run time.
 template <typename T, int DIM, int NF>
 void grid_forward_impl(const T* x, const T* emb, int64_t n, int n_feat_rt, const GridLayout& L, T* out) {
@@ -116,20 +178,21 @@ void grid_forward_impl(const T* x, const T* emb, int64_t n, int n_feat_rt, const
     // Level-major: all queries read one level's table before the next, so that table (up to a few MB) stays
     // in cache instead of every query touching all levels' tables in turn.
     for (int l = 0; l < L.n_levels; ++l) {
-        const bool hashed = l >= L.n_dense;
-        const int64_t* mult = &L.mult[l * DIM];
 #pragma omp parallel for schedule(static)
-        for (int64_t p = 0; p < n; ++p) {
-            int64_t rows[n_corners];
-            T ws[n_corners];
-            fs::grid_corners(x + p * DIM, DIM, L.res[l], hashed, mult, L.offsets[l], L.mask, rows, ws);
-            T acc[16] = {};
-            for (int c = 0; c < n_corners; ++c) {
-                const T* e = emb + rows[c] * n_feat;
-                for (int f = 0; f < n_feat; ++f) acc[f] += ws[c] * e[f];
+        for (int64_t p0 = 0; p0 < n; p0 += kChunk) {
+            const int m = (int)std::min<int64_t>(kChunk, n - p0);
+            int64_t rows[kChunk][n_corners];
+            T ws[kChunk][n_corners];
+            corners_of_chunk<T, DIM, false>(x + p0 * DIM, m, L, l, emb, n_feat, rows, ws);
+            for (int q = 0; q < m; ++q) {
+                T acc[16] = {};
+                for (int c = 0; c < n_corners; ++c) {
+                    const T* e = emb + rows[q][c] * n_feat;
+                    for (int f = 0; f < n_feat; ++f) acc[f] += ws[q][c] * e[f];
+                }
+                T* o = out + (p0 + q) * width + l * n_feat;
+                for (int f = 0; f < n_feat; ++f) o[f] = acc[f];
             }
-            T* o = out + p * width + l * n_feat;
-            for (int f = 0; f < n_feat; ++f) o[f] = acc[f];
         }
     }
 }
@@ -149,16 +212,17 @@ void grid_backward_impl(const T* grad, const T* x, int64_t n, int n_feat_rt, con
     // One level per task: levels own disjoint rows, so no two threads write the same row.
 #pragma omp parallel for schedule(dynamic, 1)
     for (int l = 0; l < L.n_levels; ++l) {
-        const bool hashed = l >= L.n_dense;
-        const int64_t* mult = &L.mult[l * DIM];
-        for (int64_t p = 0; p < n; ++p) {
-            int64_t rows[n_corners];
-            T ws[n_corners];
-            fs::grid_corners(x + p * DIM, DIM, L.res[l], hashed, mult, L.offsets[l], L.mask, rows, ws);
-            const T* g = grad + p * width + l * n_feat;
-            for (int c = 0; c < n_corners; ++c) {
-                T* ge = gemb + rows[c] * n_feat;
-                for (int f = 0; f < n_feat; ++f) ge[f] += ws[c] * g[f];
+        for (int64_t p0 = 0; p0 < n; p0 += kChunk) {
+            const int m = (int)std::min<int64_t>(kChunk, n - p0);
+            int64_t rows[kChunk][n_corners];
+            T ws[kChunk][n_corners];
+            corners_of_chunk<T, DIM, true>(x + p0 * DIM, m, L, l, gemb, n_feat, rows, ws);
+            for (int q = 0; q < m; ++q) {
+                const T* g = grad + (p0 + q) * width + l * n_feat;
+                for (int c = 0; c < n_corners; ++c) {
+                    T* ge = gemb + rows[q][c] * n_feat;
+                    for (int f = 0; f < n_feat; ++f) ge[f] += ws[q][c] * g[f];
+                }
             }
         }
     }

@@ -41,6 +41,18 @@ def rbf_case(kernel, dtype, n=600, n_rbf=150, k=8, n_feat=32, dim=3, seed=0, dev
     return [t.to(**to) for t in (x, idx, centers, shapes, features, freqs)]
 
 
+
+def test_cpu_sine_is_accurate_over_a_wide_argument_range(cpu_ext):
+    """The CPU path computes float sines with its own polynomial; arguments far beyond the usual 0..8 (large
+    frequencies, unnormalised kernels) must still match to float precision, sign flips included."""
+    n_feat = 4096
+    freqs = torch.linspace(-1000.0, 1000.0, n_feat)
+    # one query on one RBF with a zero inverse width: its kernel value is exactly 1, so out = sin(freqs)
+    out = cpu_ext.rbf_forward(torch.zeros(1, 3), torch.zeros(1, 1, dtype=torch.int64), torch.zeros(1, 3),
+                              torch.zeros(1), torch.ones(1, n_feat), freqs, 0, False)
+    err = (out[0].double() - torch.sin(freqs.double())).abs().max().item()
+    assert err < 3e-7, err
+
 def assert_rbf_parity(kernel, dtype, k, device="cpu", normalize=True):
     x, idx, centers, shapes, features, freqs = rbf_case(kernel, dtype, k=k, device=device)
     w_ref = features.clone().requires_grad_(True)
