@@ -129,7 +129,8 @@ def fit(
                                         "(default 1: all acquired slices)."),
     offset: Optional[int] = typer.Option(None, help="Label maps: index of the first kept slice (0..K-1)."),
     planes: Optional[str] = typer.Option(None, help="Label maps: plane families instead of --every, e.g. "
-                                         "axial:6,sagittal:6,coronal:6."),
+                                         "axial:6,sagittal:6,coronal:6; an oblique family is a world normal "
+                                         "x/y/z and a count, e.g. 1/0/1:6."),
     roi: Optional[str] = typer.Option(None, help="RTSTRUCT: ROI names to reconstruct, e.g. 'Heart,Lt Lung'."),
     config: Optional[Path] = typer.Option(None, help="TOML config; command-line options override it."),
     overwrite: bool = typer.Option(False, help="Replace a finished or unfinished run in the output folder."),

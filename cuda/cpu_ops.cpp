@@ -96,18 +96,20 @@ template <typename T, int DIM, int KERNEL>
 void rbf_backward_impl(const T* grad, const T* x, const int64_t* idx, const T* centers, const T* shapes,
                        const T* freqs, int64_t n, int k, int n_feat, int64_t n_rbf, bool normalize, T* gfeat) {
     constexpr int dim = DIM, kernel = KERNEL;
+    // Kernel values first, each query once (threads split the queries); then the scatter, where each thread
+    // owns a range of rows and visits every query that has a neighbour in it.
+    std::vector<T> phis(n * k);
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < n; ++p)
+        fs::rbf_phis(x + p * dim, idx + p * k, k, centers, shapes, dim, kernel, normalize, phis.data() + p * k);
 #pragma omp parallel
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
         const int64_t r0 = n_rbf * t / nt, r1 = n_rbf * (t + 1) / nt;  // rows this thread owns
-        T phi[kMaxK];
         for (int64_t p = 0; p < n; ++p) {
             if (p + kAhead < n) prefetch_rows(idx + (p + kAhead) * k, k, gfeat, n_feat, r0, r1, true);
             const int64_t* nb = idx + p * k;
-            bool mine = false;
-            for (int i = 0; i < k; ++i) mine |= (nb[i] >= r0 && nb[i] < r1);
-            if (!mine) continue;
-            fs::rbf_phis(x + p * dim, nb, k, centers, shapes, dim, kernel, normalize, phi);
+            const T* phi = phis.data() + p * k;
             const T* g = grad + p * n_feat;
             for (int i = 0; i < k; ++i) {
                 if (nb[i] < r0 || nb[i] >= r1) continue;

@@ -152,7 +152,8 @@ class SlicesTaskConfig:
     label: int | None = None  # set on the run of one object: the label it reconstructs
     rois: str = ""  # RTSTRUCT: ROI names to reconstruct, comma-separated (default: every ROI)
     # Label maps (NIfTI, NRRD, DICOM series): which slices become planes. Every `every`-th slice along the
-    # acquisition axis from `slice_offset`, or families such as "axial:6,sagittal:6,coronal:6".
+    # acquisition axis from `slice_offset`, or families such as "axial:6,sagittal:6,coronal:6" (oblique: a world
+    # normal x/y/z and a count, e.g. "1/0/1:6").
     every: int = 1
     slice_offset: int = 0
     families: str = ""

@@ -80,6 +80,36 @@ def test_slices_hold_the_boundary_in_world_mm():
     assert (inside_2d(plane, plane.to_2d(world)) == (data[:, :, k].reshape(-1) == 1)).mean() > 0.99
 
 
+
+def test_oblique_planes_resample_the_volume_in_world_mm():
+    """Oblique families: planes with the asked world normal, evenly through the label, whose contours lie on
+    the ellipsoid's surface (to within the voxels' staircase) and hold its inside."""
+    from fields.data.medical import LabelVolume
+
+    data, affine = ellipsoid_volume()
+    vol = LabelVolume(data.astype(np.int32), affine, "RAS", "e.nii.gz")
+    cs = volume_sections(vol, families="axial:2,1/1/0.5:4")
+    assert [p.id for p in cs.planes] == list(range(1, 7))
+    want = np.array([1, 1, 0.5]) / np.linalg.norm([1, 1, 0.5])
+    oblique = cs.planes[2:]
+    assert all(np.allclose(p.normal, want) for p in oblique) and all(p.loops for p in oblique)
+    offsets = np.array([p.normal @ p.origin for p in oblique])
+    assert np.allclose(np.diff(offsets), np.diff(offsets)[0])  # evenly spaced
+    for p in oblique:
+        pts = np.concatenate([lp.points for lp in p.loops])
+        assert np.abs((pts - p.origin) @ p.normal).max() < 1e-6  # on the plane
+        local = (pts - CENTRE) @ rotation()
+        r = np.sqrt(((local / SEMI_AXES) ** 2).sum(1))
+        # distance to the surface ~ (r - 1) times the radius there; the mask's staircase is up to ~1.5 mm
+        dist = np.abs(r - 1) * np.linalg.norm(local, axis=1) / r
+        assert dist.mean() < 0.6 and dist.max() < 1.6, (dist.mean(), dist.max())
+        # the plane's centre point (inside the ellipsoid for the middle planes) is inside the contours
+        centre_on_plane = CENTRE - ((CENTRE - p.origin) @ p.normal) * p.normal
+        if np.sqrt((((centre_on_plane - CENTRE) @ rotation() / SEMI_AXES) ** 2).sum()) < 0.8:
+            assert inside_2d(p, p.to_2d(centre_on_plane[None]))[0]
+    with pytest.raises(FieldStudioError, match="0/0/0 has no direction"):
+        volume_sections(vol, families="0/0/0:3")
+
 def test_ellipsoid_mesh_lies_where_the_ellipsoid_is(tmp_path):
     """Issue target: the mesh in world mm within half a voxel, its volume within 2 % (all slices kept)."""
     data, affine = ellipsoid_volume()
@@ -253,3 +283,33 @@ def test_bad_slice_choice_is_a_user_error(tmp_path):
     cfg.slices.every, cfg.slices.slice_offset, cfg.slices.families = 1, 0, "axial:6,oblique:3"
     with pytest.raises(FieldStudioError, match="'oblique:3' not understood"):
         fit(cfg, tmp_path / "run")
+
+
+def test_large_volumes_are_read_in_slabs_and_cropped_to_their_labels(tmp_path, monkeypatch):
+    """Beyond MAX_VOXELS a NIfTI file or a DICOM series is read slab by slab and only the labels' box is kept:
+    the same voxels land at the same world positions; labels spanning too much, or a large NRRD, are refused."""
+    import nrrd
+
+    from fields.data import medical
+
+    data, affine = ellipsoid_volume()
+    big = np.zeros((90, 80, 40), dtype=np.int16)  # the ellipsoid off-centre in a larger, empty volume
+    big[10:74, 20:76, 6:36] = data
+    path = save_nifti(tmp_path / "big.nii.gz", big, affine)
+    series = write_series(tmp_path / "series", big)
+    full = {"nifti": read_label_volume(path), "dicom": read_label_volume(series)}
+    monkeypatch.setattr(medical, "MAX_VOXELS", 80_000)
+    monkeypatch.setattr(medical, "SLAB_VOXELS", 30_000)  # several slabs
+    for kind, source in (("nifti", path), ("dicom", series)):
+        vol = read_label_volume(source)
+        assert vol.data.size <= 80_000 < big.size, kind
+        assert any("cropped to its labels" in n for n in vol.notes), vol.notes
+        world = lambda v: np.sort(v.to_world(np.argwhere(v.data == 1)), axis=0)  # noqa: E731
+        assert np.allclose(world(vol), world(full[kind])), kind
+    monkeypatch.setattr(medical, "MAX_VOXELS", 5_000)
+    with pytest.raises(FieldStudioError, match="labels span .* voxels"):
+        read_label_volume(path)
+    nrrd.write(str(tmp_path / "big.nrrd"), big, {"space": "left-posterior-superior",
+                                                  "space directions": affine[:3, :3].T, "space origin": affine[:3, 3]})
+    with pytest.raises(FieldStudioError, match="save it as NIfTI"):
+        read_label_volume(tmp_path / "big.nrrd")

@@ -10,7 +10,8 @@ the patient's Right, Anterior, Superior (RAS); DICOM's towards Left, Posterior, 
 A label map becomes, per label, the label's boundary on chosen slices: ``every`` k-th slice along the acquisition
 axis (the one with the largest spacing; ties: the last array axis) starting at ``offset``, or families such as
 ``axial:6,sagittal:6,coronal:6`` (evenly spaced through the label's extent, along the array axis closest to that
-anatomical direction). Boundaries come from marching squares at level 0.5 on the zero-padded slice (contourpy),
+anatomical direction), or oblique families such as ``1/0/1:6`` (a plane normal in world coordinates; the volume
+is resampled on those planes). Boundaries come from marching squares at level 0.5 on the zero-padded slice (contourpy),
 so a label cut by the edge of the volume is closed along that edge (noted). Slices without the label stay in as
 planes where it is known to be absent.
 """
@@ -23,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fields.data.cross_sections import CrossSections, Plane, Polygon, orient_loops
+from fields.data.cross_sections import CrossSections, Plane, Polygon, orient_loops, plane_basis
 from fields.errors import FieldStudioError
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 RTSTRUCT_SUFFIXES = (".dcm",)
 DIRECTIONS = {"sagittal": 0, "coronal": 1, "axial": 2}  # anatomical normal: world axis x, y, z (RAS and LPS alike)
-MAX_VOXELS = 512**3  # label maps beyond this are refused (memory), with a pointer to cropping
+MAX_VOXELS = 512**3  # larger label maps are read in slabs and cropped to their labels (bounded memory)
+SLAB_VOXELS = 2**24  # voxels per slab while looking for the labels' extent
 
 
 def suffix_of(path: str | Path) -> str:
@@ -77,9 +79,6 @@ def _as_labels(data: np.ndarray, name: str) -> np.ndarray:
         data = data[..., 0]
     if data.ndim != 3:
         raise FieldStudioError(f"{name}: expected a 3-D label map, got an array of shape {data.shape}")
-    if data.size > MAX_VOXELS:
-        raise FieldStudioError(f"{name}: {data.size:,} voxels is more than this tool holds in memory at once "
-                               f"({MAX_VOXELS:,}); crop the volume around the structures first")
     if not np.issubdtype(data.dtype, np.integer):
         if not np.isfinite(data).all():
             raise FieldStudioError(f"{name}: the volume holds NaN or infinite values; it is not a label map")
@@ -91,6 +90,41 @@ def _as_labels(data: np.ndarray, name: str) -> np.ndarray:
     return data.astype(np.int32)
 
 
+def _too_big(name: str, n: int) -> FieldStudioError:
+    return FieldStudioError(f"{name}: its labels span {n:,} voxels, more than this tool holds in memory at once "
+                            f"({MAX_VOXELS:,}); crop the volume around the structures, or split it, first")
+
+
+def _crop_to_labels(name: str, shape: tuple[int, ...], read_slab, read_box, affine: np.ndarray):
+    """Read a label map too large to hold whole: find the labels' bounding box slab by slab along the last axis
+    (``read_slab(k0, k1)`` -> data[..., k0:k1]), then read only that box (``read_box(lo, hi)``, hi exclusive).
+    Returns (data, affine moved to the box's first voxel, note)."""
+    lo, hi = np.full(3, np.iinfo(np.int64).max), np.full(3, -1)
+    step = max(1, SLAB_VOXELS // max(1, shape[0] * shape[1]))
+    for k0 in range(0, shape[2], step):
+        slab = np.asarray(read_slab(k0, min(shape[2], k0 + step)))
+        nz = np.rint(slab) != 0 if not np.issubdtype(slab.dtype, np.integer) else slab != 0
+        if not nz.any():
+            continue
+        for a in range(3):
+            hit = np.flatnonzero(nz.any(axis=tuple(b for b in range(3) if b != a)))
+            first, last = int(hit.min()), int(hit.max())
+            if a == 2:
+                first, last = first + k0, last + k0
+            lo[a], hi[a] = min(lo[a], first), max(hi[a], last)
+    if hi[0] < 0:
+        raise FieldStudioError(f"{name} holds no label (every voxel is 0); nothing to reconstruct")
+    lo, hi = np.maximum(lo - 1, 0), np.minimum(hi + 2, np.array(shape[:3]))  # keep a voxel of background
+    n = int(np.prod(hi - lo))
+    if n > MAX_VOXELS:
+        raise _too_big(name, n)
+    moved = affine.copy()
+    moved[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+    note = (f"{name} has {int(np.prod(shape[:3])):,} voxels: read in slabs and cropped to its labels, index "
+            f"{lo.tolist()}..{(hi - 1).tolist()} ({n:,} voxels); world coordinates are unchanged")
+    return read_box(lo, hi), moved, note
+
+
 def read_label_volume(path: str | Path) -> LabelVolume:
     """NIfTI, NRRD or a DICOM series folder as a :class:`LabelVolume`."""
     path = Path(path)
@@ -99,15 +133,30 @@ def read_label_volume(path: str | Path) -> LabelVolume:
     if path.is_dir():
         return read_dicom_series(path)
     suffix = suffix_of(path)
+    notes: list[str] = []
     try:
         if suffix in (".nii", ".nii.gz"):
             import nibabel
 
             img = nibabel.load(str(path))
-            data, affine, world = np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=np.float64), "RAS"
+            affine, world = np.asarray(img.affine, dtype=np.float64), "RAS"
+            shape = tuple(img.shape) + (1,) * max(0, 3 - len(img.shape))
+            if len(shape) < 3 or np.prod(shape) <= MAX_VOXELS or any(n != 1 for n in shape[3:]):
+                data = np.asanyarray(img.dataobj)
+            else:  # too large to hold: only the labels' box is read (nibabel slices the file lazily)
+                data, affine, note = _crop_to_labels(
+                    path.name, shape[:3], lambda k0, k1: img.dataobj[:, :, k0:k1, ...].reshape(shape[0], shape[1], -1),
+                    lambda lo, hi: img.dataobj[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2], ...], affine)
+                notes.append(note)
         elif suffix in (".nrrd", ".nhdr"):
             import nrrd
 
+            header = nrrd.read_header(str(path))
+            sizes = [int(v) for v in header.get("sizes", [])]
+            if np.prod(sizes) > MAX_VOXELS:  # pynrrd reads whole files only
+                raise FieldStudioError(f"{path.name}: {int(np.prod(sizes)):,} voxels is more than this tool holds in "
+                                       f"memory at once ({MAX_VOXELS:,}); crop it, or save it as NIfTI (large NIfTI "
+                                       "files are cropped to their labels while reading)")
             data, header = nrrd.read(str(path))
             directions = np.asarray(header.get("space directions"), dtype=np.float64)
             origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
@@ -130,7 +179,7 @@ def read_label_volume(path: str | Path) -> LabelVolume:
         raise FieldStudioError(f"cannot read {path.name} as {suffix} ({type(err).__name__}: {err})") from None
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise FieldStudioError(f"{path.name}: its voxel-to-world affine is degenerate; the file's geometry is broken")
-    return LabelVolume(_as_labels(data, path.name), affine, world, str(path))
+    return LabelVolume(_as_labels(data, path.name), affine, world, str(path), notes)
 
 
 def read_dicom_series(folder: Path) -> LabelVolume:
@@ -138,14 +187,15 @@ def read_dicom_series(folder: Path) -> LabelVolume:
     import pydicom
 
     files = [p for p in sorted(folder.iterdir()) if p.is_file()]
-    slices = []
+    slices, paths = [], []  # headers only: pixels are read once the series is known to fit
     for p in files:
         try:
-            ds = pydicom.dcmread(str(p))
+            ds = pydicom.dcmread(str(p), stop_before_pixels=True)
         except Exception:
             continue
-        if "PixelData" in ds and "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+        if "Rows" in ds and "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
             slices.append(ds)
+            paths.append(p)
     if len(slices) < 2:
         raise FieldStudioError(f"{folder} holds {len(slices)} DICOM image(s) with a position; a series needs at least "
                                "two slices")
@@ -166,13 +216,26 @@ def read_dicom_series(folder: Path) -> LabelVolume:
         raise FieldStudioError(f"{folder}: slice spacing is not constant ({gaps[worst]:.3g} mm between slices "
                                f"{worst + 1} and {worst + 2}, {step:.3g} mm elsewhere); a slice is missing or the "
                                "series mixes spacings")
-    data = np.stack([slices[i].pixel_array for i in order], axis=-1)  # (rows, cols, slices)
+
+    def pixels(k: int) -> np.ndarray:
+        return pydicom.dcmread(str(paths[order[k]])).pixel_array
+
+    shape = (int(slices[0].Rows), int(slices[0].Columns), len(slices))
     dr, dc = (float(v) for v in slices[0].PixelSpacing)  # row spacing (between rows), column spacing
     affine = np.eye(4)
     # pixel_array[r, c]: c runs along `row` (ImageOrientation's first vector), r along `col`.
     affine[:3, 0], affine[:3, 1], affine[:3, 2] = col * dr, row * dc, normal * step
     affine[:3, 3] = pos[order[0]]
-    return LabelVolume(_as_labels(data, folder.name), affine, "LPS", str(folder))
+    notes = []
+    if np.prod(shape) <= MAX_VOXELS:
+        data = np.stack([pixels(k) for k in range(shape[2])], axis=-1)  # (rows, cols, slices)
+    else:
+        data, affine, note = _crop_to_labels(
+            folder.name, shape, lambda k0, k1: np.stack([pixels(k) for k in range(k0, k1)], axis=-1),
+            lambda lo, hi: np.stack([pixels(k)[lo[0]:hi[0], lo[1]:hi[1]] for k in range(lo[2], hi[2])], axis=-1),
+            affine)
+        notes.append(note)
+    return LabelVolume(_as_labels(data, folder.name), affine, "LPS", str(folder), notes)
 
 
 # ------------------------------------------------------------------------------------------------ label map -> planes
@@ -214,14 +277,26 @@ def _slice_plane(vol: LabelVolume, axis: int, index: int, labels: list[int], pid
     return Plane.through(n, loops, offset=-float(n.dot(origin)), id=pid)
 
 
-def parse_families(text: str) -> dict[str, int]:
-    """``"axial:6,sagittal:6"`` -> {"axial": 6, "sagittal": 6}."""
-    out = {}
+def parse_families(text: str) -> list[tuple[str | np.ndarray, int]]:
+    """``"axial:6,sagittal:6,1/0/1:4"`` -> [("axial", 6), ("sagittal", 6), (unit vector (1, 0, 1)/sqrt 2, 4)].
+
+    A family is an anatomical direction (axial, sagittal, coronal) or an oblique plane normal written x/y/z in
+    the file's world frame, then the number of planes.
+    """
+    out: list[tuple[str | np.ndarray, int]] = []
+    number = r"[-+]?(?:\d+\.?\d*|\.\d+)"
     for part in filter(None, (t.strip() for t in text.split(","))):
-        m = re.fullmatch(r"(axial|sagittal|coronal):(\d+)", part.lower())
+        m = re.fullmatch(rf"(axial|sagittal|coronal|{number}/{number}/{number}):(\d+)", part.lower())
         if not m or int(m.group(2)) < 1:
-            raise FieldStudioError(f"plane family {part!r} not understood; write e.g. axial:6,sagittal:6,coronal:6")
-        out[m.group(1)] = int(m.group(2))
+            raise FieldStudioError(f"plane family {part!r} not understood; write e.g. axial:6,sagittal:6,coronal:6 "
+                                   "or an oblique normal in world coordinates such as 1/0/1:6")
+        direction: str | np.ndarray = m.group(1)
+        if "/" in m.group(1):
+            vec = np.array([float(c) for c in m.group(1).split("/")])
+            if np.linalg.norm(vec) == 0:
+                raise FieldStudioError(f"plane family {part!r}: the normal 0/0/0 has no direction")
+            direction = vec / np.linalg.norm(vec)
+        out.append((direction, int(m.group(2))))
     if not out:
         raise FieldStudioError("no plane family given; write e.g. axial:6,sagittal:6,coronal:6")
     return out
@@ -232,6 +307,53 @@ def _axis_for(vol: LabelVolume, direction: str) -> int:
     world_axis = DIRECTIONS[direction]
     cols = vol.affine[:3, :3] / vol.spacing
     return int(np.argmax(np.abs(cols[world_axis])))
+
+
+def _label_box(vol: LabelVolume, labels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Index bounds (lo, hi inclusive) of the voxels holding any of ``labels``."""
+    mask = np.isin(vol.data, labels)
+    lo = [int(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))).min()) for a in range(3)]
+    hi = [int(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))).max()) for a in range(3)]
+    return np.array(lo), np.array(hi)
+
+
+def _oblique_planes(vol: LabelVolume, labels: list[int], normal: np.ndarray, count: int,
+                    first_id: int) -> list[Plane]:
+    """``count`` planes with world ``normal`` evenly through the labels' extent (half a step in from each end).
+
+    The volume is resampled on each plane: every label's mask is interpolated trilinearly on a grid of the
+    smallest voxel spacing, and its 0.5 level traced by marching squares, so a boundary between voxel centres
+    falls where it does on acquired slices.
+    """
+    from scipy.ndimage import map_coordinates
+
+    lo, hi = _label_box(vol, labels)
+    lo, hi = np.maximum(lo - 1, 0), np.minimum(hi + 1, np.array(vol.data.shape) - 1)  # a voxel of background
+    corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
+    world = vol.to_world(corners)
+    u, v = plane_basis(normal)
+    t = vol.to_world(np.argwhere(np.isin(vol.data[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1], labels))
+                     + lo) @ normal  # the labels' own extent along the normal, not their box's
+    step = (t.max() - t.min()) / count
+    offsets = t.min() + (np.arange(count) + 0.5) * step
+    h = float(vol.spacing.min())
+    a = np.arange((world @ u).min(), (world @ u).max() + h, h)
+    b = np.arange((world @ v).min(), (world @ v).max() + h, h)
+    inv = np.linalg.inv(vol.affine)
+    crop = vol.data[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
+    masks = {lab: (crop == lab).astype(np.float32) for lab in labels}
+    planes = []
+    for pid, off in enumerate(offsets, start=first_id):
+        pts = off * normal + a[:, None, None] * u + b[None, :, None] * v  # (len a, len b, 3) world mm
+        ijk = pts.reshape(-1, 3) @ inv[:3, :3].T + inv[:3, 3] - lo
+        loops = []
+        for lab, m in masks.items():
+            values = map_coordinates(m, ijk.T, order=1, mode="constant", cval=0.0).reshape(len(a), len(b))
+            for q in _loops_2d(values):
+                loops.append(Polygon(off * normal + np.outer(a[0] + q[:, 0] * h, u) + np.outer(b[0] + q[:, 1] * h, v),
+                                     label=lab))
+        planes.append(Plane.through(normal, loops, offset=-float(off), id=pid))
+    return planes
 
 
 def volume_sections(vol: LabelVolume, labels: list[int] | None = None, every: int = 1, offset: int = 0,
@@ -247,21 +369,26 @@ def volume_sections(vol: LabelVolume, labels: list[int] | None = None, every: in
     if every < 1 or not 0 <= offset < every:
         raise FieldStudioError(f"--every {every} with offset {offset}: need every >= 1 and 0 <= offset < every")
     notes = list(vol.notes)
-    chosen: list[tuple[int, int]] = []  # (axis, index)
+    chosen: list[tuple[int, int]] = []  # (axis, index) of acquired slices
+    oblique: list[tuple[np.ndarray, int]] = []
     if families:
-        mask = np.isin(vol.data, labels)
-        for name, count in parse_families(families).items():
-            axis = _axis_for(vol, name)
-            occupied = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-            lo, hi = int(occupied.min()), int(occupied.max())
+        lo, hi = _label_box(vol, labels)
+        for direction, count in parse_families(families):
+            if not isinstance(direction, str):
+                oblique.append((direction, count))
+                continue
+            axis = _axis_for(vol, direction)
             # Evenly through the extent, half a step in from each end so the first and last planes cut the shape.
-            picks = np.unique(np.round(lo + (np.arange(count) + 0.5) * (hi - lo + 1) / count - 0.5).astype(int))
+            n = hi[axis] - lo[axis] + 1
+            picks = np.unique(np.round(lo[axis] + (np.arange(count) + 0.5) * n / count - 0.5).astype(int))
             chosen += [(axis, int(i)) for i in picks]
     else:
         axis = vol.slice_axis()
         chosen = [(axis, int(i)) for i in range(offset, vol.data.shape[axis], every)]
     _note_border(vol, labels, notes)
     planes = [_slice_plane(vol, axis, index, labels, pid) for pid, (axis, index) in enumerate(chosen, start=1)]
+    for normal, count in oblique:
+        planes += _oblique_planes(vol, labels, normal, count, len(planes) + 1)
     cs = CrossSections(planes, notes, vol.source)
     orient_loops(cs, report=False)
     return cs
