@@ -114,7 +114,8 @@ def _run_fit(cfg, run_dir: Path, overwrite: bool) -> dict:
 @app.command()
 def fit(
     input: Path = typer.Argument(..., help="Input: a mesh (.obj .ply .stl .off .glb), cross-sections (.csl), "
-                                "a label map (.nii .nii.gz .nrrd, or a DICOM series folder) or an RTSTRUCT (.dcm)."),
+                                "a label map (.nii .nii.gz .nrrd, a DICOM SEG .dcm, or a DICOM series folder) or "
+                                "an RTSTRUCT (.dcm)."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; an unfinished run there resumes)."),
     task: str = typer.Option("auto", help="auto | sdf | slices"),
     field: Optional[str] = typer.Option(None, help="hybrid (grid + adaptive RBF) | neurbf (RBF only) | grid | mlp | orex"),
@@ -131,7 +132,8 @@ def fit(
     planes: Optional[str] = typer.Option(None, help="Label maps: plane families instead of --every, e.g. "
                                          "axial:6,sagittal:6,coronal:6; an oblique family is a world normal "
                                          "x/y/z and a count, e.g. 1/0/1:6."),
-    roi: Optional[str] = typer.Option(None, help="RTSTRUCT: ROI names to reconstruct, e.g. 'Heart,Lt Lung'."),
+    roi: Optional[str] = typer.Option(None, help="RTSTRUCT ROI or DICOM SEG segment names to reconstruct, e.g. "
+                                      "'Heart,Lt Lung'."),
     config: Optional[Path] = typer.Option(None, help="TOML config; command-line options override it."),
     overwrite: bool = typer.Option(False, help="Replace a finished or unfinished run in the output folder."),
 ) -> None:

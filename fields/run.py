@@ -22,7 +22,7 @@ import torch
 
 import fields
 from fields.config import RunConfig, from_dict, label_list, save_toml, to_dict, validate
-from fields.data.medical import RTSTRUCT_SUFFIXES, VOLUME_SUFFIXES, suffix_of
+from fields.data.medical import RTSTRUCT_SUFFIXES, VOLUME_SUFFIXES, is_label_map, suffix_of
 from fields.data.meshes import MESH_SUFFIXES, BoxFrame, load_mesh
 from fields.errors import FieldStudioError
 from fields.field import Field, resolve_budget
@@ -130,21 +130,22 @@ def object_name(label: int, names: dict[int, str]) -> str:
 
 
 def load_sections(cfg: RunConfig):
-    """The input's cross-sections (CSL, label-map slices or RTSTRUCT contours) and ROI names by label."""
+    """The input's cross-sections (CSL, label-map slices or RTSTRUCT contours) and structure names by label
+    (RTSTRUCT ROI names, DICOM SEG segment labels)."""
     from fields.data.cross_sections import read_csl
     from fields.data.medical import read_label_volume, read_rtstruct, volume_sections
 
     suffix = suffix_of(cfg.input)
     if suffix == ".csl":
         return read_csl(cfg.input), {}
-    if suffix in RTSTRUCT_SUFFIXES:
+    if suffix in RTSTRUCT_SUFFIXES and not is_label_map(cfg.input):
         return read_rtstruct(cfg.input)
     sl = cfg.slices
     vol = read_label_volume(cfg.input)
     labels = [sl.label] if sl.label is not None else None
     cs = volume_sections(vol, labels, every=sl.every, offset=sl.slice_offset, families=sl.families)
     cs.notes.append(f"world frame {vol.world}, mm")
-    return cs, {}
+    return cs, vol.names
 
 
 def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[str], extents: dict[int, float],
@@ -263,7 +264,7 @@ def _fit_one(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback], mes
     result.files["mesh"] = export_mesh(out, run_dir / "mesh.ply")
     t_score = time.perf_counter()
     metrics = {}
-    if cfg.task == "slices" and (suffix_of(cfg.input) in VOLUME_SUFFIXES or Path(cfg.input).is_dir()):
+    if cfg.task == "slices" and is_label_map(cfg.input):
         # Label maps: an STL beside the PLY (what planning tools import), and scores against the full mask.
         from fields.data.medical import read_label_volume
 

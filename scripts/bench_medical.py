@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from fields.config import RunConfig  # noqa: E402
 from fields.data.cross_sections import signed_area_2d  # noqa: E402
 from fields.data.medical import read_label_volume, read_rtstruct  # noqa: E402
+from fields.errors import FieldStudioError  # noqa: E402
 from fields.field import preset, tune_training  # noqa: E402
 from fields.io import json_ready  # noqa: E402
 from fields.metrics import contour_fidelity, dice, hd95_mm  # noqa: E402
@@ -225,6 +226,8 @@ def markdown(report: dict) -> str:
                          f"{r['mesh_volume_ml']:.1f} | {r['volume_ratio']:.3f} | "
                          f"{r.get('contour_iou_mean', float('nan')):.3f} / {r.get('contour_iou_min', float('nan')):.3f} | "
                          f"{r['watertight']} | {r['time_s']:.0f} |")
+    for f in report.get("failures", []):
+        lines.append(f"\nFailed: k = {f['k']}, offset {f['offset']}: {f['error']}")
     return "\n".join(lines) + "\n"
 
 
@@ -294,8 +297,14 @@ def main() -> None:
                         continue
                     pred, extra = itk_interpolation(mask, axis, k, o, itk), {}
                 else:
-                    extra = fieldstudio_volume(heart, args.out / "runs" / f"heart_k{k}_o{o}", args.budget,
-                                               args.seed, every=k, slice_offset=o)
+                    try:
+                        extra = fieldstudio_volume(heart, args.out / "runs" / f"heart_k{k}_o{o}", args.budget,
+                                                   args.seed, every=k, slice_offset=o)
+                    except FieldStudioError as err:  # a failed fit is a result too: recorded, not fatal
+                        report.setdefault("failures", []).append({"k": k, "offset": o, "error": str(err)})
+                        print(f"k={k} offset={o} fieldstudio FAILED: {err}", flush=True)
+                        save()
+                        continue
                     pred = None
                 row = {"k": k, "offset": o, "method": method}
                 if pred is not None:

@@ -313,3 +313,68 @@ def test_large_volumes_are_read_in_slabs_and_cropped_to_their_labels(tmp_path, m
                                                   "space directions": affine[:3, :3].T, "space origin": affine[:3, 3]})
     with pytest.raises(FieldStudioError, match="save it as NIfTI"):
         read_label_volume(tmp_path / "big.nrrd")
+
+
+def write_seg(path, data, names, spacing=(0.8, 0.7), step=2.0, z0=10.0):
+    """A binary DICOM SEG of ``data`` (rows, cols, slices): one frame per segment and slice where it occurs,
+    frames in shuffled order, axial, LPS; the geometry in functional groups as DICOM writes it."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import pack_bits
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def item(**kw):
+        d = Dataset()
+        for k, v in kw.items():
+            setattr(d, k, v)
+        return d
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SegmentationType = "SEG", "BINARY"
+    ds.Rows, ds.Columns = data.shape[:2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 1, 0, 0
+    ds.SegmentSequence = Sequence([item(SegmentNumber=k, SegmentLabel=v) for k, v in names.items()])
+    ds.SharedFunctionalGroupsSequence = Sequence([item(
+        PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])]),
+        PixelMeasuresSequence=Sequence([item(PixelSpacing=list(spacing), SliceThickness=step,
+                                             SpacingBetweenSlices=step)]))])
+    frames, pixels = [], []
+    for k in range(data.shape[2]):
+        for seg in names:
+            mask = data[:, :, k] == seg
+            if mask.any():
+                frames.append(item(PlanePositionSequence=Sequence([item(ImagePositionPatient=[-20.0, 5.0, z0 + step * k])]),
+                                   SegmentIdentificationSequence=Sequence([item(ReferencedSegmentNumber=seg)])))
+                pixels.append(mask)
+    order = np.random.default_rng(0).permutation(len(frames))
+    ds.PerFrameFunctionalGroupsSequence = Sequence([frames[i] for i in order])
+    ds.NumberOfFrames = len(frames)
+    ds.PixelData = pack_bits(np.stack([pixels[i] for i in order]).astype(np.uint8))
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def test_dicom_seg_is_a_label_map_with_segment_names(tmp_path):
+    from fields.run import plan_objects
+
+    data, _ = ellipsoid_volume(labels=2)
+    path = write_seg(tmp_path / "seg.dcm", data, {1: "Liver", 2: "Lesion"})
+    vol = read_label_volume(path)
+    assert vol.world == "LPS" and vol.names == {1: "Liver", 2: "Lesion"}
+    first, last = np.flatnonzero(data.any(axis=(0, 1)))[[0, -1]]
+    assert (vol.data == data[:, :, first:last + 1]).all()  # frames re-sorted onto their planes, gaps kept empty
+    # DICOM: array rows step along the second orientation vector (y) by PixelSpacing[0], columns along x
+    assert np.allclose(vol.affine[:3, :3], [[0, 0.7, 0], [0.8, 0, 0], [0, 0, 2.0]])
+    assert np.allclose(vol.to_world([[0, 0, 0]]), [[-20.0, 5.0, 10.0 + 2.0 * first]])
+    cfg = RunConfig(input=str(path), task="slices")
+    objects, _, _ = plan_objects(cfg)
+    assert objects == [("Liver", 1), ("Lesion", 2)]
+    cfg.slices.rois = "lesion"
+    assert plan_objects(cfg)[0] == [] and cfg.slices.label == 2

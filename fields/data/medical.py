@@ -1,7 +1,7 @@
 """medical.py
 ==========
 Medical inputs as cross-sections in patient millimetres: label maps (NIfTI, NRRD, a folder holding a DICOM
-series) and planar contours (DICOM RTSTRUCT).
+series, a DICOM SEG) and planar contours (DICOM RTSTRUCT).
 
 World frames: every reader keeps its format's patient frame and says which. NIfTI world axes increase towards
 the patient's Right, Anterior, Superior (RAS); DICOM's towards Left, Posterior, Superior (LPS); NRRD states its
@@ -44,6 +44,30 @@ def is_medical(path: str | Path) -> bool:
     return p.is_dir() or suffix_of(p) in VOLUME_SUFFIXES + RTSTRUCT_SUFFIXES
 
 
+def dicom_modality(path: str | Path) -> str:
+    """The Modality of a DICOM file (header only), with a clear error for files that are not DICOM."""
+    import pydicom
+
+    path = Path(path)
+    if not path.exists():
+        raise FieldStudioError(f"input not found: {path}")
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as err:
+        reason = "no DICOM header" if type(err).__name__ == "InvalidDicomError" else f"{type(err).__name__}: {err}"
+        raise FieldStudioError(f"{path.name} is not a readable DICOM file ({reason}); give a DICOM RTSTRUCT or SEG, "
+                               "a label map (.nii, .nii.gz, .nrrd, a DICOM series folder) or a .csl file") from None
+    return str(getattr(ds, "Modality", ""))
+
+
+def is_label_map(path: str | Path) -> bool:
+    """A voxel label map (NIfTI, NRRD, a DICOM series folder, a DICOM SEG), as opposed to contours."""
+    p = Path(path)
+    if p.is_dir() or suffix_of(p) in VOLUME_SUFFIXES:
+        return True
+    return suffix_of(p) in RTSTRUCT_SUFFIXES and p.is_file() and dicom_modality(p) == "SEG"
+
+
 @dataclass
 class LabelVolume:
     """An integer label map with its voxel-to-world affine (index (i, j, k, 1) -> mm in ``world``)."""
@@ -53,6 +77,7 @@ class LabelVolume:
     world: str
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # structure names by label (DICOM SEG segment labels)
 
     @property
     def spacing(self) -> np.ndarray:
@@ -133,6 +158,11 @@ def read_label_volume(path: str | Path) -> LabelVolume:
     if path.is_dir():
         return read_dicom_series(path)
     suffix = suffix_of(path)
+    if suffix in RTSTRUCT_SUFFIXES:
+        if dicom_modality(path) != "SEG":
+            raise FieldStudioError(f"{path.name} is a DICOM {dicom_modality(path) or '?'} object, not a segmentation "
+                                   "(SEG); give a label map or an RTSTRUCT")
+        return read_dicom_seg(path)
     notes: list[str] = []
     try:
         if suffix in (".nii", ".nii.gz"):
@@ -172,7 +202,7 @@ def read_label_volume(path: str | Path) -> LabelVolume:
             affine[:3, :3], affine[:3, 3] = directions.T, origin  # NRRD lists one row per axis
         else:
             raise FieldStudioError(f"{path.name} is not a label map this tool reads (NIfTI .nii/.nii.gz, NRRD, "
-                                   "or a folder with a DICOM series)")
+                                   "a DICOM SEG, or a folder with a DICOM series)")
     except FieldStudioError:
         raise
     except Exception as err:  # a corrupt or foreign file
@@ -236,6 +266,67 @@ def read_dicom_series(folder: Path) -> LabelVolume:
             affine)
         notes.append(note)
     return LabelVolume(_as_labels(data, folder.name), affine, "LPS", str(folder), notes)
+
+
+def _frame_item(ds, frame, name: str):
+    """The first item of functional group ``name`` for one frame: per-frame, else shared."""
+    for groups in (frame, ds.get("SharedFunctionalGroupsSequence", [None])[0]):
+        if groups is not None and name in groups and len(groups[name].value):
+            return groups[name].value[0]
+    raise FieldStudioError(f"the DICOM SEG lacks {name} (frame geometry); cannot place it in patient coordinates")
+
+
+def read_dicom_seg(path: Path) -> LabelVolume:
+    """A DICOM Segmentation (binary or fractional; one frame per segment and plane) as a label map: label =
+    segment number, names from the segment labels, LPS. Frames are placed by their positions along the plane
+    normal on the grid of SpacingBetweenSlices (else the smallest gap); planes with no frame stay empty."""
+    import pydicom
+
+    ds = pydicom.dcmread(str(path))
+    frames = list(ds.get("PerFrameFunctionalGroupsSequence", []))
+    if not frames or "PixelData" not in ds:
+        raise FieldStudioError(f"{path.name}: the DICOM SEG holds no frames; nothing to reconstruct")
+    orientation = _frame_item(ds, frames[0], "PlaneOrientationSequence").ImageOrientationPatient
+    row, col = np.asarray(orientation, dtype=np.float64).reshape(2, 3)
+    normal = np.cross(row, col)
+    measures = _frame_item(ds, frames[0], "PixelMeasuresSequence")
+    dr, dc = (float(v) for v in measures.PixelSpacing)
+    pos = np.array([np.asarray(_frame_item(ds, f, "PlanePositionSequence").ImagePositionPatient, dtype=np.float64)
+                    for f in frames])
+    segment = np.array([int(_frame_item(ds, f, "SegmentIdentificationSequence").ReferencedSegmentNumber)
+                        for f in frames])
+    along = pos @ normal
+    levels = np.unique(np.round(along, 3))
+    gaps = np.diff(levels)
+    step = float(getattr(measures, "SpacingBetweenSlices", 0) or (gaps.min() if len(gaps) else 1.0))
+    index = np.round((along - levels[0]) / step).astype(int)
+    if np.abs(levels[0] + index * step - along).max() > 0.01 * step + 1e-3:
+        raise FieldStudioError(f"{path.name}: the SEG's frames do not lie on a regular grid of {step:.3g} mm "
+                               "planes; cannot stack them into a volume")
+    # Every frame of one plane must start at the same corner (in-plane offsets would need resampling).
+    for k in np.unique(index):
+        corners = pos[index == k]
+        if np.abs(corners - corners[0]).max() > 1e-3:
+            raise FieldStudioError(f"{path.name}: frames of one plane start at different positions; not supported")
+    shape = (int(ds.Rows), int(ds.Columns), int(index.max()) + 1)
+    if np.prod(shape) > MAX_VOXELS:
+        raise _too_big(path.name, int(np.prod(shape)))
+    pixels = ds.pixel_array.reshape(len(frames), shape[0], shape[1])
+    fractional = str(getattr(ds, "SegmentationType", "BINARY")).upper() == "FRACTIONAL"
+    threshold = 0.5 * float(getattr(ds, "MaximumFractionalValue", 255)) if fractional else 0
+    data = np.zeros(shape, dtype=np.int32)
+    overlap = 0
+    for f in np.argsort(segment, kind="stable"):  # overlaps: the higher segment number wins
+        on = pixels[f] > threshold
+        overlap += int((on & (data[:, :, index[f]] != 0)).sum())
+        data[:, :, index[f]][on] = segment[f]
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2] = col * dr, row * dc, normal * step
+    affine[:3, 3] = pos[np.argmin(along)] - normal * (along.min() - levels[0])
+    names = {int(s.SegmentNumber): str(getattr(s, "SegmentLabel", "")) for s in ds.get("SegmentSequence", [])}
+    notes = [f"{path.name}: {overlap} voxels belong to several segments; the higher segment number was kept"] \
+        if overlap else []
+    return LabelVolume(data, affine, "LPS", str(path), notes, {k: v for k, v in names.items() if v})
 
 
 # ------------------------------------------------------------------------------------------------ label map -> planes
@@ -453,5 +544,5 @@ def read_rtstruct(path: str | Path) -> tuple[CrossSections, dict[int, str]]:
     return cs, names
 
 
-__all__ = ["LabelVolume", "read_label_volume", "read_dicom_series", "volume_sections", "read_rtstruct",
-           "is_medical", "parse_families", "VOLUME_SUFFIXES"]
+__all__ = ["LabelVolume", "read_label_volume", "read_dicom_series", "read_dicom_seg", "volume_sections",
+           "read_rtstruct", "is_medical", "is_label_map", "dicom_modality", "parse_families", "VOLUME_SUFFIXES"]
