@@ -2,7 +2,7 @@
 ==============
 Render meshes to a PNG by ray casting (open3d), to look at results without a screen.
 
-    python scripts/render_mesh.py MESH [MESH ...] -o out.png [--views 3]
+    python scripts/render_mesh.py MESH [MESH ...] -o out.png [--views 3] [--titles "first" "second" ...]
 
 Each mesh gets a row; each view is a turntable angle around the mesh's up (z) axis. Lambert shading with
 a headlight; back faces are tinted red, so inverted normals and open surfaces show.
@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=3)
     ap.add_argument("--size", type=int, default=400)
     ap.add_argument("--up", choices=["x", "y", "z"], default="y", help="the meshes' up axis")
+    ap.add_argument("--titles", nargs="+", default=None, help="one caption per mesh, written on its row")
     args = ap.parse_args()
     rows = []
     for path in args.meshes:
@@ -59,7 +60,14 @@ def main() -> None:
             mesh.apply_transform(trimesh.transformations.rotation_matrix(-np.pi / 2, [0, 1, 0]))
         rows.append(np.concatenate([render(mesh, 360 * i / args.views - 60, args.size)
                                     for i in range(args.views)], axis=1))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(args.output)
+    image = Image.fromarray(np.concatenate(rows, axis=0))
+    if args.titles:
+        from PIL import ImageDraw
+
+        draw = ImageDraw.Draw(image)
+        for i, title in enumerate(args.titles[:len(rows)]):
+            draw.text((8, 8 + i * args.size), title, fill=(20, 20, 20))
+    image.save(args.output)
     print(f"wrote {args.output}")
 
 
