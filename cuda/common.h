@@ -24,6 +24,9 @@ using std::floor;
 
 enum Kernel : int { NLIN_S = 0, IVQ_A = 1, GAUSS_A = 2 };
 
+// Entries per RBF in the shapes table: one inverse width (NLIN_S) or a dim x dim inverse covariance.
+FS_HD int shape_size(int dim, int kernel) { return kernel == NLIN_S ? 1 : dim * dim; }
+
 // Unnormalised kernel value of RBF `j` at query `x` (dim <= 3). Shapes: NLIN_S one inverse width per RBF,
 // *_A a dim x dim inverse covariance (row-major) per RBF, as in rbf_phi().
 template <typename T>

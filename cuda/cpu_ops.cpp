@@ -76,7 +76,12 @@ void rbf_forward_impl(const T* x, const int64_t* idx, const T* centers, const T*
     constexpr int dim = DIM, kernel = KERNEL;
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < n; ++p) {
-        if (p + kAhead < n) prefetch_rows(idx + (p + kAhead) * k, k, features, n_feat, 0, INT64_MAX, false);
+        if (p + kAhead < n) {
+            const int64_t* ahead = idx + (p + kAhead) * k;
+            prefetch_rows(ahead, k, features, n_feat, 0, INT64_MAX, false);
+            prefetch_rows(ahead, k, centers, dim, 0, INT64_MAX, false);
+            prefetch_rows(ahead, k, shapes, fs::shape_size(dim, kernel), 0, INT64_MAX, false);
+        }
         T phi[kMaxK];
         const int64_t* nb = idx + p * k;
         fs::rbf_phis(x + p * dim, nb, k, centers, shapes, dim, kernel, normalize, phi);
@@ -100,8 +105,13 @@ void rbf_backward_impl(const T* grad, const T* x, const int64_t* idx, const T* c
     // owns a range of rows and visits every query that has a neighbour in it.
     std::vector<T> phis(n * k);
 #pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < n; ++p)
+    for (int64_t p = 0; p < n; ++p) {
+        if (p + kAhead < n) {
+            prefetch_rows(idx + (p + kAhead) * k, k, centers, dim, 0, INT64_MAX, false);
+            prefetch_rows(idx + (p + kAhead) * k, k, shapes, fs::shape_size(dim, kernel), 0, INT64_MAX, false);
+        }
         fs::rbf_phis(x + p * dim, idx + p * k, k, centers, shapes, dim, kernel, normalize, phis.data() + p * k);
+    }
 #pragma omp parallel
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
