@@ -53,7 +53,9 @@ class RBFConfig:
 @dataclass
 class FourierConfig:
     n_frequencies: int = 128
-    sigma: float = 1.0
+    # Std of the Gaussian frequencies (cycles per box unit). "auto" (cross-sections): from the plane spacing, see
+    # fields.tasks.slices.fourier_sigma; resolved when a run starts and saved as a number.
+    sigma: float | str = 1.0
 
 
 @dataclass
@@ -252,6 +254,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise FieldStudioError(f"field kind {f.kind!r} is unknown; choose one of {', '.join(FIELD_KINDS)}")
     if f.params is not None and f.params < 1000:
         raise FieldStudioError(f"parameter budget {f.params} is too small; use at least 1000")
+    if not (f.fourier.sigma == "auto" or (isinstance(f.fourier.sigma, (int, float)) and f.fourier.sigma > 0)):
+        raise FieldStudioError(f"fourier.sigma must be a positive number or \"auto\", got {f.fourier.sigma!r}")
     if not (isinstance(f.rbf.n_rbf, int) or f.rbf.n_rbf == "auto"):
         raise FieldStudioError(f"rbf.n_rbf must be an integer or \"auto\", got {f.rbf.n_rbf!r}")
     if not 1e-3 <= f.rbf.max_width <= 2.0:

@@ -38,6 +38,8 @@ def preset(kind: str, task: str = "sdf", params: int | None = None, dim: int = 3
         cfg.grid.n_features, cfg.grid.n_levels = 2, 4
         cfg.grid.base_resolution, cfg.grid.max_resolution = 4, 16
         cfg.rbf.max_width = 0.5
+        # The MLP's Fourier bandwidth follows the plane spacing (fields/tasks/slices.py: fourier_sigma).
+        cfg.fourier.sigma = "auto"
     # NeuRBF composes sin(h * m0) after the first decoder layer (Eq. 7) over 20k GPU steps. Shapes drop it: at CPU
     # budgets (~1.4k steps in 90 s) it costs (bunny, 450k params, 90 s: NAE 3.11 deg / Chamfer 5.0e-5 without,
     # 3.33 / 7.4e-5 with m0 3..30, 3.6-4.0 deg plus hundreds of floaters with 30..300; docs/benchmarks.md).
@@ -231,6 +233,9 @@ class Field(nn.Module):
             self.rbf = AdaptiveRBF(cfg.dim, r.n_rbf, r.n_features, r.k, r.kernel,
                                    r.freq_min, r.freq_max, r.normalize)
         if cfg.kind == "mlp":
+            if cfg.fourier.sigma == "auto":
+                raise FieldStudioError('fourier.sigma is "auto": a run sets it from its data (fields.run); give a '
+                                       "number to build a field directly")
             self.fourier = FourierFeatures(cfg.dim, cfg.fourier.n_frequencies, cfg.fourier.sigma)
         if cfg.kind == "orex":
             self.fourier = LearnedFrequencyPE(cfg.dim, cfg.orex.n_frequencies)

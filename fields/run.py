@@ -30,7 +30,7 @@ from fields.io import atomic_write_json, ensure_writable_dir, json_ready
 from fields.mesh import export_mesh, extract_mesh, mesh_report, transform_mesh
 from fields.metrics import mask_report, mesh_metrics
 from fields.tasks.sdf import SDFTask
-from fields.tasks.slices import SlicesTask, refine_vertices
+from fields.tasks.slices import SlicesTask, fourier_sigma, refine_vertices
 from fields.train import Callback, load_checkpoint, resolve_device, train
 
 TASK_BY_SUFFIX = {**{s: "sdf" for s in MESH_SUFFIXES}, ".csl": "slices",
@@ -241,6 +241,8 @@ def _fit_one(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback], mes
         if cfg.sdf.loss == "auto":  # see SDFTaskConfig.loss
             cfg.sdf.loss = "l1" if cfg.field.kind == "mlp" else "mape"
     task, reference, report = make_task(cfg)
+    if cfg.field.fourier.sigma == "auto":  # resolved once; a resumed run reads the number back
+        cfg.field.fourier.sigma = fourier_sigma(task.cs) if isinstance(task, SlicesTask) else 1.0
     model = Field(cfg.field)
     save_toml(cfg, run_dir / "config.toml")
     callbacks = list(callbacks)

@@ -1,5 +1,7 @@
 """Occupancy from cross-sections: sampling labels, schedule, and a fitted torus."""
 
+import tomllib
+
 import numpy as np
 import pytest
 import torch
@@ -131,6 +133,8 @@ def test_two_labels_give_two_meshes_each_where_its_object_is(tmp_path):
     for name, ref, other in (("label_1", sphere, box), ("label_2", box, sphere)):
         mesh = trimesh.load(tmp_path / "run" / name / "mesh.ply", process=False)
         assert mesh.is_watertight
+        saved = tomllib.loads((tmp_path / "run" / name / "config.toml").read_text())["field"]["fourier"]["sigma"]
+        assert isinstance(saved, float) and 0.25 <= saved <= 1.0  # "auto" resolved from the planes, and saved
         assert mesh_metrics(mesh, ref, n_samples=10_000, n_iou_points=50_000)["iou"] >= 0.8
         assert mesh_metrics(mesh, other, n_samples=10_000, n_iou_points=50_000)["iou"] < 0.05
     # A rerun keeps finished objects; asking for a label the file lacks names the labels it has.
@@ -154,3 +158,21 @@ def test_union_on_request_and_one_chosen_label(tmp_path):
         fit(cfg, tmp_path / labels)
         mesh = trimesh.load(tmp_path / labels / "mesh.ply", process=False)
         assert len(mesh.split(only_watertight=False)) == parts
+
+
+def test_fourier_bandwidth_follows_the_plane_spacing():
+    """Sparser planes get a smoother MLP (sigma = SIGMA_SPACING / spacing, at most 1); planes with no parallel
+    neighbour keep the default; a run saves the number it used."""
+    from fields.tasks.slices import SIGMA_SPACING, fourier_sigma, plane_spacing
+
+    def stack(gap, n=4):
+        return CrossSections([square_with_hole(-0.5 + i * gap) for i in range(n)])
+
+    assert plane_spacing(stack(0.2)) == pytest.approx(0.2)
+    assert fourier_sigma(stack(0.2)) == pytest.approx(SIGMA_SPACING / 0.2)
+    assert fourier_sigma(stack(0.3)) == pytest.approx(SIGMA_SPACING / 0.3)
+    assert fourier_sigma(stack(0.01)) == 1.0  # dense planes: capped at the default
+    tilted = Plane.through([0.0, 0.6, 0.8], [Polygon(square_with_hole(0.0).loops[0].points @ np.array(
+        [[1, 0, 0], [0, 0.8, 0.6], [0, -0.6, 0.8]]).T)])  # the square turned onto that plane
+    assert fourier_sigma(CrossSections([square_with_hole(0.0), tilted])) == 1.0  # nothing parallel
+

@@ -26,6 +26,9 @@ from fields.errors import FieldStudioError
 from fields.field import value_and_gradient
 
 
+SIGMA_SPACING = 0.075  # Fourier sigma x plane spacing (box units), see fourier_sigma
+
+
 def to_box(cs: CrossSections, frame) -> CrossSections:
     """The same cross-sections with every coordinate mapped into the field box (uniform map: bases unchanged)."""
     planes = []
@@ -67,13 +70,8 @@ def _plane_level_samples(plane: Plane, radius: float, n: int, n_noise: int,
     return pts[keep], y[keep]
 
 
-def _onto_empty_neighbours(cs: CrossSections) -> list[np.ndarray]:
-    """Contour vertices projected onto the empty planes next to their plane (same normal, nearest offset).
-
-    An empty plane beside the last contour plane (label maps keep them) bounds the shape's cap: the hull must
-    reach it, or its outside points would cut the cap off right behind the last contour (a 5 % volume loss on
-    an ellipsoid sliced every 2.5 mm).
-    """
+def _parallel_stacks(cs: CrossSections) -> list[tuple[np.ndarray, list[Plane]]]:
+    """Planes grouped by normal (up to sign, 1e-4), each group sorted along its unit normal."""
     stacks: dict[tuple, list[Plane]] = {}
     for p in cs.planes:
         n = p.normal if p.normal[int(np.argmax(np.abs(p.normal)))] > 0 else -p.normal
@@ -81,7 +79,39 @@ def _onto_empty_neighbours(cs: CrossSections) -> list[np.ndarray]:
     out = []
     for key, planes in stacks.items():
         n = np.asarray(key) / np.linalg.norm(key)
-        planes.sort(key=lambda p: float(n @ p.origin))
+        out.append((n, sorted(planes, key=lambda p: float(n @ p.origin))))
+    return out
+
+
+def plane_spacing(cs: CrossSections) -> float | None:
+    """Median gap between neighbouring parallel planes, or None when no two planes are parallel."""
+    gaps = [float(n @ (b.origin - a.origin)) for n, planes in _parallel_stacks(cs) for a, b in zip(planes, planes[1:])]
+    return float(np.median(gaps)) if gaps else None
+
+
+def fourier_sigma(cs_box: CrossSections, default: float = 1.0) -> float:
+    """Bandwidth of the Fourier features for cross-sections in the field box: inversely proportional to the plane
+    spacing, so the field cannot hold detail finer than the planes sample, and at most ``default``.
+
+    Between planes only the prior shapes the surface; frequencies the planes cannot pin down make the surface
+    sag or bulge there. On heart.nii.gz (docs/benchmarks.md) sigma 1 was best with planes 6 mm apart (0.075 box
+    units) and 0.5-0.7 at 12 mm: SIGMA_SPACING = sigma x spacing = 0.075.
+    """
+    spacing = plane_spacing(cs_box)
+    if spacing is None or spacing <= 0:
+        return default
+    return float(np.clip(SIGMA_SPACING / spacing, 0.25, default))
+
+
+def _onto_empty_neighbours(cs: CrossSections) -> list[np.ndarray]:
+    """Contour vertices projected onto the empty planes next to their plane (same normal, nearest offset).
+
+    An empty plane beside the last contour plane (label maps keep them) bounds the shape's cap: the hull must
+    reach it, or its outside points would cut the cap off right behind the last contour (a 5 % volume loss on
+    an ellipsoid sliced every 2.5 mm).
+    """
+    out = []
+    for n, planes in _parallel_stacks(cs):
         for a, b in zip(planes, planes[1:]):
             for full, empty in ((a, b), (b, a)):
                 if full.loops and not empty.loops:
