@@ -175,4 +175,6 @@ def test_fourier_bandwidth_follows_the_plane_spacing():
     tilted = Plane.through([0.0, 0.6, 0.8], [Polygon(square_with_hole(0.0).loops[0].points @ np.array(
         [[1, 0, 0], [0, 0.8, 0.6], [0, -0.6, 0.8]]).T)])  # the square turned onto that plane
     assert fourier_sigma(CrossSections([square_with_hole(0.0), tilted])) == 1.0  # nothing parallel
+    sideways = [Plane.through([1.0, 0.0, 0.0], [], offset=-x) for x in (-0.4, -0.1, 0.2)]  # gap 0.3 along x
+    assert plane_spacing(CrossSections(stack(0.2).planes + sideways)) == pytest.approx(1 / (1 / 0.2 + 1 / 0.3))
 

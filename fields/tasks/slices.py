@@ -84,9 +84,15 @@ def _parallel_stacks(cs: CrossSections) -> list[tuple[np.ndarray, list[Plane]]]:
 
 
 def plane_spacing(cs: CrossSections) -> float | None:
-    """Median gap between neighbouring parallel planes, or None when no two planes are parallel."""
-    gaps = [float(n @ (b.origin - a.origin)) for n, planes in _parallel_stacks(cs) for a, b in zip(planes, planes[1:])]
-    return float(np.median(gaps)) if gaps else None
+    """How far apart the planes sample the shape: the median gap between neighbouring parallel planes, with
+    several families of parallel planes combined as densities (three orthogonal families of gap g act like one
+    of gap g / 3). None when no two planes are parallel."""
+    density = 0.0
+    for n, planes in _parallel_stacks(cs):
+        gaps = [float(n @ (b.origin - a.origin)) for a, b in zip(planes, planes[1:])]
+        if gaps and np.median(gaps) > 0:
+            density += 1.0 / float(np.median(gaps))
+    return 1.0 / density if density > 0 else None
 
 
 def fourier_sigma(cs_box: CrossSections, default: float = 1.0) -> float:
