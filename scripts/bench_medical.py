@@ -34,16 +34,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.cli import DEFAULT_FIELD  # noqa: E402  (what `fieldstudio fit` uses)
+from bench_slices import contour_interpolation, load_itk  # noqa: E402
 from fields.config import RunConfig  # noqa: E402
 from fields.data.cross_sections import signed_area_2d  # noqa: E402
 from fields.data.medical import read_label_volume, read_rtstruct  # noqa: E402
 from fields.errors import FieldStudioError  # noqa: E402
 from fields.field import preset, tune_training  # noqa: E402
-from fields.io import json_ready  # noqa: E402
+from fields.io import atomic_write_json, atomic_write_text  # noqa: E402
 from fields.metrics import contour_fidelity, dice, hd95_mm  # noqa: E402
 from fields.run import fit  # noqa: E402
-
-DEFAULT_FIELD = ("mlp", 40_000)  # what `fieldstudio fit` uses for cross-sections
 
 
 def default_data() -> Path:
@@ -68,31 +68,12 @@ def naive_stacking(mask: np.ndarray, axis: int, k: int, offset: int) -> np.ndarr
 
 
 def itk_interpolation(mask: np.ndarray, axis: int, k: int, offset: int, itk) -> np.ndarray:
-    """ITK MorphologicalContourInterpolator with 3D Slicer's settings (all labels, heuristic alignment, no
-    distance transform) on a volume holding only the kept slices; ITK counts axes in the reverse NumPy order."""
+    """ITK's contour interpolation (bench_slices.contour_interpolation) on a volume holding only the kept slices."""
     sparse = np.zeros(mask.shape, dtype=np.uint8)
     sl = [slice(None)] * 3
     sl[axis] = kept_slices(mask.shape[axis], k, offset)
     sparse[tuple(sl)] = mask[tuple(sl)]
-    flt = itk.MorphologicalContourInterpolator.New(itk.image_from_array(np.ascontiguousarray(sparse)))
-    flt.SetLabel(0)
-    flt.SetHeuristicAlignment(True)
-    flt.SetUseDistanceTransform(False)
-    flt.SetAxis(2 - axis)
-    flt.Update()
-    return itk.array_from_image(flt.GetOutput()) > 0
-
-
-def load_itk():
-    """(itk module or None, seconds to import, note)."""
-    t = time.perf_counter()
-    try:
-        import itk
-        itk.MorphologicalContourInterpolator  # the lazy loader imports the module here
-    except (ImportError, AttributeError) as err:
-        return None, 0.0, (f"ITK contour interpolation unavailable ({type(err).__name__}: {err}); "
-                           "pip install itk-morphologicalcontourinterpolation")
-    return itk, time.perf_counter() - t, ""
+    return contour_interpolation(itk, sparse, axis)
 
 
 def mask_mesh(mask: np.ndarray, affine: np.ndarray):
@@ -113,7 +94,7 @@ def mask_mesh(mask: np.ndarray, affine: np.ndarray):
 def fieldstudio_config(input_path: Path, budget: float, seed: int) -> RunConfig:
     """The configuration `fieldstudio fit INPUT --time-budget B --seed S` builds (no --config)."""
     cfg = RunConfig(input=str(input_path.resolve()), task="slices")
-    kind, params = DEFAULT_FIELD
+    kind, params = DEFAULT_FIELD["slices"]
     cfg.field = preset(kind, "slices", params)
     tune_training(kind, cfg.train)
     cfg.train.time_budget, cfg.train.seed = budget, seed
@@ -231,12 +212,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=default_data())
@@ -263,8 +238,8 @@ def main() -> None:
 
     def save():
         report["summary"] = summarise(report["rows"])
-        write_atomic(json_path, json.dumps(json_ready(report), indent=1))
-        write_atomic(args.out / "medical.md", markdown(report))
+        atomic_write_json(json_path, report, indent=1)
+        atomic_write_text(args.out / "medical.md", markdown(report))
 
     vol = read_label_volume(heart)
     mask = vol.data > 0

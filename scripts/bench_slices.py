@@ -255,6 +255,18 @@ def _itk_slices(s: np.ndarray, h: float) -> tuple[float, np.ndarray]:
     return hw, idx
 
 
+def contour_interpolation(itk, labels: np.ndarray, axis: int) -> np.ndarray:
+    """ITK's MorphologicalContourInterpolator with 3D Slicer's settings (all labels, heuristic alignment, no
+    distance transform) filling between the labelled slices along NumPy ``axis``; a bool array."""
+    flt = itk.MorphologicalContourInterpolator.New(itk.image_from_array(np.ascontiguousarray(labels)))
+    flt.SetLabel(0)
+    flt.SetHeuristicAlignment(True)
+    flt.SetUseDistanceTransform(False)
+    flt.SetAxis(2 - axis)  # ITK counts axes in the reverse NumPy order
+    flt.Update()
+    return itk.array_from_image(flt.GetOutput()) > 0
+
+
 def itk_interpolation(cs: CrossSections, resolution: int, itk) -> tuple[trimesh.Trimesh, dict]:
     frame = parallel_frame(cs)
     h, _, axes = _in_plane_grid(frame, resolution)
@@ -265,14 +277,7 @@ def itk_interpolation(cs: CrossSections, resolution: int, itk) -> tuple[trimesh.
     labels = np.zeros((len(axes[0]), len(axes[1]), n_c), dtype=np.uint8)  # NumPy (a, b, c): ITK (c, b, a)
     for k, m in zip(idx, masks):
         labels[:, :, k + 1] = m
-    image = itk.image_from_array(np.ascontiguousarray(labels))
-    flt = itk.MorphologicalContourInterpolator.New(image)
-    flt.SetLabel(0)                   # all labels
-    flt.SetHeuristicAlignment(True)
-    flt.SetUseDistanceTransform(False)
-    flt.SetAxis(0)                    # ITK axis 0 = NumPy's last axis (c, the planes' normal)
-    flt.Update()
-    filled = itk.array_from_image(flt.GetOutput()) > 0
+    filled = contour_interpolation(itk, labels, axis=2)  # c, the planes' normal
     c = s[0] + (np.arange(n_c) - 1) * hw
     mesh = _mask_to_mesh(filled, [axes[0], axes[1], c], frame.rotation)
     return mesh, {"grid": list(filled.shape), "voxel": h, "slice_spacing": hw}

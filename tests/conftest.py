@@ -33,3 +33,20 @@ def trefoil_file() -> Path:
 
 def random_points(n: int, dim: int = 3, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (n, dim)).astype(np.float32))
+
+
+@pytest.fixture
+def quick_slices_config():
+    """A factory of quick cross-section fit configs: the CLI's default field for cross-sections (Fourier MLP,
+    40k), 4096-point batches, ``steps`` steps, meshed at ``resolution``."""
+    from fields.config import RunConfig
+    from fields.field import preset
+
+    def make(path, steps: int, resolution: int) -> RunConfig:
+        cfg = RunConfig(input=str(path), task="slices")
+        cfg.field = preset("mlp", "slices", 40_000)
+        cfg.train.steps, cfg.train.batch_size = steps, 4096
+        cfg.mesh.resolution = resolution
+        return cfg
+
+    return make

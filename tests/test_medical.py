@@ -8,7 +8,6 @@ from fields.config import RunConfig
 from fields.data.cross_sections import inside_2d
 from fields.data.medical import read_label_volume, read_rtstruct, volume_sections
 from fields.errors import FieldStudioError
-from fields.field import preset
 from fields.run import fit
 
 SEMI_AXES = np.array([22.0, 15.0, 11.0])  # mm
@@ -110,14 +109,12 @@ def test_oblique_planes_resample_the_volume_in_world_mm():
     with pytest.raises(FieldStudioError, match="0/0/0 has no direction"):
         volume_sections(vol, families="0/0/0:3")
 
-def test_ellipsoid_mesh_lies_where_the_ellipsoid_is(tmp_path):
+
+def test_ellipsoid_mesh_lies_where_the_ellipsoid_is(tmp_path, quick_slices_config):
     """Issue target: the mesh in world mm within half a voxel, its volume within 2 % (all slices kept)."""
     data, affine = ellipsoid_volume()
     path = save_nifti(tmp_path / "e.nii.gz", data, affine)
-    cfg = RunConfig(input=str(path), task="slices")
-    cfg.field = preset("mlp", "slices", 40_000)
-    cfg.train.steps, cfg.train.batch_size = 500, 4096
-    cfg.mesh.resolution = 96
+    cfg = quick_slices_config(path, steps=500, resolution=96)
     result = fit(cfg, tmp_path / "run")
     mesh = trimesh.load(tmp_path / "run" / "mesh.stl")
     truth = trimesh.creation.icosphere(5)
@@ -141,13 +138,10 @@ def test_ellipsoid_mesh_lies_where_the_ellipsoid_is(tmp_path):
     assert abs(m["volume_ml"] - mesh.volume / 1000) < 1e-6
 
 
-def test_two_labels_give_two_meshes(tmp_path):
+def test_two_labels_give_two_meshes(tmp_path, quick_slices_config):
     data, affine = ellipsoid_volume(labels=2)
     path = save_nifti(tmp_path / "two.nii.gz", data, affine)
-    cfg = RunConfig(input=str(path), task="slices")
-    cfg.field = preset("mlp", "slices", 40_000)
-    cfg.train.steps, cfg.train.batch_size = 250, 4096
-    cfg.mesh.resolution = 64
+    cfg = quick_slices_config(path, steps=250, resolution=64)
     result = fit(cfg, tmp_path / "run")
     assert [r["name"] for r in result.metrics["objects"]] == ["label_1", "label_2"]
     small = trimesh.load(tmp_path / "run" / "label_2" / "mesh.stl")
@@ -194,7 +188,7 @@ def circle(z, r, centre=(10.0, -30.0), n=48):
     return np.c_[centre[0] + r * np.cos(t), centre[1] + r * np.sin(t), np.full(n, z)]
 
 
-def test_rtstruct_round_trip_and_roi_choice(tmp_path):
+def test_rtstruct_round_trip_and_roi_choice(tmp_path, quick_slices_config):
     zs = np.arange(-12.0, 13.0, 3.0)
     ball = [circle(z, np.sqrt(max(15.0**2 - z**2, 1.0))) for z in zs]
     path = write_rtstruct(tmp_path / "rs.dcm", {"Ball": ball, "Rod": [circle(z, 3.0, (50.0, 0.0)) for z in zs[:4]]})
@@ -202,11 +196,8 @@ def test_rtstruct_round_trip_and_roi_choice(tmp_path):
     assert names == {1: "Ball", 2: "Rod"} and len(cs.planes) == len(zs)
     assert all(abs(p.normal @ [0, 0, 1]) > 0.999 for p in cs.planes)
     assert np.allclose(sorted(p.origin[2] for p in cs.planes), zs)
-    cfg = RunConfig(input=str(path), task="slices")
-    cfg.field = preset("mlp", "slices", 40_000)
+    cfg = quick_slices_config(path, steps=300, resolution=64)
     cfg.slices.rois = "ball"
-    cfg.train.steps, cfg.train.batch_size = 300, 4096
-    cfg.mesh.resolution = 64
     result = fit(cfg, tmp_path / "run")
     assert result.metrics["world_frame"] == "LPS"
     mesh = trimesh.load(tmp_path / "run" / "mesh.stl")

@@ -115,6 +115,14 @@ def _as_labels(data: np.ndarray, name: str) -> np.ndarray:
     return data.astype(np.int32)
 
 
+def _nonzero_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-axis index bounds (lo, hi inclusive) of the True voxels of a 3-D mask, or None when there are none."""
+    hits = [np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    if not len(hits[0]):
+        return None
+    return np.array([h[0] for h in hits]), np.array([h[-1] for h in hits])
+
+
 def _too_big(name: str, n: int) -> FieldStudioError:
     return FieldStudioError(f"{name}: its labels span {n:,} voxels, more than this tool holds in memory at once "
                             f"({MAX_VOXELS:,}); crop the volume around the structures, or split it, first")
@@ -128,15 +136,11 @@ def _crop_to_labels(name: str, shape: tuple[int, ...], read_slab, read_box, affi
     step = max(1, SLAB_VOXELS // max(1, shape[0] * shape[1]))
     for k0 in range(0, shape[2], step):
         slab = np.asarray(read_slab(k0, min(shape[2], k0 + step)))
-        nz = np.rint(slab) != 0 if not np.issubdtype(slab.dtype, np.integer) else slab != 0
-        if not nz.any():
+        bounds = _nonzero_bounds(np.rint(slab) != 0 if not np.issubdtype(slab.dtype, np.integer) else slab != 0)
+        if bounds is None:
             continue
-        for a in range(3):
-            hit = np.flatnonzero(nz.any(axis=tuple(b for b in range(3) if b != a)))
-            first, last = int(hit.min()), int(hit.max())
-            if a == 2:
-                first, last = first + k0, last + k0
-            lo[a], hi[a] = min(lo[a], first), max(hi[a], last)
+        shift = np.array([0, 0, k0])
+        lo, hi = np.minimum(lo, bounds[0] + shift), np.maximum(hi, bounds[1] + shift)
     if hi[0] < 0:
         raise FieldStudioError(f"{name} holds no label (every voxel is 0); nothing to reconstruct")
     lo, hi = np.maximum(lo - 1, 0), np.minimum(hi + 2, np.array(shape[:3]))  # keep a voxel of background
@@ -159,8 +163,9 @@ def read_label_volume(path: str | Path) -> LabelVolume:
         return read_dicom_series(path)
     suffix = suffix_of(path)
     if suffix in RTSTRUCT_SUFFIXES:
-        if dicom_modality(path) != "SEG":
-            raise FieldStudioError(f"{path.name} is a DICOM {dicom_modality(path) or '?'} object, not a segmentation "
+        modality = dicom_modality(path)
+        if modality != "SEG":
+            raise FieldStudioError(f"{path.name} is a DICOM {modality or '?'} object, not a segmentation "
                                    "(SEG); give a label map or an RTSTRUCT")
         return read_dicom_seg(path)
     notes: list[str] = []
@@ -401,15 +406,12 @@ def _axis_for(vol: LabelVolume, direction: str) -> int:
 
 
 def _label_box(vol: LabelVolume, labels: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Index bounds (lo, hi inclusive) of the voxels holding any of ``labels``."""
-    mask = np.isin(vol.data, labels)
-    lo = [int(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))).min()) for a in range(3)]
-    hi = [int(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))).max()) for a in range(3)]
-    return np.array(lo), np.array(hi)
+    """Index bounds (lo, hi inclusive) of the voxels holding any of ``labels`` (which occur in ``vol``)."""
+    return _nonzero_bounds(np.isin(vol.data, labels))
 
 
-def _oblique_planes(vol: LabelVolume, labels: list[int], normal: np.ndarray, count: int,
-                    first_id: int) -> list[Plane]:
+def _oblique_planes(vol: LabelVolume, labels: list[int], box: tuple[np.ndarray, np.ndarray], normal: np.ndarray,
+                    count: int, first_id: int) -> list[Plane]:
     """``count`` planes with world ``normal`` evenly through the labels' extent (half a step in from each end).
 
     The volume is resampled on each plane: every label's mask is interpolated trilinearly on a grid of the
@@ -418,8 +420,8 @@ def _oblique_planes(vol: LabelVolume, labels: list[int], normal: np.ndarray, cou
     """
     from scipy.ndimage import map_coordinates
 
-    lo, hi = _label_box(vol, labels)
-    lo, hi = np.maximum(lo - 1, 0), np.minimum(hi + 1, np.array(vol.data.shape) - 1)  # a voxel of background
+    lo, hi = box  # the labels' index bounds (_label_box), widened by a voxel of background
+    lo, hi = np.maximum(lo - 1, 0), np.minimum(hi + 1, np.array(vol.data.shape) - 1)
     corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
     world = vol.to_world(corners)
     u, v = plane_basis(normal)
@@ -463,7 +465,8 @@ def volume_sections(vol: LabelVolume, labels: list[int] | None = None, every: in
     chosen: list[tuple[int, int]] = []  # (axis, index) of acquired slices
     oblique: list[tuple[np.ndarray, int]] = []
     if families:
-        lo, hi = _label_box(vol, labels)
+        box = _label_box(vol, labels)
+        lo, hi = box
         for direction, count in parse_families(families):
             if not isinstance(direction, str):
                 oblique.append((direction, count))
@@ -479,7 +482,7 @@ def volume_sections(vol: LabelVolume, labels: list[int] | None = None, every: in
     _note_border(vol, labels, notes)
     planes = [_slice_plane(vol, axis, index, labels, pid) for pid, (axis, index) in enumerate(chosen, start=1)]
     for normal, count in oblique:
-        planes += _oblique_planes(vol, labels, normal, count, len(planes) + 1)
+        planes += _oblique_planes(vol, labels, box, normal, count, len(planes) + 1)
     cs = CrossSections(planes, notes, vol.source)
     orient_loops(cs, report=False)
     return cs
