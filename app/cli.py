@@ -1,6 +1,6 @@
 """cli.py
 ======
-The command-line face: ``fieldstudio fit | mesh | eval | slice | demo``. A thin layer over ``fields.run``.
+The command-line face: ``fieldstudio fit | mesh | eval | slice | demo``. A thin layer over ``fieldstudio.run``.
 
 User errors (``FieldStudioError``) print one line and exit 2, without a traceback.
 """
@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from fields.errors import FieldStudioError
+from fieldstudio.errors import FieldStudioError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn sparse observations into neural fields and meshes.")
@@ -73,7 +73,7 @@ def _mesh_progress(progress: Progress):
 
 
 def _run_fit(cfg, run_dir: Path, overwrite: bool) -> dict:
-    from fields.run import fit
+    from fieldstudio.run import fit
 
     with _progress() as progress:
         result = fit(cfg, run_dir, [RichProgress(progress)], _mesh_progress(progress), overwrite=overwrite)
@@ -138,9 +138,9 @@ def fit(
     overwrite: bool = typer.Option(False, help="Replace a finished or unfinished run in the output folder."),
 ) -> None:
     """Fit a neural field to INPUT and write config.toml, checkpoint.pt, metrics.json and mesh.ply."""
-    from fields.config import RunConfig, load_run_config
-    from fields.field import preset, tune_training
-    from fields.run import detect_task
+    from fieldstudio.config import RunConfig, load_run_config
+    from fieldstudio.field import preset, tune_training
+    from fieldstudio.run import detect_task
 
     if not input.exists():
         raise FieldStudioError(f"input file not found: {input}")
@@ -184,7 +184,7 @@ def mesh(
     resolution: Optional[int] = typer.Option(None, help="Marching-cubes resolution (default: the run's)."),
 ) -> None:
     """Extract a mesh from a trained run, in the input's coordinate frame."""
-    from fields.run import mesh_from_run
+    from fieldstudio.run import mesh_from_run
 
     with _progress() as progress:
         path, report = mesh_from_run(run_dir, output, resolution, _mesh_progress(progress))
@@ -200,9 +200,9 @@ def evaluate(
     seed: int = typer.Option(0),
 ) -> None:
     """Print IoU, Chamfer-L1, Hausdorff, HD95 and normal angular error as JSON."""
-    from fields.data.meshes import load_mesh
-    from fields.metrics import mesh_metrics
-    from fields.io import json_ready
+    from fieldstudio.data.meshes import load_mesh
+    from fieldstudio.metrics import mesh_metrics
+    from fieldstudio.io import json_ready
 
     p, _ = load_mesh(pred)
     r, _ = load_mesh(ref)
@@ -214,8 +214,8 @@ def demo(
     output: Path = typer.Option(Path("demo_run"), "-o", "--output", help="Run folder for the demo."),
 ) -> None:
     """Fit the built-in trefoil-knot shape (under a minute on 2 CPU cores) and print where the files are."""
-    from fields.config import RunConfig
-    from fields.field import preset
+    from fieldstudio.config import RunConfig
+    from fieldstudio.field import preset
 
     cfg = RunConfig(input=str(ASSETS / "trefoil.ply"), task="sdf")
     cfg.mesh.resolution = 160
@@ -236,9 +236,9 @@ def slice_command(
     seed: int = typer.Option(0, help="Random seed of the random layout."),
 ) -> None:
     """Cut MESH with planes and write its cross-sections as a CSL file (OReX's input format)."""
-    from fields.data.cross_sections import write_csl
-    from fields.data.meshes import load_mesh
-    from fields.data.slicing import slice_mesh
+    from fieldstudio.data.cross_sections import write_csl
+    from fieldstudio.data.meshes import load_mesh
+    from fieldstudio.data.slicing import slice_mesh
 
     mesh_data, _ = load_mesh(mesh_file)
     cs = slice_mesh(mesh_data, planes, layout, axis=axis, seed=seed)

@@ -1,6 +1,6 @@
 """fieldstudio's library: neural fields, tasks, meshing and metrics (no screen, no CLI)."""
 
-from fields.errors import FieldStudioError
+from fieldstudio.errors import FieldStudioError
 
 __all__ = ["FieldStudioError"]
 __version__ = "0.1.0"

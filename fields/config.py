@@ -17,7 +17,7 @@ from typing import Any
 
 import tomli_w
 
-from fields.errors import FieldStudioError
+from fieldstudio.errors import FieldStudioError
 
 FIELD_KINDS = ("hybrid", "neurbf", "grid", "mlp", "orex")
 
@@ -54,7 +54,7 @@ class RBFConfig:
 class FourierConfig:
     n_frequencies: int = 128
     # Std of the Gaussian frequencies (cycles per box unit). "auto" (cross-sections): from the plane spacing, see
-    # fields.tasks.slices.fourier_sigma; resolved when a run starts and saved as a number.
+    # fieldstudio.tasks.slices.fourier_sigma; resolved when a run starts and saved as a number.
     sigma: float | str = 1.0
 
 
@@ -231,7 +231,7 @@ def label_list(labels: str) -> list[int] | None:
 
 
 def save_toml(cfg: Any, path: str | Path) -> None:
-    from fields.io import atomic_write_text
+    from fieldstudio.io import atomic_write_text
 
     atomic_write_text(path, tomli_w.dumps(to_dict(cfg)))
 

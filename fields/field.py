@@ -14,11 +14,11 @@ import math
 import torch
 from torch import nn
 
-from fields.config import FieldConfig
-from fields.encoders.fourier import FourierFeatures, LearnedFrequencyPE
-from fields.encoders.grid import MultiResGrid
-from fields.encoders.rbf import AdaptiveRBF
-from fields.errors import FieldStudioError
+from fieldstudio.config import FieldConfig
+from fieldstudio.encoders.fourier import FourierFeatures, LearnedFrequencyPE
+from fieldstudio.encoders.grid import MultiResGrid
+from fieldstudio.encoders.rbf import AdaptiveRBF
+from fieldstudio.errors import FieldStudioError
 
 
 def preset(kind: str, task: str = "sdf", params: int | None = None, dim: int = 3, out_dim: int = 1) -> FieldConfig:
@@ -234,7 +234,7 @@ class Field(nn.Module):
                                    r.freq_min, r.freq_max, r.normalize)
         if cfg.kind == "mlp":
             if cfg.fourier.sigma == "auto":
-                raise FieldStudioError('fourier.sigma is "auto": a run sets it from its data (fields.run); give a '
+                raise FieldStudioError('fourier.sigma is "auto": a run sets it from its data (fieldstudio.run); give a '
                                        "number to build a field directly")
             self.fourier = FourierFeatures(cfg.dim, cfg.fourier.n_frequencies, cfg.fourier.sigma)
         if cfg.kind == "orex":

@@ -8,7 +8,7 @@ destination is left as it was. The final file gets ordinary permissions (``0o666
 the ``0o600`` that temporary files are created with.
 
 A destination that cannot be created or written (missing permissions, a parent that is a file, a read-only
-or full disk) raises :class:`~fields.errors.FieldStudioError`; errors raised by the caller's own ``writer``
+or full disk) raises :class:`~fieldstudio.errors.FieldStudioError`; errors raised by the caller's own ``writer``
 are re-raised unchanged.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from fields.errors import FieldStudioError
+from fieldstudio.errors import FieldStudioError
 
 __all__ = [
     "atomic_write",

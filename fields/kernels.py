@@ -27,10 +27,11 @@ from pathlib import Path
 
 import torch
 
-from fields.errors import FieldStudioError
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.resources import kernel_sources
 
 log = logging.getLogger("fieldstudio")
-SOURCES = Path(__file__).resolve().parent.parent / "cuda"
+SOURCES = kernel_sources()
 PATHS = ("reference", "cpu", "cuda")
 ENV = "FIELDSTUDIO_KERNELS"
 KERNEL_IDS = {"nlin_s": 0, "ivq_a": 1, "gauss_a": 2}
@@ -153,7 +154,7 @@ def rbf(x: torch.Tensor, idx: torch.Tensor, centers: torch.Tensor, shapes: torch
     """The RBF layer ``sum_k features[idx] * sin(phi_k * freqs)``; arguments as ``rbf_reference``."""
     path = _fused(x, centers, shapes, features, freqs)
     if path == "reference" or freqs.requires_grad or centers.requires_grad or shapes.requires_grad:
-        from fields.encoders.rbf import rbf_reference
+        from fieldstudio.encoders.rbf import rbf_reference
 
         return rbf_reference(x, idx, centers, shapes, features, freqs, kernel, normalize)
     return _RBFFunction.apply(x.contiguous(), idx.long().contiguous(), centers.contiguous(),

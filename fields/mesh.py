@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import trimesh
 
-from fields.errors import FieldStudioError
-from fields.io import atomic_write
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.io import atomic_write
 
 __all__ = [
     "evaluate_grid",

@@ -21,7 +21,7 @@ Conventions
   a majority vote over several random ray directions.
 * Every stochastic function takes an explicit ``seed``.
 * Empty meshes (no faces, or only zero-area faces) and empty mask pairs raise
-  :class:`~fields.errors.FieldStudioError`.
+  :class:`~fieldstudio.errors.FieldStudioError`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import trimesh
 
-from fields.errors import FieldStudioError
+from fieldstudio.errors import FieldStudioError
 
 __all__ = [
     "mesh_metrics",
@@ -502,10 +502,10 @@ def mesh_section(mesh: trimesh.Trimesh, plane) -> tuple[list[np.ndarray], int]:
     """Closed loops ``(n, 3)`` where ``mesh`` crosses ``plane`` (a ``cross_sections.Plane``), world frame.
 
     Only faces that straddle the plane are cut (``trimesh.intersections.mesh_plane``); the segments are chained
-    with ``fields.data.slicing.chain_segments``. Returns the loops and the number of open chains dropped
+    with ``fieldstudio.data.slicing.chain_segments``. Returns the loops and the number of open chains dropped
     (a mesh that is not closed where the plane cuts it).
     """
-    from fields.data.slicing import chain_segments  # fields.data imports nothing from here; keep it lazy anyway
+    from fieldstudio.data.slicing import chain_segments  # fields.data imports nothing from here; keep it lazy anyway
 
     vertices, faces = _mesh_arrays(mesh, "measured")
     extent = float(np.ptp(vertices, axis=0).max())
@@ -550,7 +550,7 @@ def contour_fidelity(mesh: trimesh.Trimesh, cs, resolution: int = 256, pad: floa
         ``open_chains`` : int, open section chains dropped (0 for a closed mesh);
         ``resolution`` : int.
     """
-    from fields.data.cross_sections import Polygon, inside_2d
+    from fieldstudio.data.cross_sections import Polygon, inside_2d
 
     r = int(resolution)
     if r < 2:

@@ -20,18 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import fields
-from fields.config import RunConfig, from_dict, label_list, save_toml, to_dict, validate
-from fields.data.medical import RTSTRUCT_SUFFIXES, VOLUME_SUFFIXES, is_label_map, suffix_of
-from fields.data.meshes import MESH_SUFFIXES, BoxFrame, load_mesh
-from fields.errors import FieldStudioError
-from fields.field import Field, resolve_budget
-from fields.io import atomic_write_json, ensure_writable_dir, json_ready
-from fields.mesh import export_mesh, extract_mesh, mesh_report, transform_mesh
-from fields.metrics import mask_report, mesh_metrics
-from fields.tasks.sdf import SDFTask
-from fields.tasks.slices import SlicesTask, fourier_sigma, refine_vertices
-from fields.train import Callback, load_checkpoint, resolve_device, train
+import fieldstudio
+from fieldstudio.config import RunConfig, from_dict, label_list, save_toml, to_dict, validate
+from fieldstudio.data.medical import RTSTRUCT_SUFFIXES, VOLUME_SUFFIXES, is_label_map, suffix_of
+from fieldstudio.data.meshes import MESH_SUFFIXES, BoxFrame, load_mesh
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.field import Field, resolve_budget
+from fieldstudio.io import atomic_write_json, ensure_writable_dir, json_ready
+from fieldstudio.mesh import export_mesh, extract_mesh, mesh_report, transform_mesh
+from fieldstudio.metrics import mask_report, mesh_metrics
+from fieldstudio.tasks.sdf import SDFTask
+from fieldstudio.tasks.slices import SlicesTask, fourier_sigma, refine_vertices
+from fieldstudio.train import Callback, load_checkpoint, resolve_device, train
 
 TASK_BY_SUFFIX = {**{s: "sdf" for s in MESH_SUFFIXES}, ".csl": "slices",
                   **{s: "slices" for s in VOLUME_SUFFIXES + RTSTRUCT_SUFFIXES}}
@@ -132,8 +132,8 @@ def object_name(label: int, names: dict[int, str]) -> str:
 def load_sections(cfg: RunConfig):
     """The input's cross-sections (CSL, label-map slices or RTSTRUCT contours) and structure names by label
     (RTSTRUCT ROI names, DICOM SEG segment labels)."""
-    from fields.data.cross_sections import read_csl
-    from fields.data.medical import read_label_volume, read_rtstruct, volume_sections
+    from fieldstudio.data.cross_sections import read_csl
+    from fieldstudio.data.medical import read_label_volume, read_rtstruct, volume_sections
 
     suffix = suffix_of(cfg.input)
     if suffix == ".csl":
@@ -268,7 +268,7 @@ def _fit_one(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback], mes
     metrics = {}
     if cfg.task == "slices" and is_label_map(cfg.input):
         # Label maps: an STL beside the PLY (what planning tools import), and scores against the full mask.
-        from fields.data.medical import read_label_volume
+        from fieldstudio.data.medical import read_label_volume
 
         result.files["stl"] = export_mesh(out, run_dir / "mesh.stl")
         vol = read_label_volume(cfg.input)
@@ -291,7 +291,7 @@ def _fit_one(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback], mes
         "mesh": mesh_report(out),
         "input": report,
         "frame": {"box_from_world": task.frame.to_dict(), "mesh_frame": "input"},
-        "versions": {"fieldstudio": fields.__version__, "torch": torch.__version__,
+        "versions": {"fieldstudio": fieldstudio.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
         "history": state.history,
     })

@@ -17,9 +17,9 @@ from typing import Protocol
 
 import torch
 
-from fields.config import TrainConfig
-from fields.errors import FieldStudioError
-from fields.io import atomic_save_torch
+from fieldstudio.config import TrainConfig
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.io import atomic_save_torch
 
 CHECKPOINT_VERSION = 1
 

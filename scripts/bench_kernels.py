@@ -36,9 +36,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fields import kernels  # noqa: E402
-from fields.encoders.grid import MultiResGrid  # noqa: E402
-from fields.encoders.rbf import rbf_reference  # noqa: E402
+from fieldstudio import kernels  # noqa: E402
+from fieldstudio.encoders.grid import MultiResGrid  # noqa: E402
+from fieldstudio.encoders.rbf import rbf_reference  # noqa: E402
 
 # Peak memory bandwidth (GB/s) of the cards we may be lent, from their data sheets.
 PEAK_GBS = {"H100 80GB HBM3": 3350.0, "H100 PCIe": 2000.0, "H100 NVL": 3900.0, "H200": 4800.0}
@@ -169,7 +169,7 @@ def bench_grid(device, repeat) -> dict:
 def bench_field_step(device, repeat) -> dict:
     """One training step's forward + backward of the SDF hybrid field (450k parameters): every encoder, the
     decoder and autograd, with the kernels forced to the reference and then to the fused path."""
-    from fields.field import Field, preset, resolve_budget
+    from fieldstudio.field import Field, preset, resolve_budget
 
     torch.manual_seed(0)
     model = Field(resolve_budget(preset("hybrid", "sdf", 450_000)))

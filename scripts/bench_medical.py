@@ -34,16 +34,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.cli import DEFAULT_FIELD  # noqa: E402  (what `fieldstudio fit` uses)
+from fieldstudio.app.cli import DEFAULT_FIELD  # noqa: E402  (what `fieldstudio fit` uses)
 from bench_slices import contour_interpolation, load_itk  # noqa: E402
-from fields.config import RunConfig  # noqa: E402
-from fields.data.cross_sections import signed_area_2d  # noqa: E402
-from fields.data.medical import read_label_volume, read_rtstruct  # noqa: E402
-from fields.errors import FieldStudioError  # noqa: E402
-from fields.field import preset, tune_training  # noqa: E402
-from fields.io import atomic_write_json, atomic_write_text  # noqa: E402
-from fields.metrics import contour_fidelity, dice, hd95_mm  # noqa: E402
-from fields.run import fit  # noqa: E402
+from fieldstudio.config import RunConfig  # noqa: E402
+from fieldstudio.data.cross_sections import signed_area_2d  # noqa: E402
+from fieldstudio.data.medical import read_label_volume, read_rtstruct  # noqa: E402
+from fieldstudio.errors import FieldStudioError  # noqa: E402
+from fieldstudio.field import preset, tune_training  # noqa: E402
+from fieldstudio.io import atomic_write_json, atomic_write_text  # noqa: E402
+from fieldstudio.metrics import contour_fidelity, dice, hd95_mm  # noqa: E402
+from fieldstudio.run import fit  # noqa: E402
 
 
 def default_data() -> Path:
@@ -130,8 +130,8 @@ def contour_volume_ml(cs) -> tuple[float, float]:
 
 
 def rtss_rows(path: Path, rois: list[str], out: Path, budget: float, seed: int) -> list[dict]:
-    from fields.data.cross_sections import CrossSections
-    from fields.data.meshes import load_mesh
+    from fieldstudio.data.cross_sections import CrossSections
+    from fieldstudio.data.meshes import load_mesh
 
     cs, names = read_rtstruct(path)
     by_name = {v: k for k, v in names.items()}

@@ -24,10 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fields.config import RunConfig  # noqa: E402
-from fields.errors import FieldStudioError  # noqa: E402
-from fields.field import preset  # noqa: E402
-from fields.run import fit  # noqa: E402
+from fieldstudio.config import RunConfig  # noqa: E402
+from fieldstudio.errors import FieldStudioError  # noqa: E402
+from fieldstudio.field import preset  # noqa: E402
+from fieldstudio.run import fit  # noqa: E402
 
 MESHES = ["odedstein_bunny.obj", "odedstein_armadillo.obj", "ajc_spot.obj", "ajc_fandisk.obj"]
 METHODS = {"hybrid": "NeuRBF hybrid", "grid": "hash grid only", "mlp": "Fourier MLP"}

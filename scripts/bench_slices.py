@@ -21,7 +21,7 @@ Methods
     normal only (ITK counts axes in the reverse of NumPy's order). Labels only on the voxel slices holding a
     plane; the slice spacing is chosen so that every plane lies on a slice and at least one empty slice separates
     labelled ones. Parallel planes only. Its time excludes importing ITK (``meta.itk_import_seconds``).
-  * ``fieldstudio``: ``fields.run.fit`` with the CLI's default field for cross-sections (Fourier MLP, 40,000
+  * ``fieldstudio``: ``fieldstudio.run.fit`` with the CLI's default field for cross-sections (Fourier MLP, 40,000
     parameters), ``--time-budget`` seconds for the whole fit, marching cubes at ``--resolution``.
   * ``hybrid``: the same with the NeuRBF hybrid preset for cross-sections (coarse grid + wide RBFs, 40,000).
   * ``orex``: the OReX-faithful configuration (its 31,436-parameter PE-MLP with 10 refinement iterations, Adam
@@ -62,15 +62,15 @@ import trimesh
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fields.config import RunConfig  # noqa: E402
-from fields.data.cross_sections import CrossSections, inside_2d, plane_basis, read_csl, write_csl  # noqa: E402
-from fields.data.meshes import load_mesh  # noqa: E402
-from fields.data.slicing import slice_mesh  # noqa: E402
-from fields.errors import FieldStudioError  # noqa: E402
-from fields.field import preset, tune_training  # noqa: E402
-from fields.mesh import export_mesh, marching_cubes, transform_mesh  # noqa: E402
-from fields.metrics import contour_fidelity, mesh_metrics, roughness_deg  # noqa: E402
-from fields.run import fit  # noqa: E402
+from fieldstudio.config import RunConfig  # noqa: E402
+from fieldstudio.data.cross_sections import CrossSections, inside_2d, plane_basis, read_csl, write_csl  # noqa: E402
+from fieldstudio.data.meshes import load_mesh  # noqa: E402
+from fieldstudio.data.slicing import slice_mesh  # noqa: E402
+from fieldstudio.errors import FieldStudioError  # noqa: E402
+from fieldstudio.field import preset, tune_training  # noqa: E402
+from fieldstudio.mesh import export_mesh, marching_cubes, transform_mesh  # noqa: E402
+from fieldstudio.metrics import contour_fidelity, mesh_metrics, roughness_deg  # noqa: E402
+from fieldstudio.run import fit  # noqa: E402
 
 METHODS = {"naive": "naive stacking", "itk": "ITK contour interp.", "orex": "OReX-faithful (31k)",
            "hybrid": "fieldstudio hybrid (40k)", "fieldstudio": "fieldstudio (MLP 40k)"}

@@ -39,8 +39,8 @@ def random_points(n: int, dim: int = 3, seed: int = 0) -> torch.Tensor:
 def quick_slices_config():
     """A factory of quick cross-section fit configs: the CLI's default field for cross-sections (Fourier MLP,
     40k), 4096-point batches, ``steps`` steps, meshed at ``resolution``."""
-    from fields.config import RunConfig
-    from fields.field import preset
+    from fieldstudio.config import RunConfig
+    from fieldstudio.field import preset
 
     def make(path, steps: int, resolution: int) -> RunConfig:
         cfg = RunConfig(input=str(path), task="slices")

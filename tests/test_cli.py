@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from app import cli
-from fields.config import load_run_config
+from fieldstudio.app import cli
+from fieldstudio.config import load_run_config
 
 
 def run_cli(args, monkeypatch, capsys):
@@ -63,7 +63,7 @@ def test_fit_writes_run_files_in_the_input_frame(tmp_path, sphere_file, monkeypa
 
 
 def test_interrupted_fit_resumes(tmp_path, sphere_file, monkeypatch, capsys):
-    from fields.train import Callback
+    from fieldstudio.train import Callback
 
     class Interrupt(Callback):
         def on_step(self, state):
@@ -131,8 +131,8 @@ def test_mesh_of_a_non_run_folder_is_a_user_error(tmp_path, monkeypatch, capsys)
 
 
 def test_fit_cross_sections_from_the_cli(tmp_path, monkeypatch, capsys):
-    from fields.data.cross_sections import write_csl
-    from fields.data.slicing import slice_mesh
+    from fieldstudio.data.cross_sections import write_csl
+    from fieldstudio.data.slicing import slice_mesh
 
     torus = trimesh.creation.torus(major_radius=1.0, minor_radius=0.4)
     torus.apply_scale(30.0)

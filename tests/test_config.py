@@ -1,8 +1,8 @@
 import pytest
 
-from fields.config import RunConfig, from_dict, load_run_config, save_toml, to_dict
-from fields.errors import FieldStudioError
-from fields.field import Field, count_params, preset, resolve_budget
+from fieldstudio.config import RunConfig, from_dict, load_run_config, save_toml, to_dict
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.field import Field, count_params, preset, resolve_budget
 
 
 def test_run_config_round_trips_through_toml(tmp_path):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from app import cli
-from fields.data.cross_sections import (CrossSections, Plane, Polygon, box_frame, inside_2d, plane_basis,
+from fieldstudio.app import cli
+from fieldstudio.data.cross_sections import (CrossSections, Plane, Polygon, box_frame, inside_2d, plane_basis,
                                         read_csl, signed_area_2d, to_2d, to_3d, validate, write_csl)
-from fields.data.slicing import chain_segments, slice_mesh
-from fields.errors import FieldStudioError
+from fieldstudio.data.slicing import chain_segments, slice_mesh
+from fieldstudio.errors import FieldStudioError
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fields.encoders.fourier import FourierFeatures
+from fieldstudio.encoders.fourier import FourierFeatures
 
 
 @pytest.mark.parametrize("dim", [2, 3])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from fields.encoders.grid import MultiResGrid
+from fieldstudio.encoders.grid import MultiResGrid
 
 PRIMES = (1, 2654435761, 805459861)
 

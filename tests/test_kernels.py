@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fields import kernels
-from fields.encoders.grid import MultiResGrid
-from fields.encoders.rbf import rbf_reference
-from fields.errors import FieldStudioError
+from fieldstudio import kernels
+from fieldstudio.encoders.grid import MultiResGrid
+from fieldstudio.encoders.rbf import rbf_reference
+from fieldstudio.errors import FieldStudioError
 
 CUDA_DIR = Path(__file__).resolve().parent.parent / "cuda"
 FWD_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
@@ -221,9 +221,9 @@ def test_cuda_grid_matches_reference(dim, dtype):
 def test_sdf_fit_on_the_gpu(tmp_path):
     import trimesh
 
-    from fields.config import RunConfig
-    from fields.field import preset
-    from fields.run import fit
+    from fieldstudio.config import RunConfig
+    from fieldstudio.field import preset
+    from fieldstudio.run import fit
 
     sphere = trimesh.creation.icosphere(4, radius=30.0)
     sphere.apply_translation([100, -20, 5])

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from fields.config import RunConfig
-from fields.data.cross_sections import inside_2d
-from fields.data.medical import read_label_volume, read_rtstruct, volume_sections
-from fields.errors import FieldStudioError
-from fields.run import fit
+from fieldstudio.config import RunConfig
+from fieldstudio.data.cross_sections import inside_2d
+from fieldstudio.data.medical import read_label_volume, read_rtstruct, volume_sections
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.run import fit
 
 SEMI_AXES = np.array([22.0, 15.0, 11.0])  # mm
 CENTRE = np.array([-40.0, 120.0, 310.0])  # mm, far from the origin like patient coordinates
@@ -63,7 +63,7 @@ def test_nifti_and_nrrd_keep_the_affine(tmp_path):
 
 def test_slices_hold_the_boundary_in_world_mm():
     data, affine = ellipsoid_volume()
-    from fields.data.medical import LabelVolume
+    from fieldstudio.data.medical import LabelVolume
 
     vol = LabelVolume(data.astype(np.int32), affine, "RAS", "e.nii.gz")
     cs = volume_sections(vol, every=4, offset=1)
@@ -83,7 +83,7 @@ def test_slices_hold_the_boundary_in_world_mm():
 def test_oblique_planes_resample_the_volume_in_world_mm():
     """Oblique families: planes with the asked world normal, evenly through the label, whose contours lie on
     the ellipsoid's surface (to within the voxels' staircase) and hold its inside."""
-    from fields.data.medical import LabelVolume
+    from fieldstudio.data.medical import LabelVolume
 
     data, affine = ellipsoid_volume()
     vol = LabelVolume(data.astype(np.int32), affine, "RAS", "e.nii.gz")
@@ -127,7 +127,7 @@ def test_ellipsoid_mesh_lies_where_the_ellipsoid_is(tmp_path, quick_slices_confi
     assert abs(long_axis @ rotation()[:, 0]) > np.cos(np.radians(3))
     # Shape: surface within half a voxel on average (the mask itself is a staircase of 1.1 x 0.9 x 2.5 mm
     # voxels), volume within 2 %.
-    from fields.metrics import _Surface  # open3d's exact closest points (trimesh's would need rtree)
+    from fieldstudio.metrics import _Surface  # open3d's exact closest points (trimesh's would need rtree)
 
     centre = truth.vertices.mean(axis=0)
     dist, _ = _Surface(truth.vertices - centre, truth.faces, "truth").closest(mesh.vertices[::7] - centre)
@@ -281,7 +281,7 @@ def test_large_volumes_are_read_in_slabs_and_cropped_to_their_labels(tmp_path, m
     the same voxels land at the same world positions; labels spanning too much, or a large NRRD, are refused."""
     import nrrd
 
-    from fields.data import medical
+    from fieldstudio.data import medical
 
     data, affine = ellipsoid_volume()
     big = np.zeros((90, 80, 40), dtype=np.int16)  # the ellipsoid off-centre in a larger, empty volume
@@ -353,7 +353,7 @@ def write_seg(path, data, names, spacing=(0.8, 0.7), step=2.0, z0=10.0):
 
 
 def test_dicom_seg_is_a_label_map_with_segment_names(tmp_path):
-    from fields.run import plan_objects
+    from fieldstudio.run import plan_objects
 
     data, _ = ellipsoid_volume(labels=2)
     path = write_seg(tmp_path / "seg.dcm", data, {1: "Liver", 2: "Lesion"})

@@ -10,9 +10,9 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from fields.errors import FieldStudioError
-from fields.io import atomic_open, atomic_save_torch, atomic_write, atomic_write_json, atomic_write_text
-from fields.mesh import (MESH_FORMATS, evaluate_grid, evaluate_grid_narrow_band, export_mesh, extract_mesh,
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.io import atomic_open, atomic_save_torch, atomic_write, atomic_write_json, atomic_write_text
+from fieldstudio.mesh import (MESH_FORMATS, evaluate_grid, evaluate_grid_narrow_band, export_mesh, extract_mesh,
                          marching_cubes, mesh_report)
 
 R_SPHERE = 0.6

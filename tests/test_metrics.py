@@ -7,8 +7,8 @@ import pytest
 import trimesh
 from trimesh.transformations import rotation_matrix
 
-from fields.errors import FieldStudioError
-from fields.metrics import dice, hd95_mm, iou_meshes, mesh_metrics, psnr, ssim, surface_distances
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.metrics import dice, hd95_mm, iou_meshes, mesh_metrics, psnr, ssim, surface_distances
 
 N = 40_000  # surface samples per side
 N_IOU = 200_000

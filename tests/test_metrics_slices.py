@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import trimesh
 
-from fields.data.cross_sections import CrossSections, Plane, Polygon
-from fields.data.slicing import slice_mesh
-from fields.errors import FieldStudioError
-from fields.metrics import contour_fidelity, mesh_section, roughness_deg
+from fieldstudio.data.cross_sections import CrossSections, Plane, Polygon
+from fieldstudio.data.slicing import slice_mesh
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.metrics import contour_fidelity, mesh_section, roughness_deg
 
 CENTRE = np.array([3.0, -2.0, 5.0])
 

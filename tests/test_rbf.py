@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fields.encoders.rbf import DEFAULT_MAX_WIDTH, DEFAULT_MIN_WIDTH, KERNELS, AdaptiveRBF, rbf_reference
+from fieldstudio.encoders.rbf import DEFAULT_MAX_WIDTH, DEFAULT_MIN_WIDTH, KERNELS, AdaptiveRBF, rbf_reference
 
 
 @pytest.fixture(autouse=True)

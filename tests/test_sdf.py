@@ -4,11 +4,11 @@ import numpy as np
 import torch
 import trimesh
 
-from fields.config import SDFTaskConfig, TrainConfig
-from fields.data.meshes import BoxFrame
-from fields.field import Field, preset, resolve_budget
-from fields.tasks.sdf import MeshOracle, SDFTask
-from fields.train import train
+from fieldstudio.config import SDFTaskConfig, TrainConfig
+from fieldstudio.data.meshes import BoxFrame
+from fieldstudio.field import Field, preset, resolve_budget
+from fieldstudio.tasks.sdf import MeshOracle, SDFTask
+from fieldstudio.train import train
 
 
 def test_oracle_sign_ignores_winding_and_survives_holes():

@@ -7,13 +7,13 @@ import pytest
 import torch
 import trimesh
 
-from fields.config import SlicesTaskConfig
-from fields.data.cross_sections import CrossSections, Plane, Polygon, write_csl
-from fields.data.slicing import slice_mesh
-from fields.field import preset
-from fields.metrics import mesh_metrics
-from fields.run import fit
-from fields.tasks.slices import SlicesTask
+from fieldstudio.config import SlicesTaskConfig
+from fieldstudio.data.cross_sections import CrossSections, Plane, Polygon, write_csl
+from fieldstudio.data.slicing import slice_mesh
+from fieldstudio.field import preset
+from fieldstudio.metrics import mesh_metrics
+from fieldstudio.run import fit
+from fieldstudio.tasks.slices import SlicesTask
 
 
 def square_with_hole(z: float) -> Plane:
@@ -48,7 +48,7 @@ def test_levels_run_coarse_to_fine():
 
 
 def test_single_plane_is_a_user_error():
-    from fields.errors import FieldStudioError
+    from fieldstudio.errors import FieldStudioError
 
     with pytest.raises(FieldStudioError, match="single plane"):
         SlicesTask(CrossSections([square_with_hole(0.0)]), SlicesTaskConfig(), seed=0)
@@ -69,9 +69,9 @@ def test_torus_from_12_random_planes_has_genus_1(tmp_path, quick_slices_config):
 
 
 def test_orex_field_has_the_published_size_and_learns():
-    from fields.config import TrainConfig
-    from fields.field import Field, count_params, resolve_budget, tune_training
-    from fields.train import train
+    from fieldstudio.config import TrainConfig
+    from fieldstudio.field import Field, count_params, resolve_budget, tune_training
+    from fieldstudio.train import train
 
     cfg = resolve_budget(preset("orex", "slices"))
     assert count_params(cfg) == Field(cfg).param_count() == 31_436  # OReX's network, orex.md 2.1
@@ -87,7 +87,7 @@ def test_orex_field_has_the_published_size_and_learns():
 def test_gradient_hinge_lowers_roughness_without_lowering_iou(tmp_path, quick_slices_config):
     """OReX's anti-ripple term (measured with the MLP's old fixed sigma = 1: roughness 3.37 -> 2.52 deg, IoU
     0.972 -> 0.973 on this case)."""
-    from fields.metrics import roughness_deg
+    from fieldstudio.metrics import roughness_deg
 
     torus = trimesh.creation.torus(major_radius=1.0, minor_radius=0.4, major_sections=64, minor_sections=32)
     write_csl(slice_mesh(torus, 12, "parallel", axis="x", seed=0), tmp_path / "t.csl")
@@ -130,7 +130,7 @@ def test_two_labels_give_two_meshes_each_where_its_object_is(tmp_path, quick_sli
         assert mesh_metrics(mesh, ref, n_samples=10_000, n_iou_points=50_000)["iou"] >= 0.8
         assert mesh_metrics(mesh, other, n_samples=10_000, n_iou_points=50_000)["iou"] < 0.05
     # A rerun keeps finished objects; asking for a label the file lacks names the labels it has.
-    from fields.errors import FieldStudioError
+    from fieldstudio.errors import FieldStudioError
 
     with pytest.raises(FieldStudioError, match="already holds a finished run"):
         fit(cfg, tmp_path / "run")
@@ -152,7 +152,7 @@ def test_union_on_request_and_one_chosen_label(tmp_path, quick_slices_config):
 def test_fourier_bandwidth_follows_the_plane_spacing():
     """Sparser planes get a smoother MLP (sigma = SIGMA_SPACING / spacing, at most 1); planes with no parallel
     neighbour keep the default; a run saves the number it used."""
-    from fields.tasks.slices import SIGMA_SPACING, fourier_sigma, plane_spacing
+    from fieldstudio.tasks.slices import SIGMA_SPACING, fourier_sigma, plane_spacing
 
     def stack(gap, n=4):
         return CrossSections([square_with_hole(-0.5 + i * gap) for i in range(n)])

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from fields.config import TrainConfig
-from fields.errors import FieldStudioError
-from fields.field import Field, preset, resolve_budget
-from fields.train import Callback, train
+from fieldstudio.config import TrainConfig
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.field import Field, preset, resolve_budget
+from fieldstudio.train import Callback, train
 
 
 class QuadraticTask:
@@ -109,7 +109,7 @@ def test_divergence_is_a_user_error():
 
 
 def test_periodic_callback_previews_during_and_after_training():
-    from fields.train import Periodic
+    from fieldstudio.train import Periodic
 
     seen = []
     cfg = TrainConfig(**{**CFG.__dict__, "steps": 10**6, "time_budget": 0.6})

@@ -32,9 +32,9 @@ from typing import Iterable
 
 import numpy as np
 
-from fields.data.meshes import BoxFrame
-from fields.errors import FieldStudioError
-from fields.io import atomic_write_text
+from fieldstudio.data.meshes import BoxFrame
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.io import atomic_write_text
 
 __all__ = [
     "Polygon", "Plane", "CrossSections", "plane_basis", "to_2d", "to_3d", "signed_area_2d", "inside_2d",

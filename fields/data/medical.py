@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fields.data.cross_sections import CrossSections, Plane, Polygon, orient_loops, plane_basis
-from fields.errors import FieldStudioError
+from fieldstudio.data.cross_sections import CrossSections, Plane, Polygon, orient_loops, plane_basis
+from fieldstudio.errors import FieldStudioError
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 RTSTRUCT_SUFFIXES = (".dcm",)

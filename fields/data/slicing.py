@@ -23,8 +23,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from fields.data.cross_sections import CrossSections, Plane, Polygon, orient_loops, signed_area_2d, to_2d, validate
-from fields.errors import FieldStudioError
+from fieldstudio.data.cross_sections import CrossSections, Plane, Polygon, orient_loops, signed_area_2d, to_2d, validate
+from fieldstudio.errors import FieldStudioError
 
 __all__ = ["slice_mesh", "plane_layout", "chain_segments", "LAYOUTS"]
 

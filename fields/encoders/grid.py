@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from fields import kernels
+from fieldstudio import kernels
 
 __all__ = ["MultiResGrid"]
 

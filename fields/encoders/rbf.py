@@ -27,7 +27,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from fields import kernels
+from fieldstudio import kernels
 
 __all__ = ["KERNELS", "AdaptiveRBF", "rbf_phi", "rbf_reference", "DEFAULT_MIN_WIDTH", "DEFAULT_MAX_WIDTH"]
 

@@ -14,9 +14,9 @@ import open3d as o3d
 import torch
 import trimesh
 
-from fields.config import SDFTaskConfig
-from fields.data.meshes import BoxFrame
-from fields.field import value_and_gradient
+from fieldstudio.config import SDFTaskConfig
+from fieldstudio.data.meshes import BoxFrame
+from fieldstudio.field import value_and_gradient
 
 
 class MeshOracle:
@@ -99,7 +99,7 @@ class SDFTask:
         values, grad = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), eik)
         pred = values[-1]
         err = (pred - gt).abs()
-        if self.cfg.loss in ("mape", "auto"):  # fields.run.fit resolves "auto" per field kind
+        if self.cfg.loss in ("mape", "auto"):  # fieldstudio.run.fit resolves "auto" per field kind
             data = (err / (gt.abs() + 1e-2)).mean()
         else:
             data = err.mean()

@@ -20,10 +20,10 @@ import torch
 import trimesh
 from scipy.spatial import ConvexHull
 
-from fields.config import SlicesTaskConfig
-from fields.data.cross_sections import CrossSections, Plane, box_frame, inside_2d
-from fields.errors import FieldStudioError
-from fields.field import value_and_gradient
+from fieldstudio.config import SlicesTaskConfig
+from fieldstudio.data.cross_sections import CrossSections, Plane, box_frame, inside_2d
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.field import value_and_gradient
 
 
 SIGMA_SPACING = 0.075  # Fourier sigma x plane spacing (box units), see fourier_sigma
