@@ -1,6 +1,7 @@
 """cli.py
 ======
-The command-line face: ``fieldstudio fit | mesh | eval | slice | demo``. A thin layer over ``fieldstudio.run``.
+The command-line face: ``fieldstudio fit | mesh | eval | slice | demo``. A thin layer over ``fieldstudio.api``: options become a
+``Request``, the job's events become progress bars, Ctrl-C cancels the job (resumable).
 
 User errors (``FieldStudioError``) print one line and exit 2, without a traceback.
 """
@@ -9,51 +10,45 @@ from __future__ import annotations
 
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fieldstudio.errors import FieldStudioError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn sparse observations into neural fields and meshes.")
 console = Console(stderr=True, soft_wrap=True)  # messages stay one line, whatever the width
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXIT_USER_ERROR = 2
-# The best field measured per task (docs/benchmarks.md): cross-sections: the hybrid's hash grid is
-# unconstrained between planes (IoU 0.37 on a 12-plane torus) where a small Fourier MLP reaches 0.91.
-DEFAULT_FIELD = {"sdf": ("hybrid", 450_000), "slices": ("mlp", 40_000)}
 EXIT_INTERRUPTED = 130
+STAGE_TITLES = {"prepare": "preparing", "train": "training", "mesh": "meshing", "score": "scoring"}
 
 
-class RichProgress:
-    """Training progress bar with ETA (steps or time budget, whichever ends first) and the current loss."""
+class JobProgress:
+    """A job's events as rich progress bars: one per stage (and object), with ETA; training shows step and loss;
+    notes (e.g. the first kernel build) print as lines."""
 
     def __init__(self, progress: Progress):
         self.progress = progress
-        self.task = None
-        self.description = "training"
+        self.bars: dict[tuple[str, str], int] = {}
 
-    def on_object(self, name: str, index: int, count: int):
-        self.description = f"{name} ({index + 1}/{count})"
-
-    def on_start(self, state):
-        self.task = self.progress.add_task(self.description, total=1000, loss="")
-
-    def on_step(self, state):
-        if state.step % 5 == 0 or state.step == state.steps:
-            self.progress.update(self.task, completed=int(1000 * state.progress),
-                                 loss=f"step {state.step}  loss {state.loss:.4g}")
-
-    def on_checkpoint(self, state, path):
-        pass
-
-    def on_end(self, state):
-        self.progress.update(self.task, completed=1000 if state.done else int(1000 * state.progress))
+    def __call__(self, e) -> None:
+        key = (e.stage, e.object)
+        if e.kind == "note":
+            self.progress.console.print(f"[cyan]note:[/cyan] {escape(e.message)}", highlight=False)
+        elif e.kind == "stage":
+            title = STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else "")
+            self.bars[key] = self.progress.add_task(title, total=None, loss="")
+        elif e.kind in ("progress", "step") and key in self.bars:
+            loss = f"step {e.step}  loss {e.loss:.4g}" if e.kind == "step" else None
+            self.progress.update(self.bars[key], total=e.total or None, completed=e.done,
+                                 **({"loss": loss} if loss else {}))
+        elif e.kind == "paused":
+            self.progress.console.print("paused")
 
 
 def _progress() -> Progress:
@@ -62,26 +57,32 @@ def _progress() -> Progress:
                     TextColumn("{task.fields[loss]}"), console=console, transient=False)
 
 
-def _mesh_progress(progress: Progress):
-    state = {}
-
-    def update(done: int, total: int) -> None:
-        if "task" not in state:
-            state["task"] = progress.add_task("meshing", total=total, loss="")
-        progress.update(state["task"], completed=done)
-    return update
-
-
-def _run_fit(cfg, run_dir: Path, overwrite: bool) -> dict:
-    from fieldstudio.run import fit
-
+def _run_job(job):
+    """Run a job in its own thread with progress bars; Ctrl-C cancels it (a fit keeps a resumable checkpoint)."""
     with _progress() as progress:
-        result = fit(cfg, run_dir, [RichProgress(progress)], _mesh_progress(progress), overwrite=overwrite)
-    if result.resumed:
+        job.subscribe(JobProgress(progress)).start()
+        try:
+            while job.wait(0.2) is None and not job.done:
+                pass
+        except KeyboardInterrupt:
+            console.print("[yellow]stopping (Ctrl-C): saving what can be resumed ...[/yellow]")
+            job.cancel()
+            job.wait()
+    return job.result
+
+
+def _run_fit(request, run_dir: Path, overwrite: bool) -> dict:
+    from fieldstudio.api import configure_threads, fit_job
+
+    job = fit_job(request, run_dir, overwrite=overwrite)
+    configure_threads(job.config.train.threads)
+    result = _run_job(job)
+    if result is not None and result.resumed:
         console.print(f"resumed the unfinished run in {run_dir}")
-    if result.interrupted or not result.metrics:
-        console.print(f"[yellow]stopped at step {result.steps}; checkpoint saved in {run_dir}. "
-                      "Run the same command again to resume.[/yellow]")
+    if result is None or not result.finished:
+        where = f"at step {result.steps}; checkpoint saved in {run_dir}" if result is not None and result.steps \
+            else f"before training finished; {run_dir} is kept"
+        console.print(f"[yellow]stopped {where}. Run the same command again to resume.[/yellow]")
         raise typer.Exit(EXIT_INTERRUPTED)
     m = result.metrics
     if result.objects:
@@ -90,10 +91,11 @@ def _run_fit(cfg, run_dir: Path, overwrite: bool) -> dict:
             console.print(f"  {row['name']:12s} {row['mesh_file']}  ({row['steps']} steps, "
                           f"{row['mesh']['n_faces']:,} faces, watertight {row['mesh']['watertight']})")
         for note in m["notes"]:
-            console.print(f"  [yellow]{note}[/yellow]")
+            console.print(f"  [yellow]{escape(note)}[/yellow]")
         console.print(f"  metrics  {result.files['metrics']}")
         return m
-    console.print(f"[green]done[/green] in {m['total_seconds']:.1f} s ({m['steps']} steps, {m['params']:,} parameters)")
+    console.print(f"[green]done[/green] in {m['total_seconds']:.1f} s ({m['steps']} steps, {m['params']:,} parameters; "
+                  f"training ended by {m['ended_by'].replace('_', ' ')})")
     mesh = m["mesh"]
     if "iou" in m:  # scored against the input mesh
         console.print(f"  IoU {m['iou']:.4f}   Chamfer-L1 {m['chamfer_l1']:.2e}   Hausdorff {m['hausdorff']:.2e}   "
@@ -111,13 +113,27 @@ def _run_fit(cfg, run_dir: Path, overwrite: bool) -> dict:
     return m
 
 
+def _version(value: bool) -> None:
+    if value:
+        import fieldstudio
+
+        print(f"fieldstudio {fieldstudio.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Turn sparse observations into neural fields and meshes."""
+
+
 @app.command()
 def fit(
     input: Path = typer.Argument(..., help="Input: a mesh (.obj .ply .stl .off .glb), cross-sections (.csl), "
                                 "a label map (.nii .nii.gz .nrrd, a DICOM SEG .dcm, or a DICOM series folder) or "
                                 "an RTSTRUCT (.dcm)."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; an unfinished run there resumes)."),
-    task: str = typer.Option("auto", help="auto | sdf | slices"),
+    task: str = typer.Option("auto", help="auto (from the input) | sdf | slices"),
     field: Optional[str] = typer.Option(None, help="hybrid (grid + adaptive RBF) | neurbf (RBF only) | grid | mlp | orex"),
     params: Optional[int] = typer.Option(None, help="Total parameter budget (default: 450,000 for meshes, 40,000 for cross-sections)."),
     steps: Optional[int] = typer.Option(None, help="Maximum training steps."),
@@ -138,43 +154,12 @@ def fit(
     overwrite: bool = typer.Option(False, help="Replace a finished or unfinished run in the output folder."),
 ) -> None:
     """Fit a neural field to INPUT and write config.toml, checkpoint.pt, metrics.json and mesh.ply."""
-    from fieldstudio.config import RunConfig, load_run_config
-    from fieldstudio.field import preset, tune_training
-    from fieldstudio.run import detect_task
+    from fieldstudio.api import Request
 
-    if not input.exists():
-        raise FieldStudioError(f"input file not found: {input}")
-    cfg = load_run_config(config) if config else RunConfig()
-    cfg.input = str(input.resolve())
-    cfg.task = detect_task(input) if task == "auto" else task
-    default_kind, default_params = DEFAULT_FIELD[cfg.task]
-    # A config without a [field] table gets the task's default field, not the dataclass default.
-    config_has_field = bool(config) and "field" in tomllib.loads(config.read_text())
-    if not config_has_field:
-        cfg.field = preset(field or default_kind, cfg.task, default_params)
-    elif field is not None and field != cfg.field.kind:
-        cfg.field = preset(field, cfg.task, cfg.field.params or default_params)
-    if not config:
-        tune_training(cfg.field.kind, cfg.train)
-    if params is not None:  # sizes follow the new budget
-        cfg.field = preset(cfg.field.kind, cfg.task, params) if not config_has_field else cfg.field
-        cfg.field.params = params
-        if cfg.field.kind in ("hybrid", "neurbf"):
-            cfg.field.rbf.n_rbf = "auto"
-    if steps is not None:
-        cfg.train.steps = steps
-    if time_budget is not None:
-        cfg.train.time_budget = time_budget
-    if resolution is not None:
-        cfg.mesh.resolution = resolution
-    if seed is not None:
-        cfg.train.seed = seed
-    if labels is not None:
-        cfg.slices.labels = labels
-    for name, value in (("every", every), ("slice_offset", offset), ("families", planes), ("rois", roi)):
-        if value is not None:
-            setattr(cfg.slices, name, value)
-    _run_fit(cfg, output, overwrite)
+    request = Request(input, task=task, field=field, params=params, steps=steps, time_budget=time_budget,
+                      resolution=resolution, seed=seed, labels=labels, every=every, offset=offset, planes=planes,
+                      roi=roi, config=config)
+    _run_fit(request, output, overwrite)
 
 
 @app.command()
@@ -184,10 +169,12 @@ def mesh(
     resolution: Optional[int] = typer.Option(None, help="Marching-cubes resolution (default: the run's)."),
 ) -> None:
     """Extract a mesh from a trained run, in the input's coordinate frame."""
-    from fieldstudio.run import mesh_from_run
+    from fieldstudio.api import mesh_job
 
-    with _progress() as progress:
-        path, report = mesh_from_run(run_dir, output, resolution, _mesh_progress(progress))
+    done = _run_job(mesh_job(run_dir, output, resolution))
+    if done is None:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    path, report = done
     console.print(f"wrote {path}: {report['n_vertices']:,} vertices, {report['n_faces']:,} faces, "
                   f"watertight {report['watertight']}")
 
@@ -214,16 +201,13 @@ def demo(
     output: Path = typer.Option(Path("demo_run"), "-o", "--output", help="Run folder for the demo."),
 ) -> None:
     """Fit the built-in trefoil-knot shape (under a minute on 2 CPU cores) and print where the files are."""
-    from fieldstudio.config import RunConfig
-    from fieldstudio.field import preset
+    from fieldstudio.api import Request
+    from fieldstudio.resources import assets
 
-    cfg = RunConfig(input=str(ASSETS / "trefoil.ply"), task="sdf")
-    cfg.mesh.resolution = 160
-    cfg.field = preset("hybrid", "sdf", 150_000)
-    cfg.train.steps, cfg.train.time_budget, cfg.train.batch_size = 1500, 45.0, 8192
-    cfg.sdf.pool_size = 400_000
-    console.print(f"fitting {cfg.input} -> {output}")
-    _run_fit(cfg, output, overwrite=True)
+    request = Request(assets() / "trefoil.ply", field="hybrid", params=150_000, steps=1500, time_budget=45.0,
+                      resolution=160, overrides={"train.batch_size": 8192, "sdf.pool_size": 400_000})
+    console.print(f"fitting {request.input} -> {output}")
+    _run_fit(request, output, overwrite=True)
 
 
 @app.command(name="slice")
@@ -251,7 +235,7 @@ def main() -> None:
     try:
         app()
     except FieldStudioError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)  # "[train] lr" is not markup
         sys.exit(EXIT_USER_ERROR)
 
 

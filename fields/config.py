@@ -4,12 +4,21 @@ Dataclass configs for a run (field, task, training) that round-trip through plai
 
 A field is a config, not a class zoo: ``FieldConfig.kind`` picks which encoders feed the decoder.
 TOML has no ``None``: fields left at ``None`` are omitted when saving and come back as the default.
+
+Checks: ``from_dict`` refuses unknown keys and values of the wrong type (from the fields' annotations; an integer
+is accepted for a float), ``validate`` refuses values out of range. Messages name the file (when known), the table
+and the key, e.g. ``config my.toml: [train] lr must be > 0, got -1``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import numbers
 import tomllib
+import types
+import typing
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
@@ -20,6 +29,9 @@ import tomli_w
 from fieldstudio.errors import FieldStudioError
 
 FIELD_KINDS = ("hybrid", "neurbf", "grid", "mlp", "orex")
+# The RBF kernels that the layers and the fused kernels implement; kept here so that reading a config does not
+# import torch (tests/test_config.py checks them against fieldstudio.encoders.rbf.KERNELS).
+RBF_KERNELS = ("nlin_s", "ivq_a", "gauss_a")
 
 
 @dataclass
@@ -107,7 +119,8 @@ class FieldConfig:
 class TrainConfig:
     """The training loop's knobs. The run stops at ``steps`` or ``time_budget`` seconds, whichever comes first."""
 
-    steps: int = 2000
+    # None: no step limit when a time budget is set; the run API fills in the default step count when neither is given
+    steps: int | None = None
     time_budget: float | None = None
     batch_size: int = 16384
     lr: float = 5e-3
@@ -196,23 +209,96 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
-def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """Nested dict -> config of type ``cls``; unknown keys are a user error (typos must not pass silently)."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(known)
+def _prefix(source: str | Path | None) -> str:
+    return f"config {source}: " if source is not None else "config: "
+
+
+def _key_name(key: str) -> str:
+    """Dotted key -> how messages name it: ``train.lr`` -> ``[train] lr``, ``input`` -> ``input``."""
+    table, _, name = key.rpartition(".")
+    return f"[{table}] {name}" if table else name
+
+
+def _show(value: Any) -> str:
+    """A value as a config file spells it (``"abc"``, ``true``, ``[1, 2]``)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
+
+
+def _options(annotation: Any) -> tuple:
+    """The types an annotation allows: ``int | None`` -> ``(int, NoneType)``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _conform(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits ``annotation``, and the value to store (an integer given for a float becomes one).
+
+    Booleans are not integers here (``steps = true`` is a mistake), and floats must be finite.
+    """
+    for option in _options(annotation):
+        base = typing.get_origin(option) or option
+        if option is type(None):
+            if value is None:
+                return True, None
+        elif base is bool:
+            if isinstance(value, bool):
+                return True, value
+        elif base is int:
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                return True, int(value)
+        elif base is float:
+            if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+                return True, float(value)
+        elif base is list:
+            if isinstance(value, (list, tuple)):
+                return True, list(value)
+        elif isinstance(value, base):
+            return True, value
+    return False, value
+
+
+def _checked(value: Any, annotation: Any, key: str, source: str | Path | None) -> Any:
+    ok, out = _conform(value, annotation)
+    if not ok:
+        words = [_TYPE_WORDS.get(typing.get_origin(o) or o, getattr(o, "__name__", str(o)))
+                 for o in _options(annotation) if o is not type(None)]
+        if isinstance(value, float):  # nan or inf given for a number
+            words = ["a finite number" if w == "a number" else w for w in words]
+        raise FieldStudioError(f"{_prefix(source)}{_key_name(key)} must be {' or '.join(words)}, "
+                               f"got {_show(value)}")
+    return out
+
+
+def from_dict(cls: type, data: dict, source: str | Path | None = None, _table: str = "") -> Any:
+    """Nested dict -> config of type ``cls``; unknown keys and values of the wrong type are user errors.
+
+    ``source`` (the config file) is named in the messages. Types come from the dataclass annotations: ``int``
+    (not a bool), ``float`` (an int is accepted and stored as a float), ``bool``, ``str``, ``list`` and unions of
+    them such as ``int | None``. Ranges are :func:`validate`'s job.
+    """
+    hints = typing.get_type_hints(cls)
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise FieldStudioError(
-            f"unknown key(s) {sorted(unknown)} in [{where}]; known keys are {sorted(known)}"
-        )
+        place = f"in [{_table}]" if _table else "at the top level"
+        raise FieldStudioError(f"{_prefix(source)}unknown key(s) {unknown} {place}; known keys are {known}")
     kwargs = {}
     for name, value in data.items():
-        default = getattr(cls(), name)
-        if dataclasses.is_dataclass(default):
+        key = f"{_table}.{name}" if _table else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
             if not isinstance(value, dict):
-                raise FieldStudioError(f"[{where}.{name}] must be a table, got {value!r}")
-            kwargs[name] = from_dict(type(default), value, f"{where}.{name}")
+                raise FieldStudioError(f"{_prefix(source)}[{key}] must be a table, got {_show(value)}")
+            kwargs[name] = from_dict(annotation, value, source, key)
         else:
-            kwargs[name] = value
+            kwargs[name] = _checked(value, annotation, key, source)
     return cls(**kwargs)
 
 
@@ -244,43 +330,128 @@ def load_run_config(path: str | Path) -> RunConfig:
         raise FieldStudioError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as err:
         raise FieldStudioError(f"config file {path} is not valid TOML: {err}") from None
-    return validate(from_dict(RunConfig, data))
+    return validate(from_dict(RunConfig, data, path), path)
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Check values a user could get wrong; raise FieldStudioError saying which and why."""
-    f = cfg.field
-    if f.kind not in FIELD_KINDS:
-        raise FieldStudioError(f"field kind {f.kind!r} is unknown; choose one of {', '.join(FIELD_KINDS)}")
-    if f.params is not None and f.params < 1000:
-        raise FieldStudioError(f"parameter budget {f.params} is too small; use at least 1000")
-    if not (f.fourier.sigma == "auto" or (isinstance(f.fourier.sigma, (int, float)) and f.fourier.sigma > 0)):
-        raise FieldStudioError(f"fourier.sigma must be a positive number or \"auto\", got {f.fourier.sigma!r}")
-    if not (isinstance(f.rbf.n_rbf, int) or f.rbf.n_rbf == "auto"):
-        raise FieldStudioError(f"rbf.n_rbf must be an integer or \"auto\", got {f.rbf.n_rbf!r}")
-    if not 1e-3 <= f.rbf.max_width <= 2.0:
-        raise FieldStudioError(f"rbf.max_width {f.rbf.max_width} is out of range; use 0.001..2 (box units)")
-    if cfg.train.device not in ("auto", "cpu", "cuda"):
-        raise FieldStudioError(f"train.device {cfg.train.device!r} is unknown; use auto, cpu or cuda")
-    if cfg.train.steps < 1:
-        raise FieldStudioError("steps must be at least 1")
-    if cfg.train.time_budget is not None and cfg.train.time_budget <= 0:
-        raise FieldStudioError("time budget must be a positive number of seconds")
-    if not 8 <= cfg.mesh.resolution <= 2048:
-        raise FieldStudioError(
-            f"resolution {cfg.mesh.resolution} is out of range; use 8..2048 (256 is a good default)")
-    if not 0.0 <= cfg.mesh.min_component_ratio <= 1.0:
-        raise FieldStudioError("mesh.min_component_ratio must be between 0 and 1")
-    if not 0.0 <= cfg.sdf.uniform_fraction <= 0.5:
-        raise FieldStudioError("sdf.uniform_fraction must be between 0 and 0.5")
-    sl = cfg.slices
+# Command-line options that set a config key, named next to the key in messages (the value may come from either).
+_CLI_OPTIONS = {"train.steps": "--steps", "train.time_budget": "--time-budget", "train.seed": "--seed",
+                "field.params": "--params", "field.kind": "--field", "mesh.resolution": "--resolution",
+                "slices.labels": "--labels"}
+
+
+def _check_types(cfg: Any, source: str | Path | None, table: str = "") -> None:
+    """Every value of a config built in code has its field's type (as :func:`from_dict` checks for files)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{table}.{f.name}" if table else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            _check_types(value, source, key)
+        else:
+            _checked(value, hints[f.name], key, source)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
+    """Check the types and ranges of values a user could get wrong; raise FieldStudioError naming the key
+    (``[train] lr``), the file when ``source`` is given, what is required and what was given."""
+    _check_types(cfg, source)
+    f, g, r, t, sl = cfg.field, cfg.field.grid, cfg.field.rbf, cfg.train, cfg.slices
+
+    def positive(v):
+        return v > 0
+
+    def at_least(n):
+        return lambda v: v >= n
+
+    def optional(pred):
+        return lambda v: v is None or pred(v)
+
+    def between(lo, hi):
+        return lambda v: lo <= v <= hi
+
+    # (dotted key, predicate on its value, what the value must be)
+    rules = [
+        ("field.kind", lambda v: v in FIELD_KINDS, f"one of {', '.join(FIELD_KINDS)}"),
+        ("field.dim", lambda v: v == 3, "3 (both tasks fit 3-D shapes)"),
+        ("field.out_dim", lambda v: v == 1, "1 (one value per point: distance or occupancy)"),
+        ("field.params", optional(at_least(1000)), "at least 1000 (or left out to keep the sizes as written)"),
+        ("field.grid.n_levels", between(1, 32), "1..32"),
+        ("field.grid.n_features", between(1, 16), "1..16 (the fused grid kernels' limit)"),
+        ("field.grid.base_resolution", between(1, g.max_resolution), f"1..max_resolution ({g.max_resolution})"),
+        ("field.grid.max_resolution", between(1, 65536), "1..65536"),
+        ("field.grid.log2_hashmap_size", between(4, 24), "4..24 (a table of 2**N rows per level)"),
+        ("field.rbf.n_rbf", lambda v: v == "auto" or (_is_int(v) and v >= 1), 'an integer >= 1 or "auto"'),
+        ("field.rbf.n_features", at_least(1), ">= 1"),
+        ("field.rbf.k", between(1, 64), "1..64 (neighbours per point; the kernels' limit)"),
+        ("field.rbf.kernel", lambda v: v in RBF_KERNELS, f"one of {', '.join(RBF_KERNELS)}"),
+        ("field.rbf.freq_min", positive, "> 0"),
+        ("field.rbf.freq_max", at_least(r.freq_min), f">= freq_min ({r.freq_min})"),
+        ("field.rbf.kmeans_iters", at_least(0), ">= 0"),
+        ("field.rbf.max_width", between(1e-3, 2.0), "0.001..2 (box units)"),
+        ("field.fourier.n_frequencies", at_least(1), ">= 1"),
+        ("field.fourier.sigma", lambda v: v == "auto" or (_is_num(v) and v > 0), 'a number > 0 or "auto"'),
+        ("field.decoder.hidden", at_least(1), ">= 1"),
+        ("field.decoder.n_hidden_layers", at_least(1), ">= 1"),
+        ("field.decoder.sine_freq_min", positive, "> 0"),
+        ("field.decoder.sine_freq_max", at_least(f.decoder.sine_freq_min),
+         f">= sine_freq_min ({f.decoder.sine_freq_min})"),
+        *((f"field.orex.{name}", at_least(1), ">= 1")
+          for name in ("n_frequencies", "hidden", "n_layers", "state", "iterations")),
+        ("train.steps", optional(at_least(1)), ">= 1 (or left out)"),
+        ("train.time_budget", optional(positive), "> 0 seconds (or left out)"),
+        ("train.batch_size", at_least(1), ">= 1"),
+        ("train.lr", positive, "> 0"),
+        ("train.lr_decoder", positive, "> 0"),
+        ("train.lr_final_ratio", lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("train.weight_decay", at_least(0), ">= 0"),
+        ("train.seed", at_least(0), ">= 0"),
+        ("train.checkpoint_every_s", positive, "> 0 seconds"),
+        ("train.threads", optional(at_least(1)), ">= 1 (or left out to use the default)"),
+        ("train.device", lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+        ("sdf.pool_size", at_least(1000), ">= 1000 samples"),
+        ("sdf.surface_noise", positive, "> 0 (box units)"),
+        ("sdf.uniform_fraction", between(0.0, 0.5), "0..0.5"),
+        ("sdf.loss", lambda v: v in ("auto", "mape", "l1"), "auto, mape or l1"),
+        ("sdf.eikonal_weight", at_least(0), ">= 0"),
+        ("sdf.normalize_extent", lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("sdf.kmeans_points", at_least(1), ">= 1"),
+        ("slices.radius_exponents", lambda v: all(_is_num(x) and x >= 0 for x in v), "a list of numbers >= 0"),
+        ("slices.samples_per_edge", lambda v: all(_is_int(x) and x >= 1 for x in v), "a list of integers >= 1"),
+        ("slices.level_weights", lambda v: all(_is_num(x) and x > 0 for x in v), "a list of numbers > 0"),
+        ("slices.window", at_least(1), ">= 1"),
+        ("slices.white_noise", at_least(0), ">= 0"),
+        ("slices.hull_points", at_least(1), ">= 1"),
+        ("slices.hull_margin", at_least(0), ">= 0"),
+        ("slices.hinge_weight", at_least(0), ">= 0"),
+        ("slices.hinge_alpha", positive, "> 0"),
+        ("slices.refine_iterations", at_least(0), ">= 0"),
+        ("mesh.resolution", between(8, 2048), "8..2048 (256 is a good default)"),
+        ("mesh.min_component_ratio", between(0.0, 1.0), "0..1"),
+        ("mesh.smooth_iterations", at_least(0), ">= 0"),
+    ]
+    for key, ok, requirement in rules:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not ok(value):
+            option = f" ({_CLI_OPTIONS[key]})" if key in _CLI_OPTIONS else ""
+            raise FieldStudioError(f"{_prefix(source)}{_key_name(key)}{option} must be {requirement}, "
+                                   f"got {_show(value)}")
     if not (len(sl.radius_exponents) == len(sl.samples_per_edge) == len(sl.level_weights) >= 1):
-        raise FieldStudioError("slices.radius_exponents, samples_per_edge and level_weights must have the same "
-                               "length (one entry per level)")
-    label_list(sl.labels)
+        raise FieldStudioError(f"{_prefix(source)}[slices] radius_exponents, samples_per_edge and level_weights "
+                               "must have the same length (one entry per level)")
+    try:
+        label_list(sl.labels)
+    except FieldStudioError as err:
+        raise FieldStudioError(f"{_prefix(source)}[slices] labels (--labels): {err}") from None
     if sl.every < 1 or not 0 <= sl.slice_offset < sl.every:
-        raise FieldStudioError(f"--every {sl.every} --offset {sl.slice_offset} (slices.every, slices.slice_offset): "
-                               "need every >= 1 and an offset from 0 to every - 1")
-    if cfg.sdf.loss not in ("auto", "mape", "l1"):
-        raise FieldStudioError(f"sdf loss {cfg.sdf.loss!r} is unknown; choose auto, mape or l1")
+        raise FieldStudioError(f"{_prefix(source)}--every {sl.every} --offset {sl.slice_offset} ([slices] every, "
+                               "slice_offset): need every >= 1 and an offset from 0 to every - 1")
     return cfg

@@ -13,6 +13,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from fieldstudio.config import FieldConfig
 from fieldstudio.encoders.fourier import FourierFeatures, LearnedFrequencyPE
@@ -156,14 +157,29 @@ def resolve_budget(cfg: FieldConfig) -> FieldConfig:
     return cfg
 
 
+ENCODER_INIT_SCALE = 1e-4  # grid embeddings and RBF features start at U(-1e-4, 1e-4) (Instant-NGP, NeuRBF)
+
+
+def _seeded_linear(layer: nn.Linear, generator: torch.Generator) -> None:
+    """torch's default Linear initialisation (U(+-1/sqrt(fan_in)) for weight and bias), from ``generator``."""
+    bound = 1.0 / math.sqrt(layer.in_features)
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound, generator=generator)
+        layer.bias.uniform_(-bound, bound, generator=generator)
+
+
 class Decoder(nn.Module):
     """MLP: Linear -> (h + sin(h*m0) | ReLU) -> [Linear -> ReLU]* -> Linear (no output activation)."""
 
     def __init__(self, in_dim: int, hidden: int, n_hidden_layers: int, out_dim: int,
-                 sine: bool, sine_freq_min: float, sine_freq_max: float):
+                 sine: bool, sine_freq_min: float, sine_freq_max: float, generator: torch.Generator | None = None):
         super().__init__()
         dims = [in_dim] + [hidden] * n_hidden_layers + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        # skip_init + our own generator: torch's default Linear init, without drawing from its global RNG.
+        self.layers = nn.ModuleList(skip_init(nn.Linear, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        for layer in self.layers:
+            _seeded_linear(layer, generator)
         self.sine = sine
         m0 = torch.exp2(torch.linspace(math.log2(sine_freq_min), math.log2(sine_freq_max), hidden))
         self.register_buffer("m0", m0, persistent=False)
@@ -184,15 +200,18 @@ class IterativeDecoder(nn.Module):
     loss can supervise all of them (deep supervision); inference uses the last.
     """
 
-    def __init__(self, in_dim: int, hidden: int, n_layers: int, state: int, iterations: int):
+    def __init__(self, in_dim: int, hidden: int, n_layers: int, state: int, iterations: int,
+                 generator: torch.Generator | None = None):
         super().__init__()
         dims = [in_dim + 1 + state] + [hidden] * n_layers + [1 + state]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        for layer in self.layers:  # OReX: Xavier-uniform weights, biases U(0, 1)
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.uniform_(layer.bias, 0.0, 1.0)
-        self.logit0 = nn.Parameter(torch.rand(1))
-        self.state0 = nn.Parameter(torch.rand(state))
+        self.layers = nn.ModuleList(skip_init(nn.Linear, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for layer in self.layers:  # OReX: Xavier-uniform weights, biases U(0, 1)
+                nn.init.xavier_uniform_(layer.weight, generator=generator)
+                layer.bias.uniform_(0.0, 1.0, generator=generator)
+        self.logit0 = nn.Parameter(torch.rand(1, generator=generator))
+        self.state0 = nn.Parameter(torch.rand(state, generator=generator))
         octaves = torch.exp2(torch.arange(state // 2, dtype=torch.float32))
         steps = torch.arange(iterations, dtype=torch.float32)[:, None] * octaves
         self.register_buffer("iteration_code", torch.cat([torch.sin(steps), torch.cos(steps)], 1), persistent=False)
@@ -216,10 +235,14 @@ class Field(nn.Module):
     """A neural field over the normalised box [-1, 1]^dim.
 
     forward(x: (N, dim) float, rbf_idx: (N, K) long | None) -> (N, out_dim)
+
+    Every random initial value is drawn from a generator seeded with ``seed`` (torch's global RNG is never used),
+    so two fields built with one seed are equal whatever else runs in the process.
     """
 
-    def __init__(self, cfg: FieldConfig):
+    def __init__(self, cfg: FieldConfig, seed: int = 0):
         super().__init__()
+        generator = torch.Generator().manual_seed(seed)
         if cfg.kind in ("hybrid", "neurbf") and not isinstance(cfg.rbf.n_rbf, int):
             raise ValueError("Field needs a resolved config; call resolve_budget first")
         self.cfg = cfg
@@ -227,27 +250,31 @@ class Field(nn.Module):
         if cfg.kind in ("hybrid", "grid"):
             g = cfg.grid
             self.grid = MultiResGrid(cfg.dim, g.n_levels, g.n_features, g.base_resolution,
-                                     g.max_resolution, g.log2_hashmap_size)
+                                     g.max_resolution, g.log2_hashmap_size, init_scale=ENCODER_INIT_SCALE,
+                                     generator=generator)
         if cfg.kind in ("hybrid", "neurbf"):
             r = cfg.rbf
             self.rbf = AdaptiveRBF(cfg.dim, r.n_rbf, r.n_features, r.k, r.kernel,
-                                   r.freq_min, r.freq_max, r.normalize)
+                                   r.freq_min, r.freq_max, r.normalize, init_scale=ENCODER_INIT_SCALE,
+                                   generator=generator)
         if cfg.kind == "mlp":
             if cfg.fourier.sigma == "auto":
                 raise FieldStudioError('fourier.sigma is "auto": a run sets it from its data (fieldstudio.run); give a '
                                        "number to build a field directly")
-            self.fourier = FourierFeatures(cfg.dim, cfg.fourier.n_frequencies, cfg.fourier.sigma)
+            self.fourier = FourierFeatures(cfg.dim, cfg.fourier.n_frequencies, cfg.fourier.sigma, seed=seed)
         if cfg.kind == "orex":
             self.fourier = LearnedFrequencyPE(cfg.dim, cfg.orex.n_frequencies)
         width = _encoder_width(cfg)
         # NeuRBF's learnable bias (lcb0) on the concatenated features; there is no bias inside the RBF sine.
-        self.bias = nn.Parameter(torch.empty(width).uniform_(-1e-4, 1e-4)) if self.rbf is not None else None
+        self.bias = None
+        if self.rbf is not None:
+            self.bias = nn.Parameter(torch.empty(width).uniform_(-1e-4, 1e-4, generator=generator))
         d, o = cfg.decoder, cfg.orex
         if cfg.kind == "orex":
-            self.decoder = IterativeDecoder(width, o.hidden, o.n_layers, o.state, o.iterations)
+            self.decoder = IterativeDecoder(width, o.hidden, o.n_layers, o.state, o.iterations, generator)
         else:
             self.decoder = Decoder(width, d.hidden, d.n_hidden_layers, cfg.out_dim,
-                                   d.sine, d.sine_freq_min, d.sine_freq_max)
+                                   d.sine, d.sine_freq_min, d.sine_freq_max, generator)
 
     @property
     def needs_points(self) -> bool:

@@ -7,6 +7,10 @@ to disk, then ``os.replace``-s it over the destination. On any error the tempora
 destination is left as it was. The final file gets ordinary permissions (``0o666`` minus the umask), not
 the ``0o600`` that temporary files are created with.
 
+A kill (SIGKILL, power loss) between creating a temporary file and renaming it leaves the temporary file
+behind, named ``.{destination name}.{random}.tmp{destination suffix}``; :func:`remove_stale_temporaries`
+deletes such leftovers from a folder the caller owns.
+
 A destination that cannot be created or written (missing permissions, a parent that is a file, a read-only
 or full disk) raises :class:`~fieldstudio.errors.FieldStudioError`; errors raised by the caller's own ``writer``
 are re-raised unchanged.
@@ -18,6 +22,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -35,6 +40,7 @@ __all__ = [
     "atomic_save_torch",
     "ensure_writable_dir",
     "json_ready",
+    "remove_stale_temporaries",
 ]
 
 # OS errors during a write that the user can fix (space, permissions, read-only media).
@@ -57,6 +63,19 @@ def _default_mode() -> int:
                 umask = int(line.split()[1], 8)
                 break
     return 0o666 & ~umask
+
+
+# Our temporary files: "." + destination name + "." + mkstemp's random letters + ".tmp" + destination suffix
+# (see _make_temp), and ensure_writable_dir's probe.
+_TEMP_NAME = re.compile(r"\.(?P<dest>.+)\.[a-z0-9_]+\.tmp(?P<suffix>(\.[^.]*)?)")
+_PROBE_NAME = ".write-test"
+
+
+def _is_our_temporary(name: str) -> bool:
+    if name == _PROBE_NAME:
+        return True
+    m = _TEMP_NAME.fullmatch(name)
+    return m is not None and Path(m["dest"]).suffix == m["suffix"]
 
 
 def _make_temp(dest: Path) -> tuple[Path, int, Path]:
@@ -195,12 +214,50 @@ def ensure_writable_dir(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
+        probe = folder / _PROBE_NAME
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
         raise _cannot_write(folder, err) from None
     return folder
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers of this module left in ``folder`` when a kill stopped them.
+
+    Only files named as this module names them are deleted: ``.{name}.{random}.tmp{suffix}`` where ``{suffix}``
+    is ``{name}``'s own suffix (e.g. ``.checkpoint.pt.k2x9a_0q.tmp.pt``), and :func:`ensure_writable_dir`'s
+    ``.write-test`` probe. Other files, hidden or not, subfolders, links and the contents of subfolders are left
+    alone. A missing folder has nothing to clean.
+
+    The caller must own ``folder`` while this runs (e.g. a run folder at the start of its job): a temporary file
+    of a write still in progress there, by another thread or process, would be deleted and that write would fail.
+
+    Returns
+    -------
+    list of Path
+        The deleted files, sorted.
+
+    Raises
+    ------
+    FieldStudioError
+        If a leftover cannot be deleted (e.g. the folder is read-only).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not _is_our_temporary(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise _cannot_write(folder, err) from err
+        removed.append(folder / entry.name)
+    return removed
 
 
 def atomic_save_torch(obj: Any, path: str | os.PathLike) -> Path:

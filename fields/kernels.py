@@ -1,6 +1,9 @@
 """kernels.py
 ==========
-The one dispatch point of the hot paths: the adaptive-RBF layer and the multires grid, forward and backward.
+The one dispatch point of the hot paths: which implementation serves a call of the adaptive-RBF layer or the
+multires grid. This module loads the compiled extensions and answers that question; it knows nothing about the
+encoders. Each encoder (``fields/encoders/rbf.py``, ``grid.py``) owns its autograd Functions and its plain-PyTorch
+reference, and asks :func:`path_for_call` which one to run.
 
 Paths, chosen per call from the tensors' device:
 
@@ -8,10 +11,14 @@ Paths, chosen per call from the tensors' device:
 * ``cpu``: ``cuda/cpu_ops.cpp`` (C++ with OpenMP), for CPU tensors;
 * ``reference``: the plain-PyTorch functions in ``fields/encoders`` that the tests compare the others to.
 
-Extensions are compiled on first use with ``torch.utils.cpp_extension`` (ninja) and cached by torch (under
-``~/.cache/torch_extensions`` or ``$TORCH_EXTENSIONS_DIR``); the first build takes about a minute and is
-announced once on the ``fieldstudio`` logger. Without a compiler (or without CUDA) the reference is used, also
-announced once. ``FIELDSTUDIO_KERNELS=reference|cpu|cuda`` forces a path; forcing one that cannot load is an error.
+Extensions are compiled on first use with ``torch.utils.cpp_extension`` (ninja) into a folder of ours,
+:func:`build_folder`: ``$FIELDSTUDIO_KERNEL_CACHE`` (else ``$XDG_CACHE_HOME/fieldstudio/kernels``, else
+``~/.cache/fieldstudio/kernels``), one subfolder per fieldstudio version, torch version, extension and hash of
+the sources and flags. The first build takes about a minute and is announced once on the ``fieldstudio`` logger.
+Builders of one folder take turns through an OS lock (``fcntl.flock`` on ``fieldstudio.lock``), which dies with
+its process; so a torch ``lock`` file found while holding it was left by a killed build and is removed (it would
+make torch wait forever). Without a compiler (or without CUDA) the reference is used, also announced once.
+``FIELDSTUDIO_KERNELS=reference|cpu|cuda`` forces a path; forcing one that cannot load is an error.
 
 The fused paths return gradients for the trained tables (RBF features, grid embeddings). A call whose positions
 need a gradient (eikonal or gradient-hinge losses, vertex refinement) takes the reference, which is twice
@@ -20,21 +27,36 @@ differentiable; so do half-precision inputs and tables whose dtype differs from 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
+import re
+import sys
 import threading
+import time
 from pathlib import Path
 
 import torch
 
+from fieldstudio import __version__
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.resources import kernel_sources
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; builders are then not serialised across processes
+    fcntl = None
 
 log = logging.getLogger("fieldstudio")
 SOURCES = kernel_sources()
 PATHS = ("reference", "cpu", "cuda")
 ENV = "FIELDSTUDIO_KERNELS"
-KERNEL_IDS = {"nlin_s": 0, "ivq_a": 1, "gauss_a": 2}
+CACHE_ENV = "FIELDSTUDIO_KERNEL_CACHE"
+LOCK_NAME = "fieldstudio.lock"  # ours, flock-ed while building or loading; torch's own is "lock"
+BUILD_WAIT_S = 900.0  # how long to wait for another process's build before falling back to the reference
+_POLL_S = 0.2
 
 _modules: dict[str, object] = {}
 _failures: dict[str, str] = {}
@@ -51,6 +73,8 @@ def forced_path() -> str | None:
     return value
 
 
+# ------------------------------------------------------------------------------------------------ build folder
+
 def _cpu_has(*features: str) -> bool:
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -60,20 +84,103 @@ def _cpu_has(*features: str) -> bool:
     return all(f in flags for f in features)
 
 
-def _build(name: str):
-    from torch.utils.cpp_extension import load
-
+def _spec(name: str) -> tuple[str, list[Path], dict]:
+    """Module name, source files and ``load`` flags of the ``cpu`` or ``cuda`` extension."""
     flags = ["-O3", "-std=c++17"]
     if name == "cpu":
         # -ffast-math lets GCC call the vector sine of glibc's libmvec in the feature loops; 8 lanes with AVX2.
-        # The instruction set is part of the module name, so a shared cache never serves a CPU that lacks it.
+        # The instruction set is part of the module name and the folder hash, so a shared cache never serves a
+        # CPU that lacks it.
         simd = ["-mavx2", "-mfma"] if _cpu_has("avx2", "fma") else []
-        return load("fieldstudio_cpu" + ("_avx2" if simd else ""), [str(SOURCES / "cpu_ops.cpp")],
-                    extra_include_paths=[str(SOURCES)], extra_cflags=flags + ["-fopenmp", "-ffast-math"] + simd,
-                    extra_ldflags=["-fopenmp"], verbose=False)
-    return load("fieldstudio_cuda", [str(SOURCES / f) for f in ("cuda_ops.cpp", "rbf_kernels.cu", "grid_kernels.cu")],
-                extra_include_paths=[str(SOURCES)], extra_cflags=flags, extra_cuda_cflags=["-O3", "-std=c++17"],
-                verbose=False)
+        return ("fieldstudio_cpu" + ("_avx2" if simd else ""), [SOURCES / "cpu_ops.cpp"],
+                {"extra_include_paths": [str(SOURCES)], "extra_cflags": flags + ["-fopenmp", "-ffast-math"] + simd,
+                 "extra_ldflags": ["-fopenmp"]})
+    if name == "cuda":
+        return ("fieldstudio_cuda", [SOURCES / f for f in ("cuda_ops.cpp", "rbf_kernels.cu", "grid_kernels.cu")],
+                {"extra_include_paths": [str(SOURCES)], "extra_cflags": flags,
+                 "extra_cuda_cflags": ["-O3", "-std=c++17"]})
+    raise ValueError(f"unknown extension {name!r}; use 'cpu' or 'cuda'")
+
+
+def cache_root() -> Path:
+    """Where extensions are built: ``$FIELDSTUDIO_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/fieldstudio/kernels``,
+    else ``~/.cache/fieldstudio/kernels``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "fieldstudio" / "kernels"
+
+
+def _folder(module: str, sources: list[Path], flags: dict) -> Path:
+    """``cache_root()/<module>-fs<version>-torch<version>-<hash>``; the hash covers the sources, the headers
+    beside them, the flags and torch's CUDA version, so any change builds into a fresh folder."""
+    h = hashlib.sha256()
+    files = {Path(s) for s in sources}
+    for src in list(files):
+        files.update(p for p in Path(src).parent.iterdir() if p.suffix in (".h", ".cuh", ".hpp"))
+    for path in sorted(files, key=lambda p: p.name):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(json.dumps([module, flags, torch.version.cuda, sys.version_info[:2]], sort_keys=True).encode())
+    tag = re.sub(r"[^A-Za-z0-9._+-]", "_", f"{module}-fs{__version__}-torch{torch.__version__}")
+    return cache_root() / f"{tag}-{h.hexdigest()[:12]}"
+
+
+def build_folder(name: str) -> Path:
+    """The folder the ``cpu`` or ``cuda`` extension is built in (it need not exist yet)."""
+    return _folder(*_spec(name))
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+@contextlib.contextmanager
+def _builder_lock(folder: Path, name: str):
+    """Hold the flock of ``folder``: one builder at a time, and the lock is released when its process dies."""
+    if fcntl is None:
+        yield
+        return
+    with open(folder / LOCK_NAME, "a") as handle:
+        deadline, waiting = time.monotonic() + BUILD_WAIT_S, False
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    waiting = True
+                    log.info("waiting for another fieldstudio process building the fused %s kernels in %s",
+                             name.upper(), folder)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another process held {folder / LOCK_NAME} for {BUILD_WAIT_S:.0f} s; "
+                                       f"if no fieldstudio process is running, delete the folder {folder}") from None
+                time.sleep(_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _compile(module: str, sources: list[Path], folder: Path, flags: dict):
+    """torch's JIT build (ninja; a no-op when the module in ``folder`` is up to date) and import."""
+    from torch.utils.cpp_extension import load
+
+    return load(module, [str(s) for s in sources], build_directory=str(folder), verbose=False, **flags)
+
+
+def _build_in_folder(name: str, module: str, sources: list[Path], flags: dict):
+    folder = _folder(module, sources, flags)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _builder_lock(folder, name):
+        stale = folder / "lock"
+        if stale.exists():  # we hold the flock, so whoever created it is no longer building: a killed build
+            log.warning("removing the stale build lock %s: the kernel build that left it was interrupted", stale)
+            stale.unlink(missing_ok=True)
+        if not (folder / (module + (".pyd" if os.name == "nt" else ".so"))).exists():
+            log.info("compiling the fused %s kernels (first use, about a minute; cached afterwards)", name.upper())
+        return _compile(module, sources, folder, flags)
+
+
+def _build(name: str):
+    return _build_in_folder(name, *_spec(name))
 
 
 def extension(name: str):
@@ -86,7 +193,6 @@ def extension(name: str):
         if name == "cuda" and not torch.cuda.is_available():
             _failures[name] = "no CUDA device"
             return None
-        log.info("compiling the fused %s kernels (first use, about a minute; cached afterwards)", name.upper())
         try:
             _modules[name] = _build(name)
         except Exception as err:  # no compiler, no ninja, a broken toolchain: the reference still works
@@ -96,6 +202,8 @@ def extension(name: str):
             return None
         return _modules[name]
 
+
+# ------------------------------------------------------------------------------------------------ dispatch
 
 def path_for(device: torch.device) -> str:
     """The path that serves tensors on ``device``: forced, else the device's extension, else the reference."""
@@ -112,86 +220,37 @@ def path_for(device: torch.device) -> str:
     return "reference"
 
 
-def _fused(x: torch.Tensor, *tables: torch.Tensor) -> str:
-    """The fused path for this call, or "reference" (position gradients, half precision, mixed dtypes)."""
+def path_for_call(x: torch.Tensor, trained: torch.Tensor, *frozen: torch.Tensor, supported: bool = True) -> str:
+    """The path that serves one encoder call: ``path_for(x.device)``, or "reference" when the fused kernels cannot.
+
+    Args:
+        x: the positions. A gradient w.r.t. them (the fused kernels have none) or a dtype other than float32 /
+            float64 takes the reference.
+        trained: the table the fused backward differentiates (RBF features, grid embeddings).
+        frozen: the other float inputs; any that needs a gradient takes the reference.
+        supported: False when the encoder's configuration is beyond the fused kernels (e.g. too many features).
+
+    Every table must match ``x``'s dtype and device, else the reference serves the call.
+    """
     if x.requires_grad or x.dtype not in (torch.float32, torch.float64):
         return "reference"
-    if any(t.dtype != x.dtype or t.device != x.device for t in tables):
+    if any(t.dtype != x.dtype or t.device != x.device for t in (trained, *frozen)):
         return "reference"
-    return path_for(x.device)
+    path = path_for(x.device)
+    if not supported or any(t.requires_grad for t in frozen):
+        return "reference"
+    return path
 
 
-def _stream_args(path: str, device: torch.device) -> tuple:
+def ops(path: str):
+    """The loaded extension module of a fused ``path`` (``"cpu"`` or ``"cuda"``) returned by a dispatch answer."""
+    return _modules[path]
+
+
+def stream_args(path: str, device: torch.device) -> tuple:
+    """Trailing arguments of an extension call: the current CUDA stream (as an integer) on the ``cuda`` path."""
     return (torch.cuda.current_stream(device).cuda_stream,) if path == "cuda" else ()
 
 
-# ------------------------------------------------------------------------------------------------ RBF layer
-
-class _RBFFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, idx, centers, shapes, features, freqs, kernel_id, normalize, path):
-        ops = _modules[path]
-        stream = _stream_args(path, x.device)
-        out = ops.rbf_forward(x, idx, centers, shapes, features, freqs, kernel_id, normalize, *stream)
-        ctx.save_for_backward(x, idx, centers, shapes, freqs)
-        ctx.meta = (features.shape[0], kernel_id, normalize, path)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, idx, centers, shapes, freqs = ctx.saved_tensors
-        n_rbf, kernel_id, normalize, path = ctx.meta
-        gfeat = None
-        if ctx.needs_input_grad[4]:
-            ops = _modules[path]
-            gfeat = ops.rbf_backward(grad.contiguous(), x, idx, centers, shapes, freqs, n_rbf, kernel_id, normalize,
-                                     *_stream_args(path, x.device))
-        return None, None, None, None, gfeat, None, None, None, None
-
-
-def rbf(x: torch.Tensor, idx: torch.Tensor, centers: torch.Tensor, shapes: torch.Tensor, features: torch.Tensor,
-        freqs: torch.Tensor, kernel: str, normalize: bool) -> torch.Tensor:
-    """The RBF layer ``sum_k features[idx] * sin(phi_k * freqs)``; arguments as ``rbf_reference``."""
-    path = _fused(x, centers, shapes, features, freqs)
-    if path == "reference" or freqs.requires_grad or centers.requires_grad or shapes.requires_grad:
-        from fieldstudio.encoders.rbf import rbf_reference
-
-        return rbf_reference(x, idx, centers, shapes, features, freqs, kernel, normalize)
-    return _RBFFunction.apply(x.contiguous(), idx.long().contiguous(), centers.contiguous(),
-                              shapes.reshape(shapes.shape[0], -1).contiguous(), features.contiguous(),
-                              freqs.contiguous(), KERNEL_IDS[kernel], bool(normalize), path)
-
-
-# ------------------------------------------------------------------------------------------------ multires grid
-
-class _GridFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, embeddings, resolutions, offsets, mult, n_dense, log2_hashmap_size, path):
-        ops = _modules[path]
-        out = ops.grid_forward(x, embeddings, resolutions, offsets, mult, n_dense, log2_hashmap_size,
-                               *_stream_args(path, x.device))
-        ctx.save_for_backward(x, resolutions, offsets, mult)
-        ctx.meta = (embeddings.shape[0], n_dense, log2_hashmap_size, path)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, resolutions, offsets, mult = ctx.saved_tensors
-        n_rows, n_dense, log2, path = ctx.meta
-        gemb = None
-        if ctx.needs_input_grad[1]:
-            gemb = _modules[path].grid_backward(grad.contiguous(), x, n_rows, resolutions, offsets, mult, n_dense,
-                                                log2, *_stream_args(path, x.device))
-        return None, gemb, None, None, None, None, None, None
-
-
-def grid(module, x: torch.Tensor) -> torch.Tensor:
-    """``MultiResGrid`` encoding of ``x`` (N, dim): the fused path or ``module.forward_reference``."""
-    path = _fused(x, module.embeddings)
-    if path == "reference" or module.n_features > 16:
-        return module.forward_reference(x)
-    return _GridFunction.apply(x.contiguous(), module.embeddings, module.resolutions, module.offsets,
-                               module._axis_mult.contiguous(), module.n_dense, module.log2_hashmap_size, path)
-
-
-__all__ = ["rbf", "grid", "path_for", "extension", "forced_path", "PATHS", "ENV"]
+__all__ = ["path_for", "path_for_call", "extension", "forced_path", "ops", "stream_args", "build_folder",
+           "cache_root", "PATHS", "ENV", "CACHE_ENV"]

@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 import trimesh
 
+from fieldstudio.control import check_cancel
 from fieldstudio.errors import FieldStudioError
 
 __all__ = [
@@ -314,6 +315,7 @@ def mesh_metrics(
         If either mesh is empty.
     """
     d = surface_distances(pred, ref, n_samples=n_samples, seed=seed)
+    check_cancel()  # between the two long parts, so a job's cancel is felt while it scores
     diag = float(d["diagonal"])
     a, b = d["pred_to_ref"], d["ref_to_pred"]
     return {

@@ -9,6 +9,7 @@ count, results are bit-identical. A time budget makes the schedule depend on wal
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from typing import Protocol
 import torch
 
 from fieldstudio.config import TrainConfig
+from fieldstudio.control import Cancelled, check_cancel
+from fieldstudio.control import current as current_control
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.io import atomic_save_torch
 
@@ -45,7 +48,7 @@ class TrainState:
     """What callbacks see. Set ``stop = True`` to end the run at the next step boundary (cancel)."""
 
     step: int = 0
-    steps: int = 0
+    steps: int | None = 0
     elapsed: float = 0.0
     time_budget: float | None = None
     loss: float = float("nan")
@@ -55,11 +58,13 @@ class TrainState:
     stop: bool = False
     done: bool = False
     interrupted: bool = False
+    # Which limit ended training: "steps", "time_budget", "cancelled" or "interrupted" (Ctrl-C).
+    ended_by: str = ""
 
     @property
     def progress(self) -> float:
-        """Fraction of the run done, by steps or by time, whichever is further along."""
-        p = self.step / max(self.steps, 1)
+        """Fraction of the run done, by steps or by time, whichever is further along (``steps`` None: time only)."""
+        p = self.step / max(self.steps, 1) if self.steps else 0.0
         if self.time_budget:
             p = max(p, self.elapsed / self.time_budget)
         return min(p, 1.0)
@@ -125,6 +130,7 @@ def save_checkpoint(path: Path, field_: torch.nn.Module, optimizer, state: Train
         "step": state.step,
         "elapsed": state.elapsed,
         "done": state.done,
+        "ended_by": state.ended_by,
         "history": state.history,
         **extra,
     }, path)
@@ -143,19 +149,28 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
           checkpoint_path: str | Path | None = None, extra: dict | None = None) -> TrainState:
     """Train ``field_`` on ``task``; resume from ``checkpoint_path`` when it holds an unfinished run.
 
-    ``cfg.time_budget`` limits this loop's seconds; a callback may lower ``state.time_budget`` in ``on_start`` to
-    leave room for its own work. ``extra`` is stored in every checkpoint (e.g. the run config and frame transform).
-    Returns the final state; ``state.interrupted`` is True if a KeyboardInterrupt stopped it (checkpoint saved).
+    Training stops at ``cfg.steps`` or after ``cfg.time_budget`` seconds of this loop, whichever comes first (one of
+    them may be None, not both); the learning-rate schedule follows whichever is further along. A callback may
+    lower ``state.time_budget`` in ``on_start`` to leave room for its own work. ``extra`` is stored in every
+    checkpoint (e.g. the run config and frame transform).
+
+    The job's :class:`~fieldstudio.control.Control` (if any) steers the loop: a cancel ends it at the next step
+    boundary (checkpoint saved, resumable), a pause blocks between steps (paused time does not count), and each
+    step holds ``control.lock`` so that a preview from another thread sees the field between steps. Returns the
+    final state; ``state.interrupted`` is True if a KeyboardInterrupt stopped it (checkpoint saved).
+
+    No process-wide state is touched: randomness comes from per-step generators, threads are the face's choice.
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    if cfg.steps is None and not cfg.time_budget:
+        raise ValueError("train needs a step count or a time budget")
+    control = current_control()
     path = Path(checkpoint_path) if checkpoint_path else None
     ckpt = load_checkpoint(path) if path is not None and path.exists() else None
     state = TrainState(steps=cfg.steps, time_budget=cfg.time_budget)
 
     if ckpt is None:
         task.init_field(field_, cfg.seed)
+        check_cancel()
     else:
         field_.load_state_dict(ckpt["field"])
     device = resolve_device(cfg.device)
@@ -167,40 +182,45 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         state.step, state.elapsed, state.history = ckpt["step"], ckpt["elapsed"], ckpt.get("history", [])
-        state.done = ckpt.get("done", False)
+        state.done, state.ended_by = ckpt.get("done", False), ckpt.get("ended_by", "")
 
     extra = extra or {}
+    check_cancel()
     for cb in callbacks:
         cb.on_start(state)
+    if control is not None:
+        control.enter("train")
     last_ckpt = time.perf_counter()
     resumed_elapsed = state.elapsed
     t0 = time.perf_counter()
+    paused = 0.0
+    lock = control.lock if control is not None else contextlib.nullcontext()
     field_.train()
     try:
-        while not state.done and state.step < state.steps and not state.stop:
-            if state.time_budget and state.elapsed >= state.time_budget:
+        while not state.done and not state.stop:
+            if state.steps is not None and state.step >= state.steps:
+                state.ended_by = "steps"
                 break
-            factor = cosine_factor(state.progress, cfg.lr_final_ratio)
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * factor
-            batch = task.batch(state.step, cfg.batch_size, step_generator(cfg.seed, state.step), progress=state.progress)
-            batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            loss, scalars = task.loss(field_, batch)
-            if not torch.isfinite(loss):
-                raise FieldStudioError(
-                    f"training diverged at step {state.step} (loss {loss.item()}); lower train.lr and "
-                    "train.lr_decoder in a --config file")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if state.time_budget and state.elapsed >= state.time_budget:
+                state.ended_by = "time_budget"
+                break
+            if control is not None:
+                paused += control.wait_while_paused()
+                if control.cancelled:
+                    state.stop = True
+                    break
+            with lock:
+                loss, scalars, factor = _step(field_, task, cfg, optimizer, base_lrs, state, device)
             state.step += 1
-            state.elapsed = resumed_elapsed + time.perf_counter() - t0
-            state.loss, state.lr, state.scalars = loss.item(), base_lrs[0] * factor, scalars
+            state.elapsed = resumed_elapsed + time.perf_counter() - t0 - paused
+            state.loss, state.lr, state.scalars = loss, base_lrs[0] * factor, scalars
             if state.step % 50 == 0 or state.step == 1:
                 state.history.append({"step": state.step, "elapsed": round(state.elapsed, 3),
                                       "loss": state.loss, **scalars})
             for cb in callbacks:
                 cb.on_step(state)
+            if control is not None:
+                control.progress(state.progress, 1.0, eta=_eta(state))
             if path is not None and time.perf_counter() - last_ckpt >= cfg.checkpoint_every_s:
                 save_checkpoint(path, field_, optimizer, state, extra)
                 last_ckpt = time.perf_counter()
@@ -208,6 +228,14 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
                     cb.on_checkpoint(state, path)
     except KeyboardInterrupt:
         state.interrupted = True
+    except Cancelled:
+        state.stop = True
+    if state.interrupted:
+        state.ended_by = "interrupted"
+    elif state.stop:
+        state.ended_by = "cancelled"
+    elif not state.ended_by:  # a loaded finished run keeps its reason; otherwise the step limit was met
+        state.ended_by = "steps"
     state.done = not state.interrupted and not state.stop
     field_.eval()
     if path is not None:
@@ -217,3 +245,28 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
     for cb in callbacks:
         cb.on_end(state)
     return state
+
+
+def _eta(state: TrainState) -> float | None:
+    p = state.progress
+    if p <= 0:
+        return None
+    return max(0.0, state.elapsed * (1.0 - p) / p)
+
+
+def _step(field_, task: Task, cfg: TrainConfig, optimizer, base_lrs, state: TrainState, device):
+    """One optimisation step; returns (loss, scalars, lr factor)."""
+    factor = cosine_factor(state.progress, cfg.lr_final_ratio)
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+    batch = task.batch(state.step, cfg.batch_size, step_generator(cfg.seed, state.step), progress=state.progress)
+    batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    loss, scalars = task.loss(field_, batch)
+    if not torch.isfinite(loss):
+        raise FieldStudioError(
+            f"training diverged at step {state.step} (loss {loss.item()}); lower train.lr and "
+            "train.lr_decoder in a --config file")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), scalars, factor

@@ -34,16 +34,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fieldstudio.app.cli import DEFAULT_FIELD  # noqa: E402  (what `fieldstudio fit` uses)
 from bench_slices import contour_interpolation, load_itk  # noqa: E402
-from fieldstudio.config import RunConfig  # noqa: E402
+from fieldstudio.api import Request, configure_threads, fit_job  # noqa: E402
 from fieldstudio.data.cross_sections import signed_area_2d  # noqa: E402
-from fieldstudio.data.medical import read_label_volume, read_rtstruct  # noqa: E402
+from fieldstudio.data.medical_readers import read_label_volume, read_rtstruct  # noqa: E402
 from fieldstudio.errors import FieldStudioError  # noqa: E402
-from fieldstudio.field import preset, tune_training  # noqa: E402
 from fieldstudio.io import atomic_write_json, atomic_write_text  # noqa: E402
 from fieldstudio.metrics import contour_fidelity, dice, hd95_mm  # noqa: E402
-from fieldstudio.run import fit  # noqa: E402
 
 
 def default_data() -> Path:
@@ -91,22 +88,12 @@ def mask_mesh(mask: np.ndarray, affine: np.ndarray):
 
 # ------------------------------------------------------------------------------------------------ fieldstudio
 
-def fieldstudio_config(input_path: Path, budget: float, seed: int) -> RunConfig:
-    """The configuration `fieldstudio fit INPUT --time-budget B --seed S` builds (no --config)."""
-    cfg = RunConfig(input=str(input_path.resolve()), task="slices")
-    kind, params = DEFAULT_FIELD["slices"]
-    cfg.field = preset(kind, "slices", params)
-    tune_training(kind, cfg.train)
-    cfg.train.time_budget, cfg.train.seed = budget, seed
-    return cfg
-
-
 def fieldstudio_volume(input_path: Path, run_dir: Path, budget: float, seed: int, **slices) -> dict:
-    cfg = fieldstudio_config(input_path, budget, seed)
-    for name, value in slices.items():
-        setattr(cfg.slices, name, value)
+    """What `fieldstudio fit INPUT --time-budget B --seed S` does, with ``slices`` options (every, offset, planes,
+    labels) as the request's."""
+    request = Request(input_path, time_budget=budget, seed=seed, **slices)
     t = time.perf_counter()
-    result = fit(cfg, run_dir)
+    result = fit_job(request, run_dir).run()
     seconds = time.perf_counter() - t
     obj = result.objects[0] if result.objects else result
     m = obj.metrics
@@ -144,10 +131,8 @@ def rtss_rows(path: Path, rois: list[str], out: Path, budget: float, seed: int) 
         only = CrossSections([p for p in sel.planes if p.loops], sel.notes, sel.source)  # the ROI's own planes
         estimate, spacing = contour_volume_ml(only)
         run_dir = out / "runs" / f"rtss_{roi.replace(' ', '_')}"
-        cfg = fieldstudio_config(path, budget, seed)
-        cfg.slices.rois = roi
         t = time.perf_counter()
-        result = fit(cfg, run_dir)
+        result = fit_job(Request(path, time_budget=budget, seed=seed, roi=roi), run_dir).run()
         seconds = time.perf_counter() - t
         obj = result.objects[0] if result.objects else result
         mesh, _ = load_mesh(obj.files["mesh"])
@@ -274,7 +259,7 @@ def main() -> None:
                 else:
                     try:
                         extra = fieldstudio_volume(heart, args.out / "runs" / f"heart_k{k}_o{o}", args.budget,
-                                                   args.seed, every=k, slice_offset=o)
+                                                   args.seed, every=k, offset=o)
                     except FieldStudioError as err:  # a failed fit is a result too: recorded, not fatal
                         report.setdefault("failures", []).append({"k": k, "offset": o, "error": str(err)})
                         print(f"k={k} offset={o} fieldstudio FAILED: {err}", flush=True)
@@ -295,7 +280,7 @@ def main() -> None:
                                                                    for r in report["families"]):
         tag = args.families.replace(":", "").replace(",", "_")
         row = fieldstudio_volume(heart, args.out / "runs" / f"heart_{tag}", args.budget, args.seed,
-                                 families=args.families)
+                                 planes=args.families)
         report["families"].append({"families": args.families, **row})
         print(f"{args.families}: Dice {row['dice']:.4f} HD95 {row['hd95_mm']:.2f} mm", flush=True)
         save()

@@ -24,10 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fieldstudio.config import RunConfig  # noqa: E402
+from fieldstudio.api import Request, configure_threads, fit_job  # noqa: E402
 from fieldstudio.errors import FieldStudioError  # noqa: E402
-from fieldstudio.field import preset  # noqa: E402
-from fieldstudio.run import fit  # noqa: E402
 
 MESHES = ["odedstein_bunny.obj", "odedstein_armadillo.obj", "ajc_spot.obj", "ajc_fandisk.obj"]
 METHODS = {"hybrid": "NeuRBF hybrid", "grid": "hash grid only", "mlp": "Fourier MLP"}
@@ -48,8 +46,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
 
     runs_dir = args.out / "sdf_runs"
     rows = []
@@ -58,14 +55,11 @@ def main() -> None:
         if not path.exists():
             sys.exit(f"missing {path}; pass --data pointing at the shared data folder")
         for method in args.methods:
-            cfg = RunConfig(input=str(path), task="sdf")
-            cfg.mesh.resolution = args.resolution
-            cfg.field = preset(method, "sdf", args.params)
-            cfg.train.steps = 10**6
-            cfg.train.time_budget = args.time_budget
+            request = Request(path, field=method, params=args.params, time_budget=args.time_budget,
+                              resolution=args.resolution)
             t = time.perf_counter()
             try:
-                m = fit(cfg, runs_dir / f"{Path(mesh_name).stem}_{method}", overwrite=True).metrics
+                m = fit_job(request, runs_dir / f"{Path(mesh_name).stem}_{method}", overwrite=True).run().metrics
             except FieldStudioError as err:  # e.g. a field with no surface yet: a result, not a crash
                 rows.append({"mesh": mesh_name, "method": method, "error": str(err),
                              "seconds": round(time.perf_counter() - t, 1)})

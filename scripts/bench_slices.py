@@ -21,7 +21,7 @@ Methods
     normal only (ITK counts axes in the reverse of NumPy's order). Labels only on the voxel slices holding a
     plane; the slice spacing is chosen so that every plane lies on a slice and at least one empty slice separates
     labelled ones. Parallel planes only. Its time excludes importing ITK (``meta.itk_import_seconds``).
-  * ``fieldstudio``: ``fieldstudio.run.fit`` with the CLI's default field for cross-sections (Fourier MLP, 40,000
+  * ``fieldstudio``: a job of ``fieldstudio.api`` with the default field for cross-sections (Fourier MLP, 40,000
     parameters), ``--time-budget`` seconds for the whole fit, marching cubes at ``--resolution``.
   * ``hybrid``: the same with the NeuRBF hybrid preset for cross-sections (coarse grid + wide RBFs, 40,000).
   * ``orex``: the OReX-faithful configuration (its 31,436-parameter PE-MLP with 10 refinement iterations, Adam
@@ -62,19 +62,18 @@ import trimesh
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fieldstudio.config import RunConfig  # noqa: E402
+from fieldstudio.api import Request, configure_threads, fit_job  # noqa: E402
 from fieldstudio.data.cross_sections import CrossSections, inside_2d, plane_basis, read_csl, write_csl  # noqa: E402
 from fieldstudio.data.meshes import load_mesh  # noqa: E402
 from fieldstudio.data.slicing import slice_mesh  # noqa: E402
 from fieldstudio.errors import FieldStudioError  # noqa: E402
-from fieldstudio.field import preset, tune_training  # noqa: E402
 from fieldstudio.mesh import export_mesh, marching_cubes, transform_mesh  # noqa: E402
 from fieldstudio.metrics import contour_fidelity, mesh_metrics, roughness_deg  # noqa: E402
-from fieldstudio.run import fit  # noqa: E402
 
 METHODS = {"naive": "naive stacking", "itk": "ITK contour interp.", "orex": "OReX-faithful (31k)",
            "hybrid": "fieldstudio hybrid (40k)", "fieldstudio": "fieldstudio (MLP 40k)"}
-FIELDS = {"orex": ("orex", None), "hybrid": ("hybrid", 40_000), "fieldstudio": ("mlp", 40_000)}
+# (field, params); None: what `fieldstudio fit` chooses (fieldstudio.api resolves the task's default field).
+FIELDS = {"orex": ("orex", None), "hybrid": ("hybrid", 40_000), "fieldstudio": (None, None)}
 LAYOUTS = ("parallel", "orthogonal", "random")
 COUNTS = (10, 20, 30)
 QUICK = {"orex": ["eight_15", "hand"], "sliced": [("odedstein_torus", "parallel", 20)]}
@@ -299,15 +298,9 @@ def load_itk():
 
 def fieldstudio_fit(inp: Input, method: str, run_dir: Path, budget: float, resolution: int, seed: int):
     kind, params = FIELDS[method]
-    cfg = RunConfig(input=str(inp.csl), task="slices")
-    cfg.field = preset(kind, "slices", params)
-    tune_training(kind, cfg.train)
-    cfg.slices.labels = "union"
-    cfg.train.steps = 10**6
-    cfg.train.time_budget = budget
-    cfg.train.seed = seed
-    cfg.mesh.resolution = resolution
-    result = fit(cfg, run_dir, overwrite=True)
+    request = Request(inp.csl, field=kind, params=params, labels="union", time_budget=budget, seed=seed,
+                      resolution=resolution)
+    result = fit_job(request, run_dir, overwrite=True).run()
     mesh = trimesh.load(result.files["mesh"], force="mesh", process=False)
     return mesh, {"params": result.metrics["params"], "steps": result.metrics["steps"],
                   "train_seconds": result.metrics["train_seconds"], "mesh_seconds": result.metrics["mesh_seconds"]}
@@ -419,7 +412,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        configure_threads(args.threads)
     if not (args.data / "cross_sections").exists():
         sys.exit(f"missing {args.data / 'cross_sections'}; pass --data pointing at the shared data folder")
     args.out.mkdir(parents=True, exist_ok=True)

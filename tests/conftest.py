@@ -37,16 +37,12 @@ def random_points(n: int, dim: int = 3, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture
 def quick_slices_config():
-    """A factory of quick cross-section fit configs: the CLI's default field for cross-sections (Fourier MLP,
-    40k), 4096-point batches, ``steps`` steps, meshed at ``resolution``."""
-    from fieldstudio.config import RunConfig
-    from fieldstudio.field import preset
+    """A factory of quick cross-section fit configs through the API: the default field for cross-sections (Fourier
+    MLP, 40k), 4096-point batches, ``steps`` steps, meshed at ``resolution``."""
+    from fieldstudio.api import Request, resolve
 
-    def make(path, steps: int, resolution: int) -> RunConfig:
-        cfg = RunConfig(input=str(path), task="slices")
-        cfg.field = preset("mlp", "slices", 40_000)
-        cfg.train.steps, cfg.train.batch_size = steps, 4096
-        cfg.mesh.resolution = resolution
-        return cfg
+    def make(path, steps: int, resolution: int, **request):
+        return resolve(Request(path, task="slices", steps=steps, resolution=resolution,
+                               overrides={"train.batch_size": 4096}, **request))
 
     return make

@@ -62,26 +62,36 @@ def test_fit_writes_run_files_in_the_input_frame(tmp_path, sphere_file, monkeypa
     assert code == 2 and "finished run" in err
 
 
-def test_interrupted_fit_resumes(tmp_path, sphere_file, monkeypatch, capsys):
-    from fieldstudio.train import Callback
+def test_ctrl_c_cancels_and_the_same_command_resumes(tmp_path, sphere_file, monkeypatch, capsys):
+    from fieldstudio.api import Job
 
-    class Interrupt(Callback):
-        def on_step(self, state):
-            if state.step == 20:
-                raise KeyboardInterrupt
+    seen = {"step": 0, "pressed": False}
+    original_call, original_wait = cli.JobProgress.__call__, Job.wait
 
-    original = cli.RichProgress.on_step
-    monkeypatch.setattr(cli.RichProgress, "on_step", lambda self, s: (original(self, s), Interrupt().on_step(s)))
+    def watch(self, event):
+        original_call(self, event)
+        seen["step"] = max(seen["step"], event.step)
+
+    def wait(self, timeout=None):  # Ctrl-C in the main thread once training has passed step 20
+        if seen["step"] >= 20 and not seen["pressed"]:
+            seen["pressed"] = True
+            raise KeyboardInterrupt
+        return original_wait(self, timeout)
+
+    monkeypatch.setattr(cli.JobProgress, "__call__", watch)
+    monkeypatch.setattr(Job, "wait", wait)
     run = tmp_path / "run"
-    code, _, err = run_cli(["fit", sphere_file, "-o", run, *FAST], monkeypatch, capsys)
-    assert code == cli.EXIT_INTERRUPTED and "resume" in err
+    code, _, err = run_cli(["fit", sphere_file, "-o", run, "--steps", "400", "--params", "30000",
+                            "--resolution", "48"], monkeypatch, capsys)
+    assert code == cli.EXIT_INTERRUPTED and "resume" in err and "Traceback" not in err
     assert (run / "checkpoint.pt").exists() and not (run / "mesh.ply").exists()
 
-    monkeypatch.setattr(cli.RichProgress, "on_step", original)
-    code, _, err = run_cli(["fit", sphere_file, "-o", run, *FAST], monkeypatch, capsys)
+    monkeypatch.setattr(Job, "wait", original_wait)
+    code, _, err = run_cli(["fit", sphere_file, "-o", run, "--steps", "400", "--params", "30000",
+                            "--resolution", "48"], monkeypatch, capsys)
     assert code in (0, None), err
     assert "resumed" in err
-    assert json.loads((run / "metrics.json").read_text())["steps"] == 60
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 400
 
 
 def _bad_inputs(tmp_path):
@@ -152,3 +162,17 @@ def test_fit_cross_sections_from_the_cli(tmp_path, monkeypatch, capsys):
     (tmp_path / "bad.csl").write_text("CSLC\n2 2\n1 4 1 0 0 1 0\n0 0 0\n1 0 0\n")  # truncated
     code, _, err = run_cli(["fit", tmp_path / "bad.csl", "-o", tmp_path / "r2"], monkeypatch, capsys)
     assert code == 2 and "bad.csl" in err and "Traceback" not in err
+
+
+def test_unknown_task_and_version(tmp_path, sphere_file, monkeypatch, capsys):
+    code, _, err = run_cli(["fit", sphere_file, "-o", tmp_path / "run", "--task", "image"], monkeypatch, capsys)
+    assert code == 2 and "task 'image' is not available" in err and "Traceback" not in err
+    code, out, _ = run_cli(["--version"], monkeypatch, capsys)
+    assert code in (0, None) and out.startswith("fieldstudio ")
+
+
+def test_bad_config_value_names_file_table_and_key(tmp_path, sphere_file, monkeypatch, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nsteps = "abc"\n')
+    code, _, err = run_cli(["fit", sphere_file, "-o", tmp_path / "run", "--config", bad], monkeypatch, capsys)
+    assert code == 2 and "bad.toml" in err and "[train]" in err and "steps" in err and "Traceback" not in err

@@ -210,6 +210,10 @@ def csl(*planes):
 
 
 SQ = [(0, 0), (4, 0), (4, 4), (0, 4)]
+# limacon r = 1 + 2 cos(t): one stroke that crosses itself and runs twice around its inner loop, which holds
+# ~6 % of the area: even-odd makes that loop a hole, the union of the lobes fills it; no single reading
+_T = np.linspace(0, 2 * np.pi, 240, endpoint=False) + 0.01
+LIMACON = [(round(float(r * np.cos(t)), 9), round(float(r * np.sin(t)), 9)) for r, t in zip(1 + 2 * np.cos(_T), _T)]
 GOOD = plane_text(1, 0.0, [(x, y, 0.0) for x, y in SQ], ["4 1 0 1 2 3"])
 GOOD2 = plane_text(2, 1.0, [(x, y, 1.0) for x, y in SQ], ["4 1 0 1 2 3"])
 
@@ -223,8 +227,8 @@ GOOD2 = plane_text(2, 1.0, [(x, y, 1.0) for x, y in SQ], ["4 1 0 1 2 3"])
     (csl(GOOD, plane_text(2, 1.0, [(x, y, 1.0) for x, y in SQ], ["2 1 0 1"])), ["2 vertices", "at least 3"]),
     (csl(GOOD, plane_text(2, 1.0, [(0, 0, 1.0), (1, 0, 1.0), (2, 0, 1.0), (3, 0, 1.0)], ["4 1 0 1 2 3"])),
      ["plane 2", "collinear"]),
-    (csl(GOOD, plane_text(2, 1.0, [(0, 0, 1.0), (4, 4, 1.0), (4, 0, 1.0), (0, 3, 1.0)], ["4 1 0 1 2 3"])),
-     ["plane 2", "contour 1 intersects itself"]),
+    (csl(GOOD, plane_text(2, 1.0, [(*p, 1.0) for p in LIMACON], [f"{len(LIMACON)} 1 " + " ".join(
+        map(str, range(len(LIMACON))))])), ["plane 2, contour 1", "self-crossing", "ambiguous", "redraw"]),
     (csl(plane_text(1, 0.0, [(x, y, 0.0) for x, y in SQ] + [(x + 2, y + 2, 0.0) for x, y in SQ],
                     ["4 1 0 1 2 3", "4 1 4 5 6 7"]), GOOD2), ["plane 1", "contours 1 and 2", "cross"]),
     (csl(GOOD), ["single plane cannot define a volume", "at least two planes"]),
@@ -254,6 +258,171 @@ def test_repairs_are_noted(tmp_path):
         assert w in text, text
     assert len(cs.planes[2].loops[0].points) == 4
     assert np.allclose(cs.planes[3].normal, [0, 0, 1])
+
+
+# ---------------------------------------------------------------------- self-touching / self-crossing contours
+
+def oracle_inside(loops2d, pts):
+    """Even-odd rule written out plainly (one ray towards +x per point), independent of inside_2d."""
+    out = []
+    for x, y in pts:
+        odd = False
+        for q in loops2d:
+            for (ax, ay), (bx, by) in zip(q, np.roll(q, -1, axis=0)):
+                if (ay > y) != (by > y) and x < ax + (y - ay) * (bx - ax) / (by - ay):
+                    odd = not odd
+        out.append(odd)
+    return np.array(out)
+
+
+def assert_simple(q, tol=1e-9):
+    """No two edges of the closed loop ``q`` meet, except consecutive edges at their shared vertex."""
+    n = len(q)
+    assert n >= 3 and len({tuple(p) for p in q.tolist()}) == n, "repeated vertex"
+    scale = np.abs(q).max() + 1.0
+
+    def side(a, b, c):
+        s = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+        return 0 if abs(s) <= tol * scale * scale else np.sign(s)
+
+    def on(a, b, c):  # c on the closed segment ab
+        return side(a, b, c) == 0 and min(a[0], b[0]) - tol <= c[0] <= max(a[0], b[0]) + tol and \
+            min(a[1], b[1]) - tol <= c[1] <= max(a[1], b[1]) + tol
+
+    for i in range(n):
+        a, b = q[i], q[(i + 1) % n]
+        for j in range(i + 1, n):
+            c, d = q[j], q[(j + 1) % n]
+            if j == i + 1:
+                assert not on(a, b, d) and not on(c, d, a), f"edges {i}, {j} fold back"
+            elif i == 0 and j == n - 1:
+                assert not on(a, b, c) and not on(c, d, b), f"edges {i}, {j} fold back"
+            else:
+                proper = side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+                assert not proper and not any(on(*s, p) for s, p in [((a, b), c), ((a, b), d), ((c, d), a),
+                                                                     ((c, d), b)]), f"edges {i}, {j} meet"
+
+
+def crossing(p, q, r, s):
+    """Intersection of the lines pq and rs."""
+    p, q, r, s = (np.asarray(x, dtype=float) for x in (p, q, r, s))
+    (ax, ay), (bx, by), (cx, cy) = r - p, s - r, q - p
+    return p + (ax * by - ay * bx) / (cx * by - cy * bx) * (q - p)
+
+
+def shoelace(*pts):
+    return abs(signed_area_2d(np.array(pts, dtype=float)))
+
+
+X_BOW = crossing((0, 0), (11, 1), (9, -1), (10, 10))  # (55/6, 5/6)
+X_CURL = crossing((0, 0), (5.5, 0), (5, 0.5), (5.25, -0.25))  # (31/6, 0)
+
+SELF_CONTACT_CASES = {
+    # a hole drawn in the same stroke, pinched to the outline at a repeated vertex (5, 0)
+    "keyhole": ([(0, 0), (5, 0), (4, 3), (5, 6), (6, 3), (5, 0), (10, 0), (10, 10), (0, 10)],
+                100 - 6, 2, 1, ["touches itself at (5, 0, 0)", "2 simple loops", "lobes inside lobes are holes"]),
+    # a deep notch whose tip (5, 0) lies on the bottom edge: two parts touching at one point
+    "vertex on an edge": ([(0, 0), (10, 0), (10, 10), (6, 10), (5, 0), (4, 10), (0, 10)], 100 - 10, 2, 0,
+                          ["touches itself at (5, 0, 0)", "2 simple loops"]),
+    # a spike that runs back along the bottom edge (vertex (10, 0) on edge (0, 0)-(13, 0)), plus a zero-length edge
+    "spike": ([(0, 0), (13, 0), (10, 0), (10, 10), (10, 10), (0, 10)], 100, 1, 0,
+              ["touches itself at (10, 0, 0)", "parts without area"]),
+    # a digitisation twist at a corner: a small bow-tie lobe outside the outline
+    "small bow-tie": ([(0, 0), (11, 1), (9, -1), (10, 10), (0, 10)],
+                      shoelace((0, 0), X_BOW, (10, 10), (0, 10)) + shoelace(X_BOW, (11, 1), (9, -1)), 2, 0,
+                      ["self-crossing at (9.16667, 0.833333, 0)", "2 simple loops", "even-odd"]),
+    # a small curl inside the outline (same orientation): even-odd makes it a small hole
+    "small curl": ([(0, 0), (5.5, 0), (5.5, 0.5), (5, 0.5), (5.25, -0.25), (10, 0), (10, 10), (0, 10)],
+                   100 + shoelace(X_CURL, (5.25, -0.25), (10, 0)) - shoelace(X_CURL, (5.5, 0), (5.5, 0.5), (5, 0.5)),
+                   2, 1, ["self-crossing at (5.16667, 0, 0)", "lobes inside lobes are holes"]),
+    # a figure-eight with two big lobes: every rule reads it as the two triangles
+    "figure-eight": ([(0, 0), (10, 10), (10, 0), (0, 10)], 50, 2, 0, ["self-crossing at (5, 5, 0)", "2 simple loops"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SELF_CONTACT_CASES))
+def test_self_touching_and_slightly_crossing_contours_are_split_into_simple_loops(case):
+    pts, area, n_loops, n_holes, words = SELF_CONTACT_CASES[case]
+    contour = np.array([(x, y, 0.0) for x, y in pts])
+    island = square(20, 25)
+    cs = CrossSections([Plane.through([0, 0, 1], [Polygon(island), Polygon(contour)], id=12),
+                        Plane.through([0, 0, 1], [Polygon(square(0, 10, z=1.0))], id=13)])
+    notes = validate(cs)
+    plane = cs.planes[0]
+    assert np.array_equal(plane.loops[0].points, island)  # the simple contour is left exactly as it was
+    loops = plane.loops[1:]
+    assert len(loops) == n_loops and sum(lp.is_hole for lp in loops) == n_holes
+    loops2d = [to_2d(plane, lp.points) for lp in loops]
+    for q in loops2d:
+        assert_simple(q)
+    # outer loops run CCW and holes CW, so the signed areas add up to the even-odd area
+    assert sum(signed_area_2d(q) for q in loops2d) == pytest.approx(area, rel=1e-9)
+    for lp in loops:  # every vertex is one of the contour's, or the crossing point
+        for v in lp.points:
+            assert (v == contour).all(axis=1).any() or any(np.allclose(v[:2], x) for x in (X_BOW, X_CURL, (5, 5)))
+    # the repaired plane answers inside/outside as the contour did under the even-odd rule
+    probe = np.random.default_rng(3).uniform(-2, 14, (1500, 2))
+    expected = oracle_inside([np.array(pts, dtype=float), island[:, :2]], probe)
+    assert np.array_equal(inside_2d(plane, to_2d(plane, np.c_[probe, np.zeros(len(probe))])), expected)
+    text = [n for n in notes if n.startswith("plane 12, contour 2: ")]
+    assert len(text) == 1 and "repaired by" in text[0], notes
+    for w in words:
+        assert w in text[0], text[0]
+    assert text[0] in cs.notes
+
+
+def annulus_stroke():
+    """One stroke round a circle of radius 10 (CCW), in to one of radius 5 (CW) and back out, the way in crossing
+    the way out twice: the lobes are the two circles (opposite orientations) and a sliver between the crossings.
+    Even-odd and winding read a ring, the union of the lobes a disc."""
+    t = np.linspace(0, 2 * np.pi, 120, endpoint=False)
+    outer = np.c_[10 * np.cos(t), 10 * np.sin(t)]  # from (10, 0), ending just below it
+    s = np.linspace(0.2, 0.6 - 2 * np.pi, 60)
+    inner = np.c_[5 * np.cos(s), 5 * np.sin(s)]  # clockwise from angle 0.2 round to 0.6
+    return np.vstack([outer, [[7.0, 2.5]], inner])  # the way out: from angle 0.6 straight to (10, 0)
+
+
+@pytest.mark.parametrize("pts, words", [(np.array(LIMACON), ["self-crossing at", "(6 % of its area"]),
+                                        (annulus_stroke(), ["2 self-crossings", "(26 % of its area"])])
+def test_contours_whose_crossing_lobes_overlap_are_refused(pts, words):
+    cs = CrossSections([Plane.through([0, 0, 1], [Polygon(square(-20, -15)), Polygon(np.c_[pts, np.zeros(len(pts))])],
+                                      id=7),
+                        Plane.through([0, 0, 1], [Polygon(square(0, 10, z=1.0))], id=8)])
+    with pytest.raises(FieldStudioError) as err:
+        validate(cs)
+    msg = str(err.value)
+    assert "\n" not in msg
+    for w in ["plane 7, contour 2:", "lobes overlap", "ambiguous", "redraw", *words]:
+        assert w in msg, msg
+
+
+def test_repaired_cross_sections_write_and_read_back_without_repairs(tmp_path):
+    # a small bow-tie on a tilted plane far from the origin: vertices are kept exactly, the crossing lies on the plane
+    normal = np.array([0.3, -0.2, 1.0]) / np.linalg.norm([0.3, -0.2, 1.0])
+    u, v = plane_basis(normal)
+    origin = np.array([1.0e5, -2.0e5, 3.0e4])
+    pts = SELF_CONTACT_CASES["small bow-tie"][0]
+    contour = np.array([origin + x * u + y * v for x, y in pts])
+    nrm = " ".join(repr(float(x)) for x in normal)
+    text = csl(plane_text(1, 0.0, contour.tolist(), ["5 1 0 1 2 3 4"], normal=nrm),
+               plane_text(2, 0.0, (contour + 2 * normal).tolist(), ["4 1 0 1 3 4"], normal=nrm))
+    for d in (-float(normal @ origin), -float(normal @ origin) - 2.0):  # the plane equations' offsets
+        text = text.replace(f"{nrm} 0.0", f"{nrm} {d!r}", 1)
+    cs = read_csl(write_text(tmp_path, text))
+    assert any(n.startswith("plane 1, contour 1: self-crossing at") for n in cs.notes), cs.notes
+    assert not any("refitted" in n for n in cs.notes), cs.notes
+    plane = cs.planes[0]
+    assert len(plane.loops) == 2
+    got = np.concatenate([lp.points for lp in plane.loops])
+    kept = [(p == got).all(axis=1).any() for p in contour]
+    assert all(kept)
+    extra = np.array([p for p in got if not (p == contour).all(axis=1).any()])
+    assert len(extra) == 2 and np.allclose(extra[0], extra[1])  # the crossing point, shared by both lobes
+    assert abs((extra[0] - origin) @ normal) < 1e-9 * 1e5
+    assert np.allclose(to_2d(plane, extra[:1])[0] - to_2d(plane, origin[None])[0], X_BOW, atol=1e-6)
+    again = read_csl(write_csl(cs, tmp_path / "out.csl"))
+    assert not any("repaired" in n for n in again.notes), again.notes
+    assert [len(lp.points) for lp in again.planes[0].loops] == [len(lp.points) for lp in plane.loops]
 
 
 # ---------------------------------------------------------------------------------------------------- slicing

@@ -6,7 +6,8 @@ import trimesh
 
 from fieldstudio.config import RunConfig
 from fieldstudio.data.cross_sections import inside_2d
-from fieldstudio.data.medical import read_label_volume, read_rtstruct, volume_sections
+from fieldstudio.data.medical_planes import volume_sections
+from fieldstudio.data.medical_readers import LabelVolume, read_label_volume, read_rtstruct
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.run import fit
 
@@ -63,8 +64,6 @@ def test_nifti_and_nrrd_keep_the_affine(tmp_path):
 
 def test_slices_hold_the_boundary_in_world_mm():
     data, affine = ellipsoid_volume()
-    from fieldstudio.data.medical import LabelVolume
-
     vol = LabelVolume(data.astype(np.int32), affine, "RAS", "e.nii.gz")
     cs = volume_sections(vol, every=4, offset=1)
     assert [p.id for p in cs.planes] == list(range(1, 9))  # slices 1, 5, ..., 29 (empty ones kept)
@@ -83,8 +82,6 @@ def test_slices_hold_the_boundary_in_world_mm():
 def test_oblique_planes_resample_the_volume_in_world_mm():
     """Oblique families: planes with the asked world normal, evenly through the label, whose contours lie on
     the ellipsoid's surface (to within the voxels' staircase) and hold its inside."""
-    from fieldstudio.data.medical import LabelVolume
-
     data, affine = ellipsoid_volume()
     vol = LabelVolume(data.astype(np.int32), affine, "RAS", "e.nii.gz")
     cs = volume_sections(vol, families="axial:2,1/1/0.5:4")
@@ -281,7 +278,7 @@ def test_large_volumes_are_read_in_slabs_and_cropped_to_their_labels(tmp_path, m
     the same voxels land at the same world positions; labels spanning too much, or a large NRRD, are refused."""
     import nrrd
 
-    from fieldstudio.data import medical
+    from fieldstudio.data import medical_readers as medical
 
     data, affine = ellipsoid_volume()
     big = np.zeros((90, 80, 40), dtype=np.int16)  # the ellipsoid off-centre in a larger, empty volume

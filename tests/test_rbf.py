@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fieldstudio.encoders.rbf import DEFAULT_MAX_WIDTH, DEFAULT_MIN_WIDTH, KERNELS, AdaptiveRBF, rbf_reference
+from fieldstudio.encoders.rbf import (DEFAULT_MAX_WIDTH, DEFAULT_MIN_WIDTH, KERNEL_IDS, KERNELS, AdaptiveRBF,
+                                     rbf_reference)
 
 
 @pytest.fixture(autouse=True)
@@ -207,6 +208,13 @@ def test_index_follows_centres_and_state_dict():
 
 
 # ------------------------------------------------------------------------------------------------ kernels, normalisation
+def test_kernel_ids_name_every_kernel_and_match_the_config():
+    from fieldstudio.config import RBF_KERNELS
+
+    assert tuple(KERNEL_IDS) == KERNELS == RBF_KERNELS
+    assert sorted(KERNEL_IDS.values()) == list(range(len(KERNELS)))  # the Kernel enum of cuda/common.h
+
+
 def test_nlin_tent_values():
     m = AdaptiveRBF(3, 3, kernel="nlin_s", normalize=False).double()
     with torch.no_grad():

@@ -1,11 +1,13 @@
 """SDF task: ground truth, sampling, and a fitted sphere."""
 
 import numpy as np
+import pytest
 import torch
 import trimesh
 
 from fieldstudio.config import SDFTaskConfig, TrainConfig
-from fieldstudio.data.meshes import BoxFrame
+from fieldstudio.data.meshes import BoxFrame, load_mesh
+from fieldstudio.errors import FieldStudioError
 from fieldstudio.field import Field, preset, resolve_budget
 from fieldstudio.tasks.sdf import MeshOracle, SDFTask
 from fieldstudio.train import train
@@ -63,3 +65,54 @@ def test_eikonal_term_reaches_the_field(sphere_file):
     state = train(field, task, TrainConfig(steps=50, batch_size=1024, lr=1e-2, lr_decoder=2e-3, seed=0))
     first, last = state.history[0], state.history[-1]
     assert "eikonal" in last and last["eikonal"] < first["eikonal"]
+
+
+# ------------------------------------------------------------------ meshes that enclose no volume
+
+
+def _strip(bend: float) -> trimesh.Trimesh:
+    """An open strip 2 x 0.4, bent along x into z = bend * x^2 (a grid of 29 x 4 quads)."""
+    x, y = np.meshgrid(np.linspace(-1, 1, 30), np.linspace(0, 0.4, 5), indexing="ij")
+    vertices = np.stack([x, y, bend * x**2], axis=-1).reshape(-1, 3)
+    a = (np.arange(29)[:, None] * 5 + np.arange(4)[None, :]).ravel()
+    faces = np.concatenate([np.stack([a, a + 5, a + 6], 1), np.stack([a, a + 6, a + 1], 1)])
+    return trimesh.Trimesh(vertices, faces)
+
+
+def test_flat_meshes_are_refused_when_loaded(tmp_path):
+    square = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], [[0, 1, 2], [0, 2, 3]])
+    tilted = square.copy()
+    tilted.apply_transform(trimesh.transformations.rotation_matrix(0.7, [1, 1, 0]))
+    for name, mesh in (("square.obj", square), ("tilted.ply", tilted)):
+        mesh.export(tmp_path / name)
+        with pytest.raises(FieldStudioError, match=rf"^{name} encloses no volume: it is flat") as info:
+            load_mesh(tmp_path / name)
+        assert "\n" not in str(info.value)
+
+
+def test_open_nearly_flat_strip_is_refused_before_training(tmp_path):
+    _strip(0.05).export(tmp_path / "strip.obj")
+    mesh, report = load_mesh(tmp_path / "strip.obj")  # not flat: 1/40 as thick as long
+    assert not report["watertight"]
+    with pytest.raises(FieldStudioError, match=r"^strip.obj encloses no volume: .* close the mesh") as info:
+        SDFTask(mesh, report["watertight"], SDFTaskConfig(pool_size=8000), seed=0)
+    assert "\n" not in str(info.value)
+    # the pool check alone also refuses a flat square given in code (no file, no flatness check)
+    square = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], [[0, 1, 2], [0, 2, 3]])
+    with pytest.raises(FieldStudioError, match="^the mesh encloses no volume"):
+        SDFTask(square, False, SDFTaskConfig(pool_size=8000), seed=0)
+
+
+def test_open_scan_and_closed_sphere_still_have_an_inside(tmp_path, sphere_file):
+    sphere = trimesh.creation.icosphere(3, radius=1.0)
+    bowl = sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.2)], append=True)  # top cut off
+    bowl.export(tmp_path / "bowl.ply")
+    for path, watertight in ((tmp_path / "bowl.ply", False), (sphere_file, True)):
+        mesh, report = load_mesh(path)
+        assert report["watertight"] == watertight
+        task = SDFTask(mesh, watertight, SDFTaskConfig(pool_size=8000), seed=0)
+        assert task.inside_share > 0.05, (path.name, task.inside_share)
+    # deep in the bowl nearly every ray crosses it once; above its rim, only rays through the opening do
+    oracle = MeshOracle(bowl, watertight=False)
+    assert oracle.inside_votes(np.array([[0.0, 0.0, -0.7]]), seed=1)[0] >= 0.9
+    assert oracle.inside_votes(np.array([[0.0, 0.0, 1.5]]), seed=1)[0] < 0.5

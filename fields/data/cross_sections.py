@@ -334,6 +334,239 @@ def _same_loop(p: np.ndarray, q: np.ndarray, tol: float) -> bool:
     return bool(np.abs(back - p).max() <= tol)
 
 
+# ------------------------------------------------------------------- self-touching / self-crossing contours
+#
+# Digitised contours often touch themselves (a repeated vertex, a vertex on another edge, a spike that runs
+# back along itself) or cross themselves in a small loop or bow-tie. Such a contour is repaired by splitting
+# it at every contact into simple loops ("lobes"), keeping every edge: the crossings and touching points
+# become vertices of the edges they lie on, and the walk along the contour is cut into closed pieces
+# wherever it returns to a point it has passed (each cut keeps the direction of travel, so pieces touch but
+# never cross). Pieces without area (spikes, doubled edges) are dropped.
+#
+# The reading is the even-odd rule, not the union of the lobes: it is the rule ``inside_2d`` applies to
+# every plane, and the one OReX's own labeller applies to a self-crossing contour (matplotlib's
+# ``Path.contains_points`` is even-odd on a single path), so the repaired loops give every point of the
+# plane the same inside/outside answer as the contour as drawn. Disjoint lobes (a bow-tie, a figure-eight)
+# read the same under every rule. The readings part only where lobes nest: even-odd makes a lobe inside
+# another lobe a hole, the union of the lobes fills it. A contour that only touches itself (no crossing)
+# can nest a lobe only as a hole drawn in the same stroke (a keyhole; its winding number is 0 there, so
+# even-odd and winding agree), and is always repaired. A contour with crossings whose nested lobes hold more
+# than LOBE_TOL of its area has no single reasonable reading and is refused.
+
+TOUCH_TOL = 1e-8  # a vertex within TOUCH_TOL * extent of another edge of its contour touches that edge
+LOBE_TOL = 0.01   # refuse a contour whose even-odd and union readings differ by more than this share of its area
+
+
+def _loop_contacts(q: np.ndarray, tol: float, eps: float):
+    """Where a closed loop ``q (n, 2)`` meets itself.
+
+    Returns ``(crossings, touches)``: crossings ``(i, j, t_i, t_j)`` of non-adjacent edges i < j that cross
+    properly (orientation tests as in ``_first_crossing``), at parameter t along each edge; touches
+    ``(k, i, t)``: vertex k lies within ``tol`` of edge i (k not an end of i) at parameter t along it.
+    """
+    n = len(q)
+    a, b = q, np.roll(q, -1, axis=0)
+    d = b - a
+    dd = np.maximum(np.einsum("ij,ij->i", d, d), 1e-300)
+    lo, hi = np.minimum(a, b) - tol, np.maximum(a, b) + tol
+    crossings, touches = [], []
+    rows = max(1, _CHUNK // max(n, 1))
+    for s in range(0, n, rows):
+        e = slice(s, min(s + rows, n))
+        near = ((lo[e][:, None, 0] <= hi[None, :, 0]) & (lo[None, :, 0] <= hi[e][:, None, 0])
+                & (lo[e][:, None, 1] <= hi[None, :, 1]) & (lo[None, :, 1] <= hi[e][:, None, 1]))
+        i, j = np.nonzero(near)
+        i = i + s
+        # touches: vertex j (the start of edge j) near edge i, j not an end of edge i
+        m = (j != i) & (j != (i + 1) % n)
+        ti, tj = i[m], j[m]
+        w = a[tj] - a[ti]
+        t = np.clip(np.einsum("ij,ij->i", w, d[ti]) / dd[ti], 0.0, 1.0)
+        gap = w - t[:, None] * d[ti]
+        hit = np.einsum("ij,ij->i", gap, gap) <= tol * tol
+        touches += zip(tj[hit].tolist(), ti[hit].tolist(), t[hit].tolist())
+        # proper crossings of non-adjacent edges
+        m = (j > i + 1) & ~((i == 0) & (j == n - 1))
+        ci, cj = i[m], j[m]
+        d1 = _orient(a[ci, 0], a[ci, 1], b[ci, 0], b[ci, 1], a[cj, 0], a[cj, 1])
+        d2 = _orient(a[ci, 0], a[ci, 1], b[ci, 0], b[ci, 1], b[cj, 0], b[cj, 1])
+        d3 = _orient(a[cj, 0], a[cj, 1], b[cj, 0], b[cj, 1], a[ci, 0], a[ci, 1])
+        d4 = _orient(a[cj, 0], a[cj, 1], b[cj, 0], b[cj, 1], b[ci, 0], b[ci, 1])
+        d1, d2, d3, d4 = (np.where(np.abs(x) <= eps, 0.0, x) for x in (d1, d2, d3, d4))
+        hit = (d1 * d2 < 0) & (d3 * d4 < 0)
+        crossings += zip(ci[hit].tolist(), cj[hit].tolist(), (d3[hit] / (d3[hit] - d4[hit])).tolist(),
+                         (d1[hit] / (d1[hit] - d2[hit])).tolist())
+    return crossings, touches
+
+
+def _split_at_contacts(q: np.ndarray, q3: np.ndarray, crossings, touches, tol: float):
+    """Node the loop at its contacts and cut the walk into closed pieces; returns [(piece2d, piece3d)]."""
+    n = len(q)
+    pts2, pts3 = [q], [q3]
+    inserts: list[list[tuple[float, int]]] = [[] for _ in range(n)]
+    involved = set()
+    for k, i, t in touches:
+        inserts[i].append((t, k))
+        involved |= {k, i, (i + 1) % n}
+    nxt = n
+    for i, j, ti, tj in crossings:
+        pts2.append((q[i] + ti * (q[(i + 1) % n] - q[i]))[None])
+        pts3.append((q3[i] + ti * (q3[(i + 1) % n] - q3[i]))[None])
+        inserts[i].append((ti, nxt))
+        inserts[j].append((tj, nxt))
+        involved |= {i, (i + 1) % n, j, (j + 1) % n, nxt}
+        nxt += 1
+    p2, p3 = np.concatenate(pts2), np.concatenate(pts3)
+    # points closer than tol are one node, named by its smallest index (an original vertex where there is one)
+    rep = np.arange(len(p2))
+    cand = np.array(sorted(involved))
+    for s in range(0, len(cand), 2048):
+        block = cand[s:s + 2048]
+        close = np.linalg.norm(p2[block][:, None] - p2[cand][None], axis=2) <= tol
+        for r, c in zip(*np.nonzero(close)):
+            x, y = int(block[r]), int(cand[c])
+            while rep[x] != x:
+                x = rep[x]
+            while rep[y] != y:
+                y = rep[y]
+            if x != y:
+                rep[max(x, y)] = min(x, y)
+    for x in range(len(rep)):
+        while rep[rep[x]] != rep[x]:
+            rep[x] = rep[rep[x]]
+    seq = []
+    for i in range(n):
+        for _, node in [(0.0, i)] + sorted(inserts[i]):
+            node = int(rep[node])
+            if not seq or seq[-1] != node:
+                seq.append(node)
+    while len(seq) > 1 and seq[-1] == seq[0]:
+        seq.pop()
+    # cut the walk wherever it returns to a node still on the stack: each cut keeps the direction of travel
+    stack, pos, pieces = [], {}, []
+    for node in seq + seq[:1]:
+        if node in pos:
+            p = pos[node]
+            pieces.append(stack[p:])
+            for m in stack[p + 1:]:
+                del pos[m]
+            del stack[p + 1:]
+        else:
+            pos[node] = len(stack)
+            stack.append(node)
+    pieces = pieces[-1:] + pieces[:-1]  # the piece through the contour's first vertex first
+    return [(p2[piece], p3[piece]) for piece in pieces if len(piece) >= 3]
+
+
+def _lobe_faces(lobes2d: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nesting of a contour's lobes (they touch but never cross).
+
+    Returns, per lobe, ``depth`` (how many other lobes contain it; majority of up to 16 edge midpoints,
+    even-odd), the area of its face (the lobe minus the lobes directly inside it) and the face's winding
+    number (sum of the orientations, +1 counter-clockwise, of the lobes containing it, itself included).
+    """
+    signed = np.array([signed_area_2d(p) for p in lobes2d])
+    areas = np.abs(signed)
+    inside = np.zeros((len(lobes2d), len(lobes2d)), dtype=bool)  # inside[i, j]: lobe i lies in lobe j
+    for i, p in enumerate(lobes2d):
+        mid = (p + np.roll(p, -1, axis=0)) / 2
+        probe = mid[np.linspace(0, len(p) - 1, min(16, len(p))).astype(int)]
+        for j, other in enumerate(lobes2d):
+            inside[i, j] = j != i and areas[j] > areas[i] and _even_odd(probe, [other]).mean() > 0.5
+    depth = inside.sum(axis=1)
+    face = areas.copy()
+    for i in range(len(lobes2d)):
+        holders = np.nonzero(inside[i])[0]
+        if len(holders):
+            face[holders[np.argmin(areas[holders])]] -= areas[i]
+    winding = np.sign(signed) + (inside * np.sign(signed)[None, :]).sum(axis=1)
+    return depth, face, winding
+
+
+def _fmt3(p) -> str:
+    return "(" + ", ".join(f"{float(x):.6g}" for x in p) + ")"
+
+
+def _repair_contour(plane: Plane, k: int, q: np.ndarray, tol: float, eps: float, min_area: float):
+    """Simple loops equivalent (even-odd) to contour ``k`` (1-based) of ``plane`` given in 2-D as ``q``.
+
+    Returns None if the contour is simple already, else ``(loops, note)``. Raises FieldStudioError when its
+    lobes nest so much that the even-odd and union readings disagree (see the section comment).
+    """
+    crossings, touches = _loop_contacts(q, tol, eps)
+    if not crossings and not touches:
+        return None
+    lp = plane.loops[k - 1]
+    n = len(q)
+    if crossings:
+        i, _, t, _ = crossings[0]
+        at = lp.points[i] + t * (lp.points[(i + 1) % n] - lp.points[i])
+        what = f"self-crossing at {_fmt3(at)}" if len(crossings) == 1 else \
+            f"{len(crossings)} self-crossings, the first at {_fmt3(at)}"
+    else:
+        what = f"touches itself at {_fmt3(lp.points[touches[0][0]])}"
+    pieces = _split_at_contacts(q, lp.points, crossings, touches, tol)
+    for _ in range(3):  # a piece may still meet itself where contacts lay within tol of each other
+        pieces = [(p2, p3) for p2, p3 in pieces if abs(signed_area_2d(p2)) > min_area]
+        contacts = [_loop_contacts(p2, tol, eps) for p2, _ in pieces]
+        if not any(c or t for c, t in contacts):
+            break
+        pieces = [part for (p2, p3), (c, t) in zip(pieces, contacts)
+                  for part in (_split_at_contacts(p2, p3, c, t, tol) if c or t else [(p2, p3)])]
+    else:
+        raise FieldStudioError(f"plane {plane.id}, contour {k}: {what}, and it could not be split into simple "
+                               "loops; redraw that contour so it does not touch or cross itself")
+    if not pieces:
+        raise FieldStudioError(f"plane {plane.id}, contour {k} encloses no area ({what}: it runs back along "
+                               "itself); remove it")
+    depth, face, winding = _lobe_faces([p2 for p2, _ in pieces])
+    total = float(face[depth % 2 == 0].sum())  # the even-odd reading: faces inside an odd number of lobes
+    # Where the readings part (see the section comment): faces inside an even number of lobes are out by
+    # even-odd but in by the union of the lobes (crossings), or in by the winding number (touches only: a
+    # lobe pinched off inside the contour is then a hole drawn in the same stroke, and a winding of 0 there
+    # agrees with even-odd).
+    differ = (depth % 2 == 1) & ((winding != 0) | bool(crossings))
+    share = float(face[differ].sum()) / max(total + float(face[differ].sum()), 1e-300)
+    if share > LOBE_TOL:
+        raise FieldStudioError(
+            f"plane {plane.id}, contour {k}: {what}; its lobes overlap, so what is inside is ambiguous "
+            f"({100 * share:.0f} % of its area lies in two lobes at once); redraw it so it does not cross "
+            "itself, or give the lobes as separate contours")
+    loops = [lp.copy(points=p3.copy(), is_hole=lp.is_hole != bool(d % 2), parent=None)
+             for (_, p3), d in zip(pieces, depth)]
+    if len(loops) == 1:
+        how = "removing the parts without area (spikes, repeated points)"
+    else:
+        areas = np.array([abs(signed_area_2d(p2)) for p2, _ in pieces])
+        small = float(np.sort(areas)[:-1].sum()) / float(areas.sum())
+        how = (f"splitting it into {len(loops)} simple loops (even-odd rule"
+               f"{', lobes inside lobes are holes' if depth.any() else ''}; the smaller lobes hold "
+               f"{100 * small:.2g} % of its area)")
+    return loops, f"plane {plane.id}, contour {k}: {what} repaired by {how}"
+
+
+def _repair_self_contacts(cs: CrossSections, extent: float) -> list[str]:
+    """Replace every contour that touches or crosses itself by simple loops (``_repair_contour``), in place."""
+    tol = TOUCH_TOL * extent
+    notes = []
+    for plane in cs.planes:
+        loops2d = [to_2d(plane, lp.points) for lp in plane.loops]
+        if not loops2d:
+            continue
+        scale = max(float(np.abs(np.concatenate(loops2d)).max()), 1e-300)
+        eps, min_area = 1e-12 * scale * scale, 1e-14 * scale * scale
+        new = []
+        for k, (lp, q) in enumerate(zip(plane.loops, loops2d), 1):
+            fixed = _repair_contour(plane, k, q, tol, eps, min_area)
+            if fixed is None:
+                new.append(lp)
+            else:
+                new += fixed[0]
+                notes.append(fixed[1])
+        plane.loops = new
+    return notes
+
+
 # ------------------------------------------------------------------------------------ orientation, holes
 
 def orient_loops(cs: CrossSections, report: bool = True) -> list[str]:
@@ -400,12 +633,15 @@ def validate(cs: CrossSections) -> list[str]:
     Repairs (noted): a closing vertex that repeats the first one and repeated consecutive vertices are
     removed; planes without contours are DROPPED (OReX's loader cannot take them; a later occupancy task may
     prefer to keep them as all-outside); a stated plane that does not fit its vertices (max distance >
-    FIT_TOL * extent) is refitted by least squares; duplicate contours on a plane and duplicate planes whose
-    contours agree are merged. Finally holes are classified and loops oriented (``orient_loops``).
+    FIT_TOL * extent) is refitted by least squares; a contour that touches or crosses itself is split into
+    simple loops with the same even-odd inside (one note per contour, see "self-touching / self-crossing
+    contours" above); duplicate contours on a plane and duplicate planes whose contours agree are merged.
+    Finally holes are classified and loops oriented (``orient_loops``).
 
     Raises FieldStudioError for: no contours at all, non-finite coordinates, a contour with fewer than 3
-    distinct vertices or zero area, a plane whose vertices are (near-)collinear, self-intersecting or
-    mutually crossing contours of one label, duplicate planes whose contours differ, and a single plane.
+    distinct vertices or zero area, a plane whose vertices are (near-)collinear, a self-crossing contour
+    whose lobes overlap (ambiguous inside), mutually crossing contours of one label, duplicate planes whose
+    contours differ, and a single plane.
     """
     notes: list[str] = []
     if not cs.planes:
@@ -466,6 +702,11 @@ def validate(cs: CrossSections) -> list[str]:
     if refit:
         notes.append(f"refitted {len(refit)} planes by least squares because the stated plane equation does not "
                      f"fit their vertices (up to {worst:.1e} of the extent; plane {_ids(refit)})")
+
+    repaired = _repair_self_contacts(cs, extent)
+    if len(repaired) > 20:
+        repaired = repaired[:20] + [f"... and {len(repaired) - 20} more contours repaired the same way"]
+    notes.extend(repaired)
 
     removed = 0
     for plane in cs.planes:

@@ -17,14 +17,19 @@ import trimesh
 from fieldstudio.errors import FieldStudioError
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+# A mesh thinner than this fraction of its length (along its flattest direction) is flat: it encloses no volume,
+# and no marching-cubes grid (at most 2048 cells a side) could resolve a solid that thin anyway.
+FLAT_RATIO = 1e-4
 
 
 def load_mesh(path: str | Path) -> tuple[trimesh.Trimesh, dict]:
     """Load, validate and repair a mesh.
 
     Returns the mesh (duplicate vertices merged, degenerate faces dropped, winding made consistent where the
-    surface allows it) and a report: ``watertight``, ``n_vertices``, ``n_faces``, ``merged_vertices``, ``notes``.
-    Raises FieldStudioError for a missing, unreadable, empty or non-finite mesh.
+    surface allows it; ``mesh.metadata["file_name"]`` is the file's name) and a report: ``watertight``,
+    ``n_vertices``, ``n_faces``, ``merged_vertices``, ``notes``.
+    Raises FieldStudioError for a missing, unreadable, empty or non-finite mesh, and for a flat one (thinner than
+    ``FLAT_RATIO`` of its length along its flattest direction, e.g. an open square): it encloses no volume.
     """
     path = Path(path)
     if not path.exists():
@@ -52,6 +57,12 @@ def load_mesh(path: str | Path) -> tuple[trimesh.Trimesh, dict]:
     mesh.remove_unreferenced_vertices()
     if len(mesh.faces) == 0:
         raise FieldStudioError(f"{path}: every triangle is degenerate (zero area); the mesh has no surface")
+    thickness = flatness(np.asarray(mesh.vertices))
+    if thickness <= FLAT_RATIO:
+        raise FieldStudioError(
+            f"{path.name} encloses no volume: it is flat (its thickness is {thickness:.2g} of its length); fields "
+            "are fitted to solids, so give the closed surface of a solid (close or thicken this one first)")
+    mesh.metadata["file_name"] = path.name
     notes = []
     trimesh.repair.fix_winding(mesh)
     watertight = bool(mesh.is_watertight)
@@ -59,12 +70,19 @@ def load_mesh(path: str | Path) -> tuple[trimesh.Trimesh, dict]:
         trimesh.repair.fix_inversion(mesh)
     else:
         notes.append("mesh is not watertight: inside/outside comes from ray-parity voting, not face winding")
-    extent = mesh.extents.max()
-    if extent <= 0:
-        raise FieldStudioError(f"{path}: the mesh is flat or a single point (zero extent)")
     report = {"watertight": watertight, "n_vertices": len(mesh.vertices), "n_faces": len(mesh.faces),
               "merged_vertices": n_before - len(mesh.vertices), "notes": notes}
     return mesh, report
+
+
+def flatness(points: np.ndarray) -> float:
+    """Thickness over length of a point set: its span along its least-spread principal axis over its span along
+    the most-spread one (0 for coplanar points, about 1 for a ball or a cube). Independent of the orientation:
+    a tilted square is as flat as an axis-aligned one."""
+    centred = points - points.mean(axis=0)
+    _, axes = np.linalg.eigh(centred.T @ centred)
+    spans = np.ptp(centred @ axes, axis=0)
+    return float(spans.min() / spans.max()) if spans.max() > 0 else 0.0
 
 
 @dataclass

@@ -34,6 +34,29 @@ from fieldstudio import kernels
 __all__ = ["MultiResGrid"]
 
 _PRIMES = (1, 2654435761, 805459861)
+_FUSED_MAX_FEATURES = 16  # per level: the fused kernels accumulate a level's features in a fixed array
+
+
+class _GridFunction(torch.autograd.Function):
+    """The fused grid encoding (``cpu`` or ``cuda`` extension); differentiable w.r.t. ``embeddings`` only."""
+
+    @staticmethod
+    def forward(ctx, x, embeddings, resolutions, offsets, mult, n_dense, log2_hashmap_size, path):
+        out = kernels.ops(path).grid_forward(x, embeddings, resolutions, offsets, mult, n_dense, log2_hashmap_size,
+                                             *kernels.stream_args(path, x.device))
+        ctx.save_for_backward(x, resolutions, offsets, mult)
+        ctx.meta = (embeddings.shape[0], n_dense, log2_hashmap_size, path)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, resolutions, offsets, mult = ctx.saved_tensors
+        n_rows, n_dense, log2, path = ctx.meta
+        gemb = None
+        if ctx.needs_input_grad[1]:
+            gemb = kernels.ops(path).grid_backward(grad.contiguous(), x, n_rows, resolutions, offsets, mult, n_dense,
+                                                   log2, *kernels.stream_args(path, x.device))
+        return None, gemb, None, None, None, None, None, None
 
 
 def _level_layout(
@@ -86,7 +109,7 @@ class MultiResGrid(nn.Module):
     log2_hashmap_size : int
         log2 of the largest table per level; larger levels are hashed into this many rows.
     init_scale : float
-        Embeddings are drawn from ``U(-init_scale, init_scale)`` with torch's global RNG.
+        Embeddings are drawn from ``U(-init_scale, init_scale)`` with ``generator`` (torch's global RNG if None).
 
     Attributes
     ----------
@@ -106,6 +129,7 @@ class MultiResGrid(nn.Module):
         max_resolution: int = 2048,
         log2_hashmap_size: int = 19,
         init_scale: float = 1e-4,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if n_features < 1:
@@ -137,7 +161,7 @@ class MultiResGrid(nn.Module):
 
         self.embeddings = nn.Parameter(torch.empty(offsets[-1], n_features))
         with torch.no_grad():
-            self.embeddings.uniform_(-init_scale, init_scale)
+            self.embeddings.uniform_(-init_scale, init_scale, generator=generator)
 
     # ------------------------------------------------------------------ sizes
     def param_count(self) -> int:
@@ -221,12 +245,17 @@ class MultiResGrid(nn.Module):
         return rows.reshape(n_levels, n_points, n_corners), weights.reshape(n_levels, n_points, n_corners)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode points (fused kernels where available, see ``fields.kernels``; else ``forward_reference``)."""
+        """Encode points: the fused kernels when ``fields.kernels.path_for_call`` picks them, else
+        ``forward_reference``."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected x of shape (N, {self.dim}), got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point x, got {x.dtype}")
-        return kernels.grid(self, x)
+        path = kernels.path_for_call(x, self.embeddings, supported=self.n_features <= _FUSED_MAX_FEATURES)
+        if path == "reference":
+            return self.forward_reference(x)
+        return _GridFunction.apply(x.contiguous(), self.embeddings, self.resolutions, self.offsets,
+                                   self._axis_mult.contiguous(), self.n_dense, self.log2_hashmap_size, path)
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """Encode points in plain PyTorch: the oracle of the fused kernels.

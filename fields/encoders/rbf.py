@@ -15,7 +15,8 @@ The layer maps ``x : (N, dim)`` to ``(N, n_features)``::
 
 Centres and shapes are buffers (frozen, as in every released NeuRBF config) set by :meth:`AdaptiveRBF.init_from_points`
 (weighted k-means); only ``features`` is trained. :func:`rbf_reference` (with :func:`rbf_phi`) is the plain-PyTorch
-oracle that fused kernels must match.
+oracle that fused kernels must match; :func:`rbf_layer` runs the fused kernels or the reference, whichever
+``fieldstudio.kernels.path_for_call`` answers.
 """
 
 from __future__ import annotations
@@ -28,10 +29,15 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from fieldstudio import kernels
+from fieldstudio.control import check_cancel
 
-__all__ = ["KERNELS", "AdaptiveRBF", "rbf_phi", "rbf_reference", "DEFAULT_MIN_WIDTH", "DEFAULT_MAX_WIDTH"]
+NEIGHBOUR_CHUNK = 200_000
+
+__all__ = ["KERNELS", "KERNEL_IDS", "AdaptiveRBF", "rbf_layer", "rbf_phi", "rbf_reference", "DEFAULT_MIN_WIDTH",
+           "DEFAULT_MAX_WIDTH"]
 
 KERNELS = ("nlin_s", "ivq_a", "gauss_a")
+KERNEL_IDS = {"nlin_s": 0, "ivq_a": 1, "gauss_a": 2}  # the `Kernel` enum of cuda/common.h
 
 # Width clamps in field-box units (the box [-1, 1] has extent 2).
 # NeuRBF clamps std-like widths to [max(cell/200, 1e-3), extent/10]; in its SDF set-up (1024 cells over [-1, 1],
@@ -115,6 +121,43 @@ def rbf_reference(x: torch.Tensor, idx: torch.Tensor, centers: torch.Tensor, sha
     return (w * torch.sin(phi.unsqueeze(-1) * freqs)).sum(1)
 
 
+class _RBFFunction(torch.autograd.Function):
+    """The fused RBF layer (``cpu`` or ``cuda`` extension); differentiable w.r.t. ``features`` only."""
+
+    @staticmethod
+    def forward(ctx, x, idx, centers, shapes, features, freqs, kernel_id, normalize, path):
+        stream = kernels.stream_args(path, x.device)
+        out = kernels.ops(path).rbf_forward(x, idx, centers, shapes, features, freqs, kernel_id, normalize, *stream)
+        ctx.save_for_backward(x, idx, centers, shapes, freqs)
+        ctx.meta = (features.shape[0], kernel_id, normalize, path)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, idx, centers, shapes, freqs = ctx.saved_tensors
+        n_rbf, kernel_id, normalize, path = ctx.meta
+        gfeat = None
+        if ctx.needs_input_grad[4]:
+            gfeat = kernels.ops(path).rbf_backward(grad.contiguous(), x, idx, centers, shapes, freqs, n_rbf, kernel_id,
+                                                   normalize, *kernels.stream_args(path, x.device))
+        return None, None, None, None, gfeat, None, None, None, None
+
+
+def rbf_layer(x: torch.Tensor, idx: torch.Tensor, centers: torch.Tensor, shapes: torch.Tensor, features: torch.Tensor,
+              freqs: torch.Tensor, kernel: str, normalize: bool) -> torch.Tensor:
+    """The RBF layer ``sum_k features[idx] * sin(phi_k * freqs)``; arguments as ``rbf_reference``.
+
+    Runs the fused kernels when ``kernels.path_for_call`` picks them (only ``features`` may need a gradient there),
+    else :func:`rbf_reference`.
+    """
+    path = kernels.path_for_call(x, features, centers, shapes, freqs)
+    if path == "reference":
+        return rbf_reference(x, idx, centers, shapes, features, freqs, kernel, normalize)
+    return _RBFFunction.apply(x.contiguous(), idx.long().contiguous(), centers.contiguous(),
+                              shapes.reshape(shapes.shape[0], -1).contiguous(), features.contiguous(),
+                              freqs.contiguous(), KERNEL_IDS[kernel], bool(normalize), path)
+
+
 class AdaptiveRBF(nn.Module):
     """Adaptive RBF layer with K-nearest-neighbour evaluation and multi-frequency sine composition.
 
@@ -127,7 +170,7 @@ class AdaptiveRBF(nn.Module):
             ``"gauss_a"`` (anisotropic Gaussian).
         freq_min, freq_max: ends of the log2-spaced sine frequencies, ``freqs = exp2(linspace(log2 lo, log2 hi, F))``.
         normalize: divide the k kernel values of a query by their detached sum.
-        init_scale: ``features ~ U(-init_scale, init_scale)`` from torch's global RNG.
+        init_scale: ``features ~ U(-init_scale, init_scale)`` from ``generator`` (torch's global RNG if None).
 
     Attributes:
         out_dim: = n_features.
@@ -142,7 +185,8 @@ class AdaptiveRBF(nn.Module):
     out_dim: int
 
     def __init__(self, dim: int, n_rbf: int, n_features: int = 16, k: int = 8, kernel: str = "nlin_s",
-                 freq_min: float = 1.0, freq_max: float = 8.0, normalize: bool = True, init_scale: float = 1e-4):
+                 freq_min: float = 1.0, freq_max: float = 8.0, normalize: bool = True, init_scale: float = 1e-4,
+                 generator: torch.Generator | None = None):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"unknown RBF kernel {kernel!r}; choose one of {KERNELS}")
@@ -166,7 +210,8 @@ class AdaptiveRBF(nn.Module):
             shapes = torch.eye(dim).expand(n_rbf, dim, dim) / width**2
         self.register_buffer("shapes", shapes.contiguous())
         self.register_buffer("freqs", torch.exp2(torch.linspace(math.log2(freq_min), math.log2(freq_max), n_features)))
-        self.features = nn.Parameter(torch.empty(n_rbf, n_features).uniform_(-init_scale, init_scale))
+        self.features = nn.Parameter(torch.empty(n_rbf, n_features).uniform_(-init_scale, init_scale,
+                                                                                generator=generator))
 
         self._tree: cKDTree | None = None  # neighbour index over `centers`, rebuilt lazily (see neighbours)
 
@@ -260,6 +305,7 @@ class AdaptiveRBF(nn.Module):
         rng = np.random.default_rng(seed)
         centers = pts[rng.choice(len(pts), size=n, replace=False, p=w / w.sum())].copy()
         for _ in range(n_iter):
+            check_cancel()  # each iteration is a kNN pass over every point: seconds on large pools
             labels = _nearest(centers, pts)
             wsum = np.bincount(labels, weights=w, minlength=n)
             filled = wsum > 0  # empty clusters keep their old centre
@@ -334,8 +380,12 @@ class AdaptiveRBF(nn.Module):
         q = x.detach().to("cpu", torch.float64).numpy()
         if not np.isfinite(q).all():
             raise ValueError("neighbours: x contains NaN or inf")
-        _, idx = self._index().query(q, k=self.k, workers=-1)
-        idx = np.asarray(idx, dtype=np.int64).reshape(len(q), self.k)  # query returns (N,) when k == 1
+        tree = self._index()
+        idx = np.empty((len(q), self.k), dtype=np.int64)
+        for s in range(0, len(q), NEIGHBOUR_CHUNK):  # chunks keep a cancel within a second on 2M-point pools
+            check_cancel()
+            _, part = tree.query(q[s:s + NEIGHBOUR_CHUNK], k=self.k, workers=-1)
+            idx[s:s + NEIGHBOUR_CHUNK] = np.asarray(part, dtype=np.int64).reshape(-1, self.k)  # (N,) when k == 1
         return torch.from_numpy(idx).to(x.device)
 
     def _load_from_state_dict(self, *args, **kwargs):
@@ -364,7 +414,7 @@ class AdaptiveRBF(nn.Module):
             (N, n_features) float.
         """
         idx = self._check(x, idx)
-        return kernels.rbf(x, idx, self.centers, self.shapes, self.features, self.freqs, self.kernel, self.normalize)
+        return rbf_layer(x, idx, self.centers, self.shapes, self.features, self.freqs, self.kernel, self.normalize)
 
     def phi(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """(N, k') kernel values (normalised if ``normalize``) of the neighbours ``idx`` (default: neighbours(x)),

@@ -1,0 +1,336 @@
+"""api.py
+======
+The one entry of every face (CLI, GUI, batch, benchmarks, tests): a request becomes a resolved, validated
+``RunConfig``; a job runs it in stages (prepare, train, mesh, score) in a thread of its own, reports events, and can
+be cancelled at any moment, paused between training steps, and previewed while it trains.
+
+    from fieldstudio.api import Request, fit_job
+    job = fit_job(Request("bunny.obj", time_budget=60), "runs/bunny")
+    job.subscribe(lambda e: print(e.kind, e.stage, e.done, e.total, e.eta))
+    job.start()
+    mesh = job.preview("mesh")          # any time while it trains (None before training starts)
+    job.cancel()                        # within about a second, whatever the stage; the folder stays resumable
+    result = job.wait()                 # FitResult; a user error is re-raised here as FieldStudioError
+
+Precedence when resolving (later wins): built-in defaults < the task's defaults (field kind and size, training
+settings for that field) < the config file < the request's options < ``overrides`` (dotted keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from pathlib import Path
+from typing import Any, Callable
+
+from fieldstudio.config import RunConfig, from_dict, load_run_config, to_dict, validate
+from fieldstudio.control import Cancelled, Control, active
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.tasks import registry
+from fieldstudio.train import Callback
+
+DEFAULT_STEPS = 2000  # when neither a step count nor a time budget is given
+log = logging.getLogger("fieldstudio")
+
+
+# ------------------------------------------------------------------------------------------------ requests
+
+@dataclass
+class Request:
+    """What a user asks for. ``None`` means "the default" (of the config file if one is given, else the task's)."""
+
+    input: str | Path
+    task: str = "auto"              # auto: from the input's suffix
+    field: str | None = None        # hybrid | neurbf | grid | mlp | orex
+    params: int | None = None       # total parameter budget
+    steps: int | None = None        # training steps (alone: exactly this many)
+    time_budget: float | None = None  # seconds for the whole fit (alone: train until it runs out)
+    resolution: int | None = None   # marching cubes
+    seed: int | None = None
+    labels: str | None = None       # each | union | "1,4"
+    every: int | None = None        # label maps: every k-th slice
+    offset: int | None = None
+    planes: str | None = None       # label maps: plane families, e.g. "axial:6,1/0/1:4"
+    roi: str | None = None          # RTSTRUCT / SEG structure names
+    config: str | Path | None = None  # a TOML file (e.g. a run's config.toml)
+    overrides: dict[str, Any] = dc_field(default_factory=dict)  # {"train.batch_size": 4096, ...}
+
+
+def resolve(request: Request) -> RunConfig:
+    """The request as a complete, validated ``RunConfig`` (every size concrete except data-driven ``auto``s).
+
+    Raises FieldStudioError for anything the user can fix: a missing input, an unknown task or one that does not
+    read this input, a bad config file or value.
+    """
+    from fieldstudio.field import preset, resolve_budget, tune_training
+
+    path = Path(request.input).expanduser()
+    if not path.exists():
+        raise FieldStudioError(f"input not found: {path}")
+    cfg, tables = RunConfig(), set()
+    if request.config is not None:
+        cfg = load_run_config(request.config)
+        tables = set(tomllib.loads(Path(request.config).read_text()))
+    spec = registry.for_input(path) if request.task in ("auto", None) else registry.get(request.task)
+    if request.task not in ("auto", None) and not _reads(spec, path):
+        raise FieldStudioError(f"task {spec.name} reads {spec.inputs}; {path.name} is not one of them (leave "
+                               "--task out to choose from the input)")
+    cfg.input, cfg.task = str(path.resolve()), spec.name
+
+    if "field" not in tables or (request.field is not None and request.field != cfg.field.kind):
+        # A config without a [field] table gets the task's default field, not the dataclass default.
+        kind = request.field or spec.default_field
+        params = request.params or (cfg.field.params if "field" in tables else None) or spec.default_params
+        cfg.field = preset(kind, spec.name, params)
+    elif request.params is not None:  # the file's field, sized anew for the new budget
+        cfg.field.params = request.params
+        if cfg.field.kind in ("hybrid", "neurbf"):
+            cfg.field.rbf.n_rbf = "auto"
+    if "train" not in tables:
+        tune_training(cfg.field.kind, cfg.train)
+
+    t = cfg.train
+    if request.steps is not None or request.time_budget is not None:  # the request's limits replace the file's
+        t.steps, t.time_budget = request.steps, request.time_budget
+    if t.steps is None and t.time_budget is None:
+        t.steps = DEFAULT_STEPS
+    for value, section, key in ((request.resolution, cfg.mesh, "resolution"), (request.seed, t, "seed"),
+                                (request.labels, cfg.slices, "labels"), (request.every, cfg.slices, "every"),
+                                (request.offset, cfg.slices, "slice_offset"), (request.planes, cfg.slices, "families"),
+                                (request.roi, cfg.slices, "rois")):
+        if value is not None:
+            setattr(section, key, value)
+    if request.overrides:
+        cfg = _apply_overrides(cfg, request.overrides)
+    validate(cfg)
+    if cfg.sdf.loss == "auto":  # see SDFTaskConfig.loss
+        cfg.sdf.loss = "l1" if cfg.field.kind == "mlp" else "mape"
+    cfg.field = resolve_budget(cfg.field)
+    return cfg
+
+
+def _reads(spec: registry.TaskSpec, path: Path) -> bool:
+    return (path.is_dir() and spec.accepts_folders) or registry.suffix_of(path) in spec.suffixes
+
+
+def _apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Dotted keys (``train.lr``) set on the config, type-checked like a config file's values."""
+    data = to_dict(cfg)
+    for key, value in overrides.items():
+        *tables, name = key.split(".")
+        node = data
+        for t in tables:
+            node = node.setdefault(t, {})
+            if not isinstance(node, dict):
+                raise FieldStudioError(f"override {key!r}: {t!r} is a value, not a table")
+        if value is None:
+            node.pop(name, None)
+        else:
+            node[name] = value
+    return from_dict(RunConfig, data, "overrides")
+
+
+def configure_threads(n: int | None) -> None:
+    """Set the process's CPU thread count once (a face's choice, never a job's): ``None`` keeps torch's default."""
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+# ------------------------------------------------------------------------------------------------ events
+
+@dataclass
+class Event:
+    """What a job reports. ``kind``:
+
+    * ``stage``: a stage begins (``stage`` = prepare | train | mesh | score; ``object`` in runs of several);
+    * ``progress``: ``done`` of ``total`` in the stage, ``eta`` seconds left (None when unknown);
+    * ``step``: a training step (``step``, ``loss``; ``done``/``total`` = fraction of training, ``eta``);
+    * ``note``: something the user should read (``message``), e.g. "compiling the fused CPU kernels";
+    * ``paused`` / ``resumed``;
+    * ``finished`` / ``cancelled`` / ``failed`` (``message`` = the error): the job has ended.
+    """
+
+    kind: str
+    stage: str = ""
+    object: str = ""
+    done: float = 0.0
+    total: float = 0.0
+    eta: float | None = None
+    step: int = 0
+    loss: float = math.nan
+    message: str = ""
+    elapsed: float = 0.0  # seconds since the job started
+
+
+class _StepEvents(Callback):
+    """Training steps as ``step`` events, at most 10 per second (and the last one)."""
+
+    def __init__(self, emit):
+        self.emit, self.last = emit, 0.0
+
+    def on_step(self, state) -> None:
+        now = time.perf_counter()
+        if now - self.last < 0.1 and state.progress < 1.0:
+            return
+        self.last = now
+        p = state.progress
+        eta = state.elapsed * (1 - p) / p if p > 0 else None
+        self.emit("step", stage="train", step=state.step, loss=state.loss, done=p, total=1.0, eta=eta)
+
+
+class _NoteHandler(logging.Handler):
+    """Log records of the job's thread on the "fieldstudio" logger (INFO and up) as ``note`` events."""
+
+    def __init__(self, emit, thread_id: int):
+        super().__init__(logging.INFO)
+        self.emit_note, self.thread_id = emit, thread_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread_id:
+            self.emit_note("note", message=record.getMessage())
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+class Job:
+    """A unit of work run in stages, with events, cancel, pause and previews. Build with :func:`fit_job` or
+    :func:`mesh_job`; run it in this thread (:meth:`run`) or in its own (:meth:`start`, then :meth:`wait`)."""
+
+    def __init__(self, work: Callable[[], Any], callbacks: list[Callback] | None = None):
+        self._work = work
+        self.callbacks = list(callbacks or [])
+        self._listeners: list[Callable[[Event], None]] = []
+        self._control = Control(self._emit)
+        self._thread: threading.Thread | None = None
+        self._t0 = time.perf_counter()
+        self.status = "pending"  # running | paused | finished | cancelled | failed
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    # -- watching
+    def subscribe(self, listener: Callable[[Event], None]) -> "Job":
+        self._listeners.append(listener)
+        return self
+
+    @property
+    def stage(self) -> str:
+        return self._control.stage
+
+    def _emit(self, kind: str, **data) -> None:
+        if kind in ("paused", "resumed"):
+            self.status = "paused" if kind == "paused" else "running"
+        event = Event(kind, elapsed=time.perf_counter() - self._t0,
+                      object=data.pop("object", "") or self._control.object, **data)
+        for listener in self._listeners:
+            listener(event)
+
+    # -- running
+    def run(self) -> Any:
+        """Run to the end in this thread. Returns the result (a FitResult for fits; ``result.cancelled`` tells a
+        cancelled fit), or None when cancelled outside training. User errors are raised as FieldStudioError."""
+        self.status, self._t0 = "running", time.perf_counter()
+        handler = _NoteHandler(self._emit, threading.get_ident())
+        log.addHandler(handler)
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)
+        try:
+            with active(self._control):
+                self.result = self._work(self.callbacks + [_StepEvents(self._emit)])
+        except Cancelled:
+            self.status = "cancelled"
+        except BaseException as err:
+            self.status, self.error = "failed", err
+            self._emit("failed", message=str(err))
+            raise
+        else:
+            stopped = getattr(self.result, "cancelled", False) or getattr(self.result, "interrupted", False)
+            self.status = "cancelled" if stopped else "finished"
+        finally:
+            log.removeHandler(handler)
+        self._emit(self.status)
+        return self.result
+
+    def start(self) -> "Job":
+        """Run in a thread of its own; returns at once."""
+        def target():
+            try:
+                self.run()
+            except BaseException:  # kept in self.error; wait() re-raises it in the caller's thread
+                pass
+        self._thread = threading.Thread(target=target, name="fieldstudio-job", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Wait for a started job. Returns its result, or raises its error; with a ``timeout`` that passes first,
+        returns None and the job goes on (check :attr:`done`)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return None
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("finished", "cancelled", "failed")
+
+    # -- steering (any thread)
+    def cancel(self) -> None:
+        """Stop within about a second, whatever the stage. Training saves a checkpoint first; a rerun of the same
+        request resumes (or meshes again, if training had finished)."""
+        self._control.cancel()
+
+    def pause(self) -> None:
+        """Pause training between two steps (other stages finish first); paused time does not count."""
+        self._control.pause()
+
+    def resume(self) -> None:
+        self._control.resume()
+
+    def preview(self, kind: str = "mesh", **options) -> Any:
+        """The field as it is now, from another thread, between two training steps (training waits meanwhile):
+        ``"mesh"`` (a coarse trimesh in the input's frame; ``resolution``), ``"slice"`` (a dict with an image of
+        the field's values on a box plane; ``axis``, ``position``, ``size``). None before the field exists."""
+        import torch
+
+        from fieldstudio.run import preview_mesh, preview_slice
+
+        makers = {"mesh": preview_mesh, "slice": preview_slice}
+        if kind not in makers:
+            raise ValueError(f"preview kind {kind!r}; use one of {sorted(makers)}")
+        live = self._control.live
+        if not live:
+            return None
+        with self._control.lock, torch.no_grad():
+            return makers[kind](live["model"], live["cfg"], live["frame"], **options)
+
+
+def fit_job(request: Request | RunConfig, run_dir: str | Path, overwrite: bool = False,
+            callbacks: list[Callback] | None = None) -> Job:
+    """A job that fits ``request`` into ``run_dir`` (resolved first, so a bad request fails here, not in the job).
+    ``callbacks`` are training-loop callbacks (``fieldstudio.train.Callback``) for faces that want them."""
+    from fieldstudio.run import fit
+
+    cfg = resolve(request) if isinstance(request, Request) else validate(request)
+    job = Job(lambda cbs: fit(cfg, run_dir, cbs, overwrite=overwrite), callbacks)
+    job.config = cfg
+    return job
+
+
+def mesh_job(run_dir: str | Path, out_path: str | Path, resolution: int | None = None) -> Job:
+    """A job that meshes a trained run folder into ``out_path`` (in the input's frame)."""
+    from fieldstudio.run import mesh_from_run
+
+    return Job(lambda cbs: mesh_from_run(run_dir, out_path, resolution))
+
+
+__all__ = ["Request", "resolve", "Job", "Event", "fit_job", "mesh_job", "configure_threads", "DEFAULT_STEPS"]

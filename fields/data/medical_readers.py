@@ -1,0 +1,378 @@
+"""medical_readers.py
+===================
+Medical files as label maps or contours in patient millimetres: NIfTI, NRRD, a folder holding a DICOM series, a
+DICOM SEG (label maps, :class:`LabelVolume`) and DICOM RTSTRUCT (planar contours, :class:`CrossSections`).
+
+World frames: every reader keeps its format's patient frame and says which. NIfTI world axes increase towards
+the patient's Right, Anterior, Superior (RAS); DICOM's towards Left, Posterior, Superior (LPS); NRRD states its
+``space``. A volume's affine maps voxel indices (i, j, k) to mm in that frame; nothing is flipped. Files too
+large to hold are read in slabs and cropped to their labels (``MAX_VOXELS``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fieldstudio.data.cross_sections import CrossSections, Plane, Polygon, orient_loops
+from fieldstudio.errors import FieldStudioError
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
+RTSTRUCT_SUFFIXES = (".dcm",)
+MAX_VOXELS = 512**3  # larger label maps are read in slabs and cropped to their labels (bounded memory)
+SLAB_VOXELS = 2**24  # voxels per slab while looking for the labels' extent
+
+
+def suffix_of(path: str | Path) -> str:
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def is_medical(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() or suffix_of(p) in VOLUME_SUFFIXES + RTSTRUCT_SUFFIXES
+
+
+def dicom_modality(path: str | Path) -> str:
+    """The Modality of a DICOM file (header only), with a clear error for files that are not DICOM."""
+    import pydicom
+
+    path = Path(path)
+    if not path.exists():
+        raise FieldStudioError(f"input not found: {path}")
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as err:
+        reason = "no DICOM header" if type(err).__name__ == "InvalidDicomError" else f"{type(err).__name__}: {err}"
+        raise FieldStudioError(f"{path.name} is not a readable DICOM file ({reason}); give a DICOM RTSTRUCT or SEG, "
+                               "a label map (.nii, .nii.gz, .nrrd, a DICOM series folder) or a .csl file") from None
+    return str(getattr(ds, "Modality", ""))
+
+
+def is_label_map(path: str | Path) -> bool:
+    """A voxel label map (NIfTI, NRRD, a DICOM series folder, a DICOM SEG), as opposed to contours."""
+    p = Path(path)
+    if p.is_dir() or suffix_of(p) in VOLUME_SUFFIXES:
+        return True
+    return suffix_of(p) in RTSTRUCT_SUFFIXES and p.is_file() and dicom_modality(p) == "SEG"
+
+
+@dataclass
+class LabelVolume:
+    """An integer label map with its voxel-to-world affine (index (i, j, k, 1) -> mm in ``world``)."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    world: str
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # structure names by label (DICOM SEG segment labels)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    def slice_axis(self) -> int:
+        """The acquisition axis: largest spacing, ties resolved towards the last array axis."""
+        s = self.spacing
+        return int(max(range(3), key=lambda a: (round(float(s[a]), 6), a)))
+
+    def labels(self) -> list[int]:
+        return [int(v) for v in np.unique(self.data) if v != 0]
+
+    def to_world(self, ijk: np.ndarray) -> np.ndarray:
+        ijk = np.asarray(ijk, dtype=np.float64)
+        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+def _as_labels(data: np.ndarray, name: str) -> np.ndarray:
+    data = np.asarray(data)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise FieldStudioError(f"{name}: expected a 3-D label map, got an array of shape {data.shape}")
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.isfinite(data).all():
+            raise FieldStudioError(f"{name}: the volume holds NaN or infinite values; it is not a label map")
+        rounded = np.rint(data)
+        if np.abs(data - rounded).max() > 1e-3:
+            raise FieldStudioError(f"{name} holds non-integer values (e.g. {float(data.flat[np.argmax(np.abs(data - rounded))]):g}): "
+                                   "it looks like an image, not a segmentation; give a label map (0 = background)")
+        data = rounded
+    return data.astype(np.int32)
+
+
+def nonzero_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-axis index bounds (lo, hi inclusive) of the True voxels of a 3-D mask, or None when there are none."""
+    hits = [np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    if not len(hits[0]):
+        return None
+    return np.array([h[0] for h in hits]), np.array([h[-1] for h in hits])
+
+
+def _too_big(name: str, n: int) -> FieldStudioError:
+    return FieldStudioError(f"{name}: its labels span {n:,} voxels, more than this tool holds in memory at once "
+                            f"({MAX_VOXELS:,}); crop the volume around the structures, or split it, first")
+
+
+def _crop_to_labels(name: str, shape: tuple[int, ...], read_slab, read_box, affine: np.ndarray):
+    """Read a label map too large to hold whole: find the labels' bounding box slab by slab along the last axis
+    (``read_slab(k0, k1)`` -> data[..., k0:k1]), then read only that box (``read_box(lo, hi)``, hi exclusive).
+    Returns (data, affine moved to the box's first voxel, note)."""
+    lo, hi = np.full(3, np.iinfo(np.int64).max), np.full(3, -1)
+    step = max(1, SLAB_VOXELS // max(1, shape[0] * shape[1]))
+    for k0 in range(0, shape[2], step):
+        slab = np.asarray(read_slab(k0, min(shape[2], k0 + step)))
+        bounds = nonzero_bounds(np.rint(slab) != 0 if not np.issubdtype(slab.dtype, np.integer) else slab != 0)
+        if bounds is None:
+            continue
+        shift = np.array([0, 0, k0])
+        lo, hi = np.minimum(lo, bounds[0] + shift), np.maximum(hi, bounds[1] + shift)
+    if hi[0] < 0:
+        raise FieldStudioError(f"{name} holds no label (every voxel is 0); nothing to reconstruct")
+    lo, hi = np.maximum(lo - 1, 0), np.minimum(hi + 2, np.array(shape[:3]))  # keep a voxel of background
+    n = int(np.prod(hi - lo))
+    if n > MAX_VOXELS:
+        raise _too_big(name, n)
+    moved = affine.copy()
+    moved[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+    note = (f"{name} has {int(np.prod(shape[:3])):,} voxels: read in slabs and cropped to its labels, index "
+            f"{lo.tolist()}..{(hi - 1).tolist()} ({n:,} voxels); world coordinates are unchanged")
+    return read_box(lo, hi), moved, note
+
+
+def read_label_volume(path: str | Path) -> LabelVolume:
+    """NIfTI, NRRD or a DICOM series folder as a :class:`LabelVolume`."""
+    path = Path(path)
+    if not path.exists():
+        raise FieldStudioError(f"input not found: {path}")
+    if path.is_dir():
+        return read_dicom_series(path)
+    suffix = suffix_of(path)
+    if suffix in RTSTRUCT_SUFFIXES:
+        modality = dicom_modality(path)
+        if modality != "SEG":
+            raise FieldStudioError(f"{path.name} is a DICOM {modality or '?'} object, not a segmentation "
+                                   "(SEG); give a label map or an RTSTRUCT")
+        return read_dicom_seg(path)
+    notes: list[str] = []
+    try:
+        if suffix in (".nii", ".nii.gz"):
+            import nibabel
+
+            img = nibabel.load(str(path))
+            affine, world = np.asarray(img.affine, dtype=np.float64), "RAS"
+            shape = tuple(img.shape) + (1,) * max(0, 3 - len(img.shape))
+            if len(shape) < 3 or np.prod(shape) <= MAX_VOXELS or any(n != 1 for n in shape[3:]):
+                data = np.asanyarray(img.dataobj)
+            else:  # too large to hold: only the labels' box is read (nibabel slices the file lazily)
+                data, affine, note = _crop_to_labels(
+                    path.name, shape[:3], lambda k0, k1: img.dataobj[:, :, k0:k1, ...].reshape(shape[0], shape[1], -1),
+                    lambda lo, hi: img.dataobj[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2], ...], affine)
+                notes.append(note)
+        elif suffix in (".nrrd", ".nhdr"):
+            import nrrd
+
+            header = nrrd.read_header(str(path))
+            sizes = [int(v) for v in header.get("sizes", [])]
+            if np.prod(sizes) > MAX_VOXELS:  # pynrrd reads whole files only
+                raise FieldStudioError(f"{path.name}: {int(np.prod(sizes)):,} voxels is more than this tool holds in "
+                                       f"memory at once ({MAX_VOXELS:,}); crop it, or save it as NIfTI (large NIfTI "
+                                       "files are cropped to their labels while reading)")
+            data, header = nrrd.read(str(path))
+            directions = np.asarray(header.get("space directions"), dtype=np.float64)
+            origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
+            if directions.shape != (3, 3):
+                raise FieldStudioError(f"{path.name}: the NRRD header has no 3-D 'space directions'; cannot place "
+                                       "it in patient coordinates")
+            space = str(header.get("space", "left-posterior-superior")).lower()
+            world = {"left-posterior-superior": "LPS", "right-anterior-superior": "RAS"}.get(space)
+            if world is None:
+                raise FieldStudioError(f"{path.name}: NRRD space {space!r} is not supported; use "
+                                       "left-posterior-superior or right-anterior-superior")
+            affine = np.eye(4)
+            affine[:3, :3], affine[:3, 3] = directions.T, origin  # NRRD lists one row per axis
+        else:
+            raise FieldStudioError(f"{path.name} is not a label map this tool reads (NIfTI .nii/.nii.gz, NRRD, "
+                                   "a DICOM SEG, or a folder with a DICOM series)")
+    except FieldStudioError:
+        raise
+    except Exception as err:  # a corrupt or foreign file
+        raise FieldStudioError(f"cannot read {path.name} as {suffix} ({type(err).__name__}: {err})") from None
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise FieldStudioError(f"{path.name}: its voxel-to-world affine is degenerate; the file's geometry is broken")
+    return LabelVolume(_as_labels(data, path.name), affine, world, str(path), notes)
+
+
+def read_dicom_series(folder: Path) -> LabelVolume:
+    """A folder of single-frame DICOM images of one series (pixel values = labels), sorted by position."""
+    import pydicom
+
+    files = [p for p in sorted(folder.iterdir()) if p.is_file()]
+    slices, paths = [], []  # headers only: pixels are read once the series is known to fit
+    for p in files:
+        try:
+            ds = pydicom.dcmread(str(p), stop_before_pixels=True)
+        except Exception:
+            continue
+        if "Rows" in ds and "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+            slices.append(ds)
+            paths.append(p)
+    if len(slices) < 2:
+        raise FieldStudioError(f"{folder} holds {len(slices)} DICOM image(s) with a position; a series needs at least "
+                               "two slices")
+    if len({str(ds.get("SeriesInstanceUID", "")) for ds in slices}) > 1:
+        raise FieldStudioError(f"{folder} mixes several DICOM series; put one series per folder")
+    row, col = (np.asarray(slices[0].ImageOrientationPatient, dtype=np.float64).reshape(2, 3))
+    normal = np.cross(row, col)
+    pos = np.array([np.asarray(ds.ImagePositionPatient, dtype=np.float64) for ds in slices])
+    along = pos @ normal
+    order = np.argsort(along)
+    gaps = np.diff(along[order])
+    if (gaps < 1e-3).any():
+        raise FieldStudioError(f"{folder}: {int((gaps < 1e-3).sum())} slice position(s) occur twice; remove the "
+                               "duplicated files")
+    step = float(np.median(gaps))
+    if np.abs(gaps - step).max() > 0.01 * step + 1e-3:
+        worst = int(np.argmax(np.abs(gaps - step)))
+        raise FieldStudioError(f"{folder}: slice spacing is not constant ({gaps[worst]:.3g} mm between slices "
+                               f"{worst + 1} and {worst + 2}, {step:.3g} mm elsewhere); a slice is missing or the "
+                               "series mixes spacings")
+
+    def pixels(k: int) -> np.ndarray:
+        return pydicom.dcmread(str(paths[order[k]])).pixel_array
+
+    shape = (int(slices[0].Rows), int(slices[0].Columns), len(slices))
+    dr, dc = (float(v) for v in slices[0].PixelSpacing)  # row spacing (between rows), column spacing
+    affine = np.eye(4)
+    # pixel_array[r, c]: c runs along `row` (ImageOrientation's first vector), r along `col`.
+    affine[:3, 0], affine[:3, 1], affine[:3, 2] = col * dr, row * dc, normal * step
+    affine[:3, 3] = pos[order[0]]
+    notes = []
+    if np.prod(shape) <= MAX_VOXELS:
+        data = np.stack([pixels(k) for k in range(shape[2])], axis=-1)  # (rows, cols, slices)
+    else:
+        data, affine, note = _crop_to_labels(
+            folder.name, shape, lambda k0, k1: np.stack([pixels(k) for k in range(k0, k1)], axis=-1),
+            lambda lo, hi: np.stack([pixels(k)[lo[0]:hi[0], lo[1]:hi[1]] for k in range(lo[2], hi[2])], axis=-1),
+            affine)
+        notes.append(note)
+    return LabelVolume(_as_labels(data, folder.name), affine, "LPS", str(folder), notes)
+
+
+def _frame_item(ds, frame, name: str):
+    """The first item of functional group ``name`` for one frame: per-frame, else shared."""
+    for groups in (frame, ds.get("SharedFunctionalGroupsSequence", [None])[0]):
+        if groups is not None and name in groups and len(groups[name].value):
+            return groups[name].value[0]
+    raise FieldStudioError(f"the DICOM SEG lacks {name} (frame geometry); cannot place it in patient coordinates")
+
+
+def read_dicom_seg(path: Path) -> LabelVolume:
+    """A DICOM Segmentation (binary or fractional; one frame per segment and plane) as a label map: label =
+    segment number, names from the segment labels, LPS. Frames are placed by their positions along the plane
+    normal on the grid of SpacingBetweenSlices (else the smallest gap); planes with no frame stay empty."""
+    import pydicom
+
+    ds = pydicom.dcmread(str(path))
+    frames = list(ds.get("PerFrameFunctionalGroupsSequence", []))
+    if not frames or "PixelData" not in ds:
+        raise FieldStudioError(f"{path.name}: the DICOM SEG holds no frames; nothing to reconstruct")
+    orientation = _frame_item(ds, frames[0], "PlaneOrientationSequence").ImageOrientationPatient
+    row, col = np.asarray(orientation, dtype=np.float64).reshape(2, 3)
+    normal = np.cross(row, col)
+    measures = _frame_item(ds, frames[0], "PixelMeasuresSequence")
+    dr, dc = (float(v) for v in measures.PixelSpacing)
+    pos = np.array([np.asarray(_frame_item(ds, f, "PlanePositionSequence").ImagePositionPatient, dtype=np.float64)
+                    for f in frames])
+    segment = np.array([int(_frame_item(ds, f, "SegmentIdentificationSequence").ReferencedSegmentNumber)
+                        for f in frames])
+    along = pos @ normal
+    levels = np.unique(np.round(along, 3))
+    gaps = np.diff(levels)
+    step = float(getattr(measures, "SpacingBetweenSlices", 0) or (gaps.min() if len(gaps) else 1.0))
+    index = np.round((along - levels[0]) / step).astype(int)
+    if np.abs(levels[0] + index * step - along).max() > 0.01 * step + 1e-3:
+        raise FieldStudioError(f"{path.name}: the SEG's frames do not lie on a regular grid of {step:.3g} mm "
+                               "planes; cannot stack them into a volume")
+    # Every frame of one plane must start at the same corner (in-plane offsets would need resampling).
+    for k in np.unique(index):
+        corners = pos[index == k]
+        if np.abs(corners - corners[0]).max() > 1e-3:
+            raise FieldStudioError(f"{path.name}: frames of one plane start at different positions; not supported")
+    shape = (int(ds.Rows), int(ds.Columns), int(index.max()) + 1)
+    if np.prod(shape) > MAX_VOXELS:
+        raise _too_big(path.name, int(np.prod(shape)))
+    pixels = ds.pixel_array.reshape(len(frames), shape[0], shape[1])
+    fractional = str(getattr(ds, "SegmentationType", "BINARY")).upper() == "FRACTIONAL"
+    threshold = 0.5 * float(getattr(ds, "MaximumFractionalValue", 255)) if fractional else 0
+    data = np.zeros(shape, dtype=np.int32)
+    overlap = 0
+    for f in np.argsort(segment, kind="stable"):  # overlaps: the higher segment number wins
+        on = pixels[f] > threshold
+        overlap += int((on & (data[:, :, index[f]] != 0)).sum())
+        data[:, :, index[f]][on] = segment[f]
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2] = col * dr, row * dc, normal * step
+    affine[:3, 3] = pos[np.argmin(along)] - normal * (along.min() - levels[0])
+    names = {int(s.SegmentNumber): str(getattr(s, "SegmentLabel", "")) for s in ds.get("SegmentSequence", [])}
+    notes = [f"{path.name}: {overlap} voxels belong to several segments; the higher segment number was kept"] \
+        if overlap else []
+    return LabelVolume(data, affine, "LPS", str(path), notes, {k: v for k, v in names.items() if v})
+
+
+# ------------------------------------------------------------------------------------------------ RTSTRUCT
+
+def read_rtstruct(path: str | Path) -> tuple[CrossSections, dict[int, str]]:
+    """Closed planar contours of every ROI of a DICOM RTSTRUCT, in patient mm (LPS), labelled by ROI number.
+
+    Contours are grouped into planes by their plane (normal and offset, 1e-3 mm); several contours of one ROI
+    on a plane are kept (islands, holes: the even-odd rule sorts them out). Returns the sections and the ROI
+    names by label.
+    """
+    import pydicom
+
+    path = Path(path)
+    if not path.exists():
+        raise FieldStudioError(f"input not found: {path}")
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as err:
+        reason = "no DICOM header" if type(err).__name__ == "InvalidDicomError" else f"{type(err).__name__}: {err}"
+        raise FieldStudioError(f"{path.name} is not a readable DICOM file ({reason}); give a DICOM RTSTRUCT, a "
+                               "label map (.nii, .nii.gz, .nrrd, a DICOM series folder) or a .csl file") from None
+    if getattr(ds, "Modality", "") != "RTSTRUCT" or "ROIContourSequence" not in ds:
+        raise FieldStudioError(f"{path.name} is a DICOM {getattr(ds, 'Modality', '?')} object, not an RTSTRUCT with "
+                               "contours; give the structure set file (or a label-map volume)")
+    names = {int(r.ROINumber): str(r.ROIName) for r in ds.get("StructureSetROISequence", [])}
+    groups: dict[tuple, list[Polygon]] = {}
+    normals: dict[tuple, np.ndarray] = {}
+    for roi in ds.ROIContourSequence:
+        label = int(roi.ReferencedROINumber)
+        for c in roi.get("ContourSequence", []):
+            if str(c.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
+                continue
+            pts = np.asarray(c.ContourData, dtype=np.float64).reshape(-1, 3)
+            if len(pts) < 3:
+                continue
+            centre = pts.mean(axis=0)
+            _, _, vt = np.linalg.svd(pts - centre, full_matrices=False)
+            n = vt[-1] * (1 if vt[-1][int(np.argmax(np.abs(vt[-1])))] > 0 else -1)
+            key = (tuple(np.round(n, 3)), round(float(n.dot(centre)), 3))
+            groups.setdefault(key, []).append(Polygon(pts, label=label))
+            normals[key] = n
+    if not groups:
+        raise FieldStudioError(f"{path.name} holds no closed planar contour")
+    planes = [Plane.through(normals[k], loops, offset=-k[1], id=i + 1)
+              for i, (k, loops) in enumerate(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])))]
+    cs = CrossSections(planes, [], str(path))
+    orient_loops(cs, report=False)
+    return cs, names
+
+
+__all__ = ["LabelVolume", "read_label_volume", "read_dicom_series", "read_dicom_seg", "read_rtstruct", "is_medical",
+           "is_label_map", "dicom_modality", "suffix_of", "nonzero_bounds", "VOLUME_SUFFIXES", "RTSTRUCT_SUFFIXES"]

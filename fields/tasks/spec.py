@@ -1,0 +1,65 @@
+"""spec.py
+=======
+What a task is made of (``TaskSpec``), what building one from an input gives (``Prepared``), and how its field is
+meshed (``MeshPlan``). The registry (``fieldstudio.tasks.registry``) holds the tasks by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class MeshPlan:
+    """How a task's field is meshed, and the share of the fine grid this evaluates (time budgets keep it back).
+
+    band_cells: distance band in coarse-cell diagonals; 0 = the band of sign-changing coarse cells.
+    value_scale: the field value is multiplied by this before marching cubes (occupancy logits: 1 / hinge alpha,
+    so that the band and the Newton refinement see distance-like values).
+    refine: move the vertices onto the zero level with Newton steps (logits are not linear across a cell).
+    """
+
+    band_cells: float
+    coarse_factor: int
+    fine_share: float
+    value_scale: Callable[[Any], float] = lambda cfg: 1.0
+    refine: bool = False
+    score_seconds: float = 2.0  # kept back for scoring and export (measured on 2 cores, see the specs)
+
+
+@dataclass
+class Prepared:
+    """A task built from its input: the training task, the input's frame, a reference to score against (or None),
+    and the input report stored in ``metrics.json``."""
+
+    task: Any
+    frame: Any
+    reference: Any = None
+    report: dict = field(default_factory=dict)
+    fourier_sigma: float = 1.0  # what fourier.sigma = "auto" becomes for this input
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task. ``build(cfg) -> Prepared``; ``score(cfg, mesh, prepared, run_dir) -> (metrics, files)`` scores a
+    mesh in the input's frame and may write extra files (an STL for planning tools)."""
+
+    name: str
+    inputs: str                         # what a user gives, for messages and --help
+    suffixes: tuple[str, ...]
+    default_field: str
+    default_params: int
+    build: Callable[[Any], Prepared]
+    score: Callable[..., tuple[dict, dict]]
+    mesh_plan: MeshPlan
+    accepts_folders: bool = False       # a folder input (a DICOM series)
+    # Several objects in one input (labels of a CSL or label map): cfg -> (objects, notes, extents); see
+    # fieldstudio.tasks.sections_input.plan_objects.
+    plan_objects: Callable[[Any], tuple[list, list, dict]] | None = None
+
+
+def suffix_of(path: str | Path) -> str:
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
