@@ -366,3 +366,25 @@ def test_dicom_seg_is_a_label_map_with_segment_names(tmp_path):
     assert objects == [("Liver", 1), ("Lesion", 2)]
     cfg.slices.rois = "lesion"
     assert plan_objects(cfg)[0] == [] and cfg.slices.label == 2
+
+
+def test_tiny_seg_touching_the_border_fits_fast_and_closes(tmp_path, quick_slices_config):
+    """A SEG as small as writers' test files (3 frames of 16 x 16 at 0.49 mm, 0.625 mm apart, the segment on
+    every frame and at the frames' edges): its first and last frames are the volume's border, so it is closed
+    by empty planes one slice beyond them (before: the hull margin, 0.03 mm beyond, cut the caps off and few
+    steps gave no surface)."""
+    data = np.zeros((16, 16, 3), np.uint8)
+    data[:, 1:, :] = 1
+    data[:3, :3, :] = 0
+    path = write_seg(tmp_path / "seg.dcm", data, {1: "Thing"}, spacing=(0.49, 0.49), step=0.625)
+    cs = volume_sections(read_label_volume(path))
+    assert [len(p.loops) for p in cs.planes] == [0, 1, 1, 1, 0]
+    assert np.allclose([p.origin[2] for p in cs.planes], 10.0 + 0.625 * np.arange(-1, 4))
+    result = fit(quick_slices_config(path, steps=120, resolution=48), tmp_path / "run")
+    mesh = trimesh.load(tmp_path / "run" / "mesh.stl")
+    assert mesh.is_watertight and result.metrics["dice"] >= 0.95, result.metrics["dice"]
+    # Closed between the border slices (z 10 and 11.25 mm) and the empty planes a slice beyond, not on them.
+    lo, hi = mesh.bounds[:, 2]
+    assert 10.0 - 0.625 < lo < 10.0 - 0.1 and 11.25 + 0.1 < hi < 11.25 + 0.625, (lo, hi)
+    # In-plane the label ends half a pixel beyond its last pixel centres (x -19.51..-12.65 mm).
+    assert np.allclose(mesh.bounds[:, 0], [-19.755, -12.405], atol=0.1), mesh.bounds

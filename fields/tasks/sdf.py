@@ -17,6 +17,7 @@ import trimesh
 from fieldstudio.config import SDFTaskConfig
 from fieldstudio.data.meshes import BoxFrame
 from fieldstudio.errors import FieldStudioError
+from fieldstudio.control import check_cancel
 from fieldstudio.field import value_and_gradient
 
 # A mesh encloses a volume when at least this share of the pool's off-surface samples is clearly inside it (at
@@ -25,6 +26,7 @@ from fieldstudio.field import value_and_gradient
 # Measured (60k pool, 32 rays): open square or curved strips 0 %, a sphere's cap below its equator cut open 12 %,
 # its lowest 30 % 0.75 %, a closed plate 1/1000 as thick as it is long 5.7 %, a closed sphere 49 %.
 MIN_INSIDE_SHARE = 1e-3
+ORACLE_CHUNK = 200_000  # points per raycasting call (about 0.3 s on 2 cores)
 CLEAR_VOTE = 0.9
 
 
@@ -59,9 +61,15 @@ class MeshOracle:
         return (hits.reshape(len(points), n_rays) % 2).mean(axis=1)
 
     def signed_distance(self, points: np.ndarray) -> np.ndarray:
-        q = o3d.core.Tensor(np.ascontiguousarray(points, dtype=np.float32))
-        dist = self.scene.compute_distance(q).numpy()
-        return np.where(self.occupancy(points), -dist, dist).astype(np.float32)
+        """(n,) float32, negative inside. Computed in chunks, so that a job's cancel is felt within a second."""
+        out = np.empty(len(points), dtype=np.float32)
+        for s in range(0, len(points), ORACLE_CHUNK):
+            check_cancel()
+            part = points[s:s + ORACLE_CHUNK]
+            q = o3d.core.Tensor(np.ascontiguousarray(part, dtype=np.float32))
+            dist = self.scene.compute_distance(q).numpy()
+            out[s:s + ORACLE_CHUNK] = np.where(self.occupancy(part), -dist, dist)
+        return out
 
 
 class SDFTask:
