@@ -230,3 +230,27 @@ def test_overwrite_forgets_the_finished_run(sphere_file, tmp_path):
     assert not (run / "metrics.json").exists() and not (run / "mesh.ply").exists()
     result = fit_job(small_request(sphere_file, steps=500), run).run()  # resumes the new run
     assert result.resumed and result.finished and result.steps == 500
+
+
+def test_log_records_of_the_job_become_notes(tmp_path):
+    """e.g. "compiling the fused CPU kernels": logged by the library, shown by every face."""
+    import io
+    import logging
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fieldstudio.api import Job
+    from fieldstudio.app.cli import JobProgress
+
+    w = Watcher()
+    Job(lambda callbacks: logging.getLogger("fieldstudio").info("compiling the fused %s kernels", "CPU")) \
+        .subscribe(w).run()
+    notes = [e.message for e in w.events if e.kind == "note"]
+    assert notes == ["compiling the fused CPU kernels"]
+    out = io.StringIO()
+    with Progress(console=Console(file=out, width=200)) as progress:
+        listener = JobProgress(progress)
+        for e in w.events:
+            listener(e)
+    assert "note: compiling the fused CPU kernels" in out.getvalue()

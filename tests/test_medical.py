@@ -204,6 +204,29 @@ def test_rtstruct_round_trip_and_roi_choice(tmp_path, quick_slices_config):
         fit(cfg, tmp_path / "other")
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # the NaN written on purpose
+def test_rtstruct_degenerate_contours_are_skipped_and_corrupt_ones_refused(tmp_path):
+    """A contour with no area (points on one line, or under 3 distinct points) has no plane of its own: it is
+    skipped with a note. A NaN coordinate is a corrupt file: a one-line error naming the ROI and contour."""
+    zs = np.arange(-6.0, 7.0, 3.0)
+    line = np.c_[np.linspace(0, 10, 6), np.linspace(-30, -20, 6), np.full(6, 1.5)]  # on a line, tilted
+    two = np.array([[0.0, 0, 4.5], [5.0, 1, 4.5], [0.0, 0, 4.5], [5.0, 1, 4.5]])  # 2 distinct points
+    path = write_rtstruct(tmp_path / "rs.dcm", {"Ball": [circle(z, 8.0) for z in zs] + [line, two]})
+    cs, _ = read_rtstruct(path)
+    assert len(cs.planes) == len(zs) and all(abs(p.normal @ [0, 0, 1]) > 0.999 for p in cs.planes)
+    assert cs.notes == ["ROI 'Ball' (number 1): 2 contour(s) skipped: under 3 distinct points or all on one line "
+                        "(no area)"]
+    bad = circle(3.0, 8.0)
+    bad[5, 0] = np.nan
+    path = write_rtstruct(tmp_path / "nan.dcm", {"Ball": [circle(0.0, 8.0)], "Rod": [circle(0.0, 2.0), bad]})
+    with pytest.raises(FieldStudioError, match=r"ROI 'Rod' \(number 2\), contour 2 has a NaN or infinite value; "
+                                               "the structure set is corrupt") as err:
+        read_rtstruct(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(FieldStudioError, match="no closed planar contour with an area .*2 contour"):
+        read_rtstruct(write_rtstruct(tmp_path / "flat.dcm", {"Line": [line, two]}))
+
+
 @pytest.mark.parametrize("make, words", [
     (lambda p: p.write_text("not a volume"), ["cannot read"]),
     (lambda p: save_nifti(p, np.zeros((5, 5, 5), np.int16), np.eye(4)), ["holds no label"]),
@@ -214,14 +237,18 @@ def test_bad_volumes_are_clear_errors(tmp_path, make, words):
     path = tmp_path / "bad.nii.gz"
     make(path)
     cfg = RunConfig(input=str(path), task="slices")
+    cfg.train.steps = 5  # the input is refused before training
     with pytest.raises(FieldStudioError) as err:
         fit(cfg, tmp_path / "run")
     for w in words:
         assert w in str(err.value)
 
 
-def write_series(folder, data, spacing=(0.8, 0.7), step=2.0, positions=None):
-    """A single-frame DICOM image per slice of ``data`` (rows, cols, slices), axial, LPS."""
+def write_series(folder, data, spacing=(0.8, 0.7), step=2.0, positions=None, orientation=(1, 0, 0, 0, 1, 0),
+                 edit=None):
+    """A single-frame DICOM image per slice of ``data`` (rows, cols, slices), LPS, axial unless ``orientation``
+    says otherwise. ``positions``: z values or (x, y, z) per slice; ``spacing=None`` leaves PixelSpacing out;
+    ``edit(k, ds)`` may change slice k's dataset before it is saved."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -238,13 +265,16 @@ def write_series(folder, data, spacing=(0.8, 0.7), step=2.0, positions=None):
         ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = meta.MediaStorageSOPClassUID, \
             meta.MediaStorageSOPInstanceUID, series
         ds.Modality = "MR"
-        ds.ImagePositionPatient = [-20.0, 5.0, float(z)]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = list(spacing)
+        ds.ImagePositionPatient = [float(v) for v in z] if np.ndim(z) else [-20.0, 5.0, float(z)]
+        ds.ImageOrientationPatient = [float(v) for v in orientation]
+        if spacing is not None:
+            ds.PixelSpacing = list(spacing)
         ds.Rows, ds.Columns = data.shape[:2]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.PixelData = np.ascontiguousarray(data[:, :, k % data.shape[2]].astype(np.uint16)).tobytes()
+        if edit is not None:
+            edit(k, ds)
         ds.save_as(str(folder / f"im{len(zs) - k:03d}.dcm"), enforce_file_format=True)  # file order != slice order
     return folder
 
@@ -262,9 +292,59 @@ def test_dicom_series_is_sorted_placed_and_checked(tmp_path):
         read_label_volume(write_series(tmp_path / "gap", data, positions=[10, 12, 14, 18, 20]))
 
 
+def test_tilted_series_keeps_every_slice_at_its_position(tmp_path):
+    """Gantry tilt: slices tilted by 15 degrees about x, stacked along z (the table), so each is shifted sideways
+    from the last. The voxel grid is sheared: every voxel lands where ImagePositionPatient puts it."""
+    t = np.radians(15.0)
+    row, col = np.array([1.0, 0, 0]), np.array([0, np.cos(t), np.sin(t)])
+    data = np.zeros((12, 10, 5), np.uint16)
+    data[3:9, 2:7, 1:4] = 1
+    ipp = [np.array([-20.0, 5.0, 10.0 + 2.0 * k]) for k in range(5)]
+    vol = read_label_volume(write_series(tmp_path / "tilt", data, positions=ipp, orientation=[*row, *col]))
+    assert (vol.data == data).all() and any("tilted by 15.00 degrees" in n for n in vol.notes), vol.notes
+    for r, c, k in [(3, 2, 1), (11, 9, 4), (0, 0, 0)]:  # pixel (r, c) of slice k: column c along `row`
+        assert np.allclose(vol.to_world([[r, c, k]])[0], ipp[k] + c * 0.7 * row + r * 0.8 * col)
+    cs = volume_sections(vol)
+    normal = np.cross(row, col)
+    assert all(np.allclose(abs(p.normal @ normal), 1) for p in cs.planes)
+    assert all(np.abs((lp.points - ipp[1]) @ normal).max() < 1e-9 for lp in cs.planes[1].loops)
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("orientation", ["im003.dcm is oriented differently", "own folder"]),
+    ("no_spacing", ["has no PixelSpacing", "export the series"]),
+    ("sizes", ["different sizes (6 x 10, 12 x 10 pixels)", "remove the odd images"]),
+    ("compressed", ["cannot decode its pixel data, JPEG 2000", "install a decoder"]),
+    ("off_line", ["do not lie on one line", "slice 4 is 1.5 mm off"]),
+])
+def test_broken_series_are_clear_errors(tmp_path, kind, words):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    def edit(k, ds):
+        if kind == "orientation" and k == 2:
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 0.999, 0.0447]
+        if kind == "sizes" and k == 1:
+            ds.Rows, ds.PixelData = 6, ds.PixelData[:6 * 10 * 2]
+        if kind == "compressed":  # no JPEG 2000 decoder is a project dependency; the bytes are not JPEG either
+            ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+            ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(60)])
+    data = np.zeros((12, 10, 5), np.uint16)
+    data[3:9, 2:7, 1:4] = 1
+    positions = [[-20.0, 5.0 + (1.5 if kind == "off_line" and k == 3 else 0.0), 10.0 + 2 * k] for k in range(5)]
+    folder = write_series(tmp_path / kind, data, spacing=None if kind == "no_spacing" else (0.8, 0.7),
+                          positions=positions, edit=edit)
+    with pytest.raises(FieldStudioError) as err:
+        read_label_volume(folder)
+    assert "\n" not in str(err.value)
+    for w in words:
+        assert w in str(err.value)
+
+
 def test_bad_slice_choice_is_a_user_error(tmp_path):
     data, affine = ellipsoid_volume()
     cfg = RunConfig(input=str(save_nifti(tmp_path / "e.nii.gz", data, affine)), task="slices")
+    cfg.train.steps = 5  # the slice choice is refused before training
     cfg.slices.every, cfg.slices.slice_offset = 4, 5
     with pytest.raises(FieldStudioError, match="--every 4 --offset 5"):
         fit(cfg, tmp_path / "run")
@@ -380,7 +460,7 @@ def test_tiny_seg_touching_the_border_fits_fast_and_closes(tmp_path, quick_slice
     cs = volume_sections(read_label_volume(path))
     assert [len(p.loops) for p in cs.planes] == [0, 1, 1, 1, 0]
     assert np.allclose([p.origin[2] for p in cs.planes], 10.0 + 0.625 * np.arange(-1, 4))
-    result = fit(quick_slices_config(path, steps=120, resolution=48), tmp_path / "run")
+    result = fit(quick_slices_config(path, steps=200, resolution=48), tmp_path / "run")
     mesh = trimesh.load(tmp_path / "run" / "mesh.stl")
     assert mesh.is_watertight and result.metrics["dice"] >= 0.95, result.metrics["dice"]
     # Closed between the border slices (z 10 and 11.25 mm) and the empty planes a slice beyond, not on them.

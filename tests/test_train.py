@@ -34,10 +34,9 @@ class QuadraticTask:
 
 
 def make_field(seed=0):
-    torch.manual_seed(seed)
     cfg = preset("hybrid", "image", 20_000, dim=2)
     cfg.grid.log2_hashmap_size, cfg.grid.n_levels = 10, 4
-    return Field(resolve_budget(cfg))
+    return Field(resolve_budget(cfg), seed=seed)
 
 
 CFG = TrainConfig(steps=60, batch_size=256, lr=1e-2, lr_decoder=1e-3, seed=3, checkpoint_every_s=1e9)
@@ -120,3 +119,22 @@ def test_periodic_callback_previews_during_and_after_training():
     steps = [s for s, _ in seen]
     assert steps == sorted(steps) and steps[-1] > steps[0]
     assert len({v for _, v in seen}) > 1  # the preview sees the field change
+
+
+@pytest.mark.parametrize("steps", [None, 10**6])
+def test_learning_rate_decays_over_the_time_budget(steps):
+    """The schedule follows the fraction of the budget used: a step count never reached does not stop the decay."""
+    cfg = TrainConfig(**{**CFG.__dict__, "steps": steps, "time_budget": 0.6, "lr_final_ratio": 0.1})
+    state = train(make_field(), QuadraticTask(), cfg)
+    assert state.ended_by == "time_budget" and state.done
+    assert state.lr <= 0.2 * cfg.lr  # the cosine ends at 10 % of the base rate as the budget runs out
+
+
+def test_fields_built_with_one_seed_are_equal_and_leave_the_global_rng_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    a, b, c = make_field(1), make_field(1), make_field(2)
+    assert torch.equal(torch.rand(4), expected)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.decoder.layers[0].weight, c.decoder.layers[0].weight)

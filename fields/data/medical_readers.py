@@ -5,8 +5,9 @@ DICOM SEG (label maps, :class:`LabelVolume`) and DICOM RTSTRUCT (planar contours
 
 World frames: every reader keeps its format's patient frame and says which. NIfTI world axes increase towards
 the patient's Right, Anterior, Superior (RAS); DICOM's towards Left, Posterior, Superior (LPS); NRRD states its
-``space``. A volume's affine maps voxel indices (i, j, k) to mm in that frame; nothing is flipped. Files too
-large to hold are read in slabs and cropped to their labels (``MAX_VOXELS``).
+``space``. A volume's affine maps voxel indices (i, j, k) to mm in that frame; nothing is flipped. It may be
+sheared (a DICOM series acquired with a gantry tilt keeps each slice at its position). Files too large to hold are
+read in slabs and cropped to their labels (``MAX_VOXELS``). Broken inputs end in one-line FieldStudioErrors.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class LabelVolume:
 
     @property
     def spacing(self) -> np.ndarray:
+        """Step per index along each array axis, mm (with a sheared affine: the step, not the plane distance)."""
         return np.linalg.norm(self.affine[:3, :3], axis=0)
 
     def slice_axis(self) -> int:
@@ -208,6 +210,85 @@ def read_label_volume(path: str | Path) -> LabelVolume:
     return LabelVolume(_as_labels(data, path.name), affine, world, str(path), notes)
 
 
+def _pixel_array(ds, name: str) -> np.ndarray:
+    """``ds.pixel_array``, or a one-line error when its (compressed) pixel data cannot be decoded here."""
+    try:
+        return ds.pixel_array
+    except Exception as err:
+        uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        syntax = f"{uid.name} ({uid})" if uid is not None else "unknown transfer syntax"
+        raise FieldStudioError(f"{name}: cannot decode its pixel data, {syntax} ({type(err).__name__}); install a "
+                               "decoder for it (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or "
+                               "python-gdcm) or decompress the files first (e.g. gdcmconv --raw)") from None
+
+
+def _pixel_spacing(ds) -> list[float] | None:
+    """PixelSpacing as [row spacing, column spacing] in mm, or None when absent or malformed."""
+    try:
+        values = [float(v) for v in ds.PixelSpacing]
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return values if len(values) == 2 else None
+
+
+def _series_geometry(folder: Path, slices: list, paths: list[Path]):
+    """Check that the headers describe one regular stack; return (slice order, affine, notes).
+
+    A gantry tilt moves the slices sideways as well as along their normal: the voxel grid is then sheared, its
+    third axis the actual step between slice positions, so every voxel keeps its ImagePositionPatient-based place.
+    """
+    iop = np.array([np.asarray(ds.ImageOrientationPatient, dtype=np.float64) for ds in slices])
+    odd = np.abs(iop - iop[0]).max(axis=1)
+    if odd.max() > 1e-4:
+        k = int(np.argmax(odd))
+        raise FieldStudioError(f"{folder}: {paths[k].name} is oriented differently from {paths[0].name} "
+                               f"(ImageOrientationPatient differs by {odd[k]:.2g}); a series has one orientation: "
+                               "move the other images (e.g. a localiser) to their own folder")
+    sizes = sorted({(int(ds.Rows), int(ds.Columns)) for ds in slices})
+    if len(sizes) > 1:
+        raise FieldStudioError(f"{folder}: the slices have different sizes ({', '.join(f'{r} x {c}' for r, c in sizes)}"
+                               " pixels); a series has one size: remove the odd images (e.g. a localiser)")
+    spacings = [_pixel_spacing(ds) for ds in slices]
+    bare = [p.name for p, s in zip(paths, spacings) if s is None]
+    if bare:
+        raise FieldStudioError(f"{folder}: {bare[0]} ({len(bare)} of {len(slices)} slices) has no PixelSpacing, so "
+                               "its pixels cannot be placed in mm; export the series with its pixel spacing")
+    spacings = np.array(spacings)
+    if np.abs(spacings - spacings[0]).max() > 1e-4 or (spacings[0] <= 0).any():
+        raise FieldStudioError(f"{folder}: PixelSpacing varies between slices or is not positive "
+                               f"({spacings.min():.4g} to {spacings.max():.4g} mm); a series has one pixel spacing")
+    row, col = iop[0].reshape(2, 3)
+    normal = np.cross(row, col)
+    pos = np.array([np.asarray(ds.ImagePositionPatient, dtype=np.float64) for ds in slices])
+    order = np.argsort(pos @ normal)
+    steps = np.diff(pos[order], axis=0)  # (n - 1, 3) mm between neighbouring slices
+    gaps = steps @ normal
+    if (gaps < 1e-3).any():
+        raise FieldStudioError(f"{folder}: {int((gaps < 1e-3).sum())} slice position(s) occur twice; remove the "
+                               "duplicated files")
+    step = float(np.median(gaps))
+    if np.abs(gaps - step).max() > 0.01 * step + 1e-3:
+        worst = int(np.argmax(np.abs(gaps - step)))
+        raise FieldStudioError(f"{folder}: slice spacing is not constant ({gaps[worst]:.3g} mm between slices "
+                               f"{worst + 1} and {worst + 2}, {step:.3g} mm elsewhere); a slice is missing or the "
+                               "series mixes spacings")
+    shift = np.median(steps, axis=0)
+    drift = np.linalg.norm(steps - shift, axis=1)
+    if drift.max() > 0.01 * step + 1e-3:  # positions off one straight line: no single grid holds them
+        worst = int(np.argmax(drift))
+        raise FieldStudioError(f"{folder}: slice positions do not lie on one line (slice {worst + 2} is "
+                               f"{drift[worst]:.3g} mm off it); the series is not one regular stack")
+    dr, dc = spacings[0]  # row spacing (between rows), column spacing
+    affine = np.eye(4)
+    # pixel_array[r, c]: c runs along `row` (ImageOrientation's first vector), r along `col`.
+    affine[:3, 0], affine[:3, 1], affine[:3, 2] = col * dr, row * dc, shift
+    affine[:3, 3] = pos[order[0]]
+    tilt = float(np.degrees(np.arctan2(np.linalg.norm(shift - normal * (shift @ normal)), shift @ normal)))
+    notes = [f"{folder.name}: the slices are tilted by {tilt:.2f} degrees (gantry tilt): the voxel grid is sheared "
+             "to keep every slice at its ImagePositionPatient"] if tilt > 0.01 else []
+    return order, affine, notes
+
+
 def read_dicom_series(folder: Path) -> LabelVolume:
     """A folder of single-frame DICOM images of one series (pixel values = labels), sorted by position."""
     import pydicom
@@ -227,32 +308,13 @@ def read_dicom_series(folder: Path) -> LabelVolume:
                                "two slices")
     if len({str(ds.get("SeriesInstanceUID", "")) for ds in slices}) > 1:
         raise FieldStudioError(f"{folder} mixes several DICOM series; put one series per folder")
-    row, col = (np.asarray(slices[0].ImageOrientationPatient, dtype=np.float64).reshape(2, 3))
-    normal = np.cross(row, col)
-    pos = np.array([np.asarray(ds.ImagePositionPatient, dtype=np.float64) for ds in slices])
-    along = pos @ normal
-    order = np.argsort(along)
-    gaps = np.diff(along[order])
-    if (gaps < 1e-3).any():
-        raise FieldStudioError(f"{folder}: {int((gaps < 1e-3).sum())} slice position(s) occur twice; remove the "
-                               "duplicated files")
-    step = float(np.median(gaps))
-    if np.abs(gaps - step).max() > 0.01 * step + 1e-3:
-        worst = int(np.argmax(np.abs(gaps - step)))
-        raise FieldStudioError(f"{folder}: slice spacing is not constant ({gaps[worst]:.3g} mm between slices "
-                               f"{worst + 1} and {worst + 2}, {step:.3g} mm elsewhere); a slice is missing or the "
-                               "series mixes spacings")
+    order, affine, notes = _series_geometry(folder, slices, paths)
 
     def pixels(k: int) -> np.ndarray:
-        return pydicom.dcmread(str(paths[order[k]])).pixel_array
+        path = paths[order[k]]
+        return _pixel_array(pydicom.dcmread(str(path)), f"{folder.name}/{path.name}")
 
     shape = (int(slices[0].Rows), int(slices[0].Columns), len(slices))
-    dr, dc = (float(v) for v in slices[0].PixelSpacing)  # row spacing (between rows), column spacing
-    affine = np.eye(4)
-    # pixel_array[r, c]: c runs along `row` (ImageOrientation's first vector), r along `col`.
-    affine[:3, 0], affine[:3, 1], affine[:3, 2] = col * dr, row * dc, normal * step
-    affine[:3, 3] = pos[order[0]]
-    notes = []
     if np.prod(shape) <= MAX_VOXELS:
         data = np.stack([pixels(k) for k in range(shape[2])], axis=-1)  # (rows, cols, slices)
     else:
@@ -307,7 +369,7 @@ def read_dicom_seg(path: Path) -> LabelVolume:
     shape = (int(ds.Rows), int(ds.Columns), int(index.max()) + 1)
     if np.prod(shape) > MAX_VOXELS:
         raise _too_big(path.name, int(np.prod(shape)))
-    pixels = ds.pixel_array.reshape(len(frames), shape[0], shape[1])
+    pixels = _pixel_array(ds, path.name).reshape(len(frames), shape[0], shape[1])
     fractional = str(getattr(ds, "SegmentationType", "BINARY")).upper() == "FRACTIONAL"
     threshold = 0.5 * float(getattr(ds, "MaximumFractionalValue", 255)) if fractional else 0
     data = np.zeros(shape, dtype=np.int32)
@@ -326,6 +388,17 @@ def read_dicom_seg(path: Path) -> LabelVolume:
 
 
 # ------------------------------------------------------------------------------------------------ RTSTRUCT
+
+def _contour_normal(pts: np.ndarray) -> np.ndarray | None:
+    """Unit normal of a planar contour's best-fit plane (largest component positive), or None when the contour
+    has no area: under 3 points, or all within 1 micrometre (RMS) of one line, where any normal would do."""
+    if len(pts) < 3:
+        return None
+    _, sv, vt = np.linalg.svd(pts - pts.mean(axis=0), full_matrices=False)
+    if sv[1] <= 1e-3 * np.sqrt(len(pts)):
+        return None
+    return vt[-1] * (1 if vt[-1][int(np.argmax(np.abs(vt[-1])))] > 0 else -1)
+
 
 def read_rtstruct(path: str | Path) -> tuple[CrossSections, dict[int, str]]:
     """Closed planar contours of every ROI of a DICOM RTSTRUCT, in patient mm (LPS), labelled by ROI number.
@@ -351,25 +424,35 @@ def read_rtstruct(path: str | Path) -> tuple[CrossSections, dict[int, str]]:
     names = {int(r.ROINumber): str(r.ROIName) for r in ds.get("StructureSetROISequence", [])}
     groups: dict[tuple, list[Polygon]] = {}
     normals: dict[tuple, np.ndarray] = {}
+    skipped: dict[str, int] = {}
     for roi in ds.ROIContourSequence:
         label = int(roi.ReferencedROINumber)
-        for c in roi.get("ContourSequence", []):
+        roi_name = f"ROI {names.get(label, '?')!r} (number {label})"
+        for number, c in enumerate(roi.get("ContourSequence", []), start=1):
             if str(c.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
                 continue
-            pts = np.asarray(c.ContourData, dtype=np.float64).reshape(-1, 3)
-            if len(pts) < 3:
+            values = np.asarray(c.get("ContourData", []), dtype=np.float64)
+            if len(values) % 3 or not np.isfinite(values).all():
+                what = f"{len(values)} values (not x/y/z triples)" if len(values) % 3 else "a NaN or infinite value"
+                raise FieldStudioError(f"{path.name}: {roi_name}, contour {number} has {what}; the structure set is "
+                                       "corrupt: export it again from the planning system")
+            pts = values.reshape(-1, 3)
+            n = _contour_normal(pts)
+            if n is None:
+                skipped[roi_name] = skipped.get(roi_name, 0) + 1
                 continue
-            centre = pts.mean(axis=0)
-            _, _, vt = np.linalg.svd(pts - centre, full_matrices=False)
-            n = vt[-1] * (1 if vt[-1][int(np.argmax(np.abs(vt[-1])))] > 0 else -1)
-            key = (tuple(np.round(n, 3)), round(float(n.dot(centre)), 3))
+            key = (tuple(np.round(n, 3)), round(float(n.dot(pts.mean(axis=0))), 3))
             groups.setdefault(key, []).append(Polygon(pts, label=label))
             normals[key] = n
+    notes = [f"{roi}: {n} contour(s) skipped: under 3 distinct points or all on one line (no area)"
+             for roi, n in skipped.items()]
     if not groups:
-        raise FieldStudioError(f"{path.name} holds no closed planar contour")
+        raise FieldStudioError(f"{path.name} holds no closed planar contour with an area"
+                               f"{' (' + '; '.join(notes) + ')' if notes else ''}; give the structure set with the "
+                               "drawn contours")
     planes = [Plane.through(normals[k], loops, offset=-k[1], id=i + 1)
               for i, (k, loops) in enumerate(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])))]
-    cs = CrossSections(planes, [], str(path))
+    cs = CrossSections(planes, notes, str(path))
     orient_loops(cs, report=False)
     return cs, names
 
