@@ -362,7 +362,7 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
     """Check the types and ranges of values a user could get wrong; raise FieldStudioError naming the key
     (``[train] lr``), the file when ``source`` is given, what is required and what was given."""
     _check_types(cfg, source)
-    f, g, r, t, sl = cfg.field, cfg.field.grid, cfg.field.rbf, cfg.train, cfg.slices
+    f, g, r, sl = cfg.field, cfg.field.grid, cfg.field.rbf, cfg.slices
 
     def positive(v):
         return v > 0

@@ -651,6 +651,7 @@ def voxelize(mesh: trimesh.Trimesh, affine: np.ndarray, shape: tuple[int, int, i
     ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     inside = np.zeros(len(ijk), dtype=bool)
     for s in range(0, len(ijk), chunk):
+        check_cancel()
         world = ijk[s:s + chunk] @ affine[:3, :3].T + affine[:3, 3]
         inside[s:s + chunk] = surface.occupancy(world - centre)
     out[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = inside.reshape([len(a) for a in axes])
@@ -660,7 +661,9 @@ def voxelize(mesh: trimesh.Trimesh, affine: np.ndarray, shape: tuple[int, int, i
 def mask_report(mesh: trimesh.Trimesh, reference: np.ndarray, affine: np.ndarray) -> dict:
     """Mesh volume (ml) and area (mm^2), and Dice / HD95 (mm) of its voxelisation against a reference mask."""
     pred = voxelize(mesh, affine, reference.shape)
+    check_cancel()
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))  # not prod(spacing): a tilted (sheared) grid is smaller
     return {"volume_ml": abs(float(mesh.volume)) / 1000.0, "area_mm2": float(mesh.area),
-            "mask_volume_ml": float(reference.sum() * np.prod(spacing) / 1000.0),
+            "mask_volume_ml": float(reference.sum() * voxel_mm3 / 1000.0),
             "dice": dice(pred, reference), "hd95_mm": hd95_mm(pred, reference, spacing)}

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_slices import contour_interpolation, load_itk  # noqa: E402
-from fieldstudio.api import Request, configure_threads, fit_job  # noqa: E402
+from fieldstudio.api import Request, fit_job  # noqa: E402
 from fieldstudio.data.cross_sections import signed_area_2d  # noqa: E402
 from fieldstudio.data.medical_readers import read_label_volume, read_rtstruct  # noqa: E402
 from fieldstudio.errors import FieldStudioError  # noqa: E402

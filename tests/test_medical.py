@@ -430,7 +430,7 @@ def write_seg(path, data, names, spacing=(0.8, 0.7), step=2.0, z0=10.0):
 
 
 def test_dicom_seg_is_a_label_map_with_segment_names(tmp_path):
-    from fieldstudio.run import plan_objects
+    from fieldstudio.tasks.sections_input import plan_objects
 
     data, _ = ellipsoid_volume(labels=2)
     path = write_seg(tmp_path / "seg.dcm", data, {1: "Liver", 2: "Lesion"})
@@ -460,7 +460,9 @@ def test_tiny_seg_touching_the_border_fits_fast_and_closes(tmp_path, quick_slice
     cs = volume_sections(read_label_volume(path))
     assert [len(p.loops) for p in cs.planes] == [0, 1, 1, 1, 0]
     assert np.allclose([p.origin[2] for p in cs.planes], 10.0 + 0.625 * np.arange(-1, 4))
-    result = fit(quick_slices_config(path, steps=200, resolution=48), tmp_path / "run")
+    cfg = quick_slices_config(path, steps=150, resolution=48)
+    cfg.train.batch_size = 2048
+    result = fit(cfg, tmp_path / "run")
     mesh = trimesh.load(tmp_path / "run" / "mesh.stl")
     assert mesh.is_watertight and result.metrics["dice"] >= 0.95, result.metrics["dice"]
     # Closed between the border slices (z 10 and 11.25 mm) and the empty planes a slice beyond, not on them.

@@ -8,7 +8,8 @@ array axis) from ``offset``, or families such as ``axial:6,sagittal:6,coronal:6`
 label's extent, along the array axis closest to that anatomical direction), or oblique families such as
 ``1/0/1:6`` (a plane normal in world coordinates; the volume is resampled on those planes). Boundaries come from
 marching squares at level 0.5 on the zero-padded slice (contourpy), so a label cut by the edge of the volume is
-closed along that edge (noted). Slices without the label stay in as planes where it is known to be absent.
+closed along that edge (noted); along the slice axis the padding is an empty plane one slice beyond a border slice
+that holds the label. Slices without the label stay in as planes where it is known to be absent.
 """
 
 from __future__ import annotations
@@ -169,12 +170,12 @@ def volume_sections(vol: LabelVolume, labels: list[int] | None = None, every: in
         n = vol.data.shape[axis]
         chosen = [(axis, int(i)) for i in range(offset, n, every)]
         # Zero padding along the slice axis too: a label on a border slice gets an empty plane one slice beyond
-        # it, as marching squares closes it half a voxel beyond the edge in-plane. Without it the hull margin
-        # (5 % of the half-extent: a few hundredths of a mm on a thin stack) cuts the shape off at its last slice.
-        mask = np.isin(vol.data, labels)
-        if np.take(mask, 0, axis=axis).any():
+        # it, as marching squares closes it half a voxel beyond the edge in-plane. Without it only the hull's
+        # margin (5 % of the distance to the centre: 0.03 mm on a 3-slice SEG) bounds it: the cap is cut off at
+        # the last slice, and outside samples that close to inside ones slow training down.
+        if np.isin(np.take(vol.data, 0, axis=axis), labels).any():
             chosen.insert(0, (axis, -1))
-        if np.take(mask, n - 1, axis=axis).any():
+        if np.isin(np.take(vol.data, n - 1, axis=axis), labels).any():
             chosen.append((axis, n))
     _note_border(vol, labels, notes)
     planes = [_slice_plane(vol, axis, index, labels, pid) for pid, (axis, index) in enumerate(chosen, start=1)]

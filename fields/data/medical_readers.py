@@ -277,7 +277,8 @@ def _series_geometry(folder: Path, slices: list, paths: list[Path]):
     if drift.max() > 0.01 * step + 1e-3:  # positions off one straight line: no single grid holds them
         worst = int(np.argmax(drift))
         raise FieldStudioError(f"{folder}: slice positions do not lie on one line (slice {worst + 2} is "
-                               f"{drift[worst]:.3g} mm off it); the series is not one regular stack")
+                               f"{drift[worst]:.3g} mm off it); it is not one regular stack: check that the folder "
+                               "holds one series, or resample it onto a regular grid (e.g. save it as NIfTI)")
     dr, dc = spacings[0]  # row spacing (between rows), column spacing
     affine = np.eye(4)
     # pixel_array[r, c]: c runs along `row` (ImageOrientation's first vector), r along `col`.

@@ -16,18 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from fieldstudio.config import label_list
+from fieldstudio.data.medical_readers import RTSTRUCT_SUFFIXES as DICOM_SUFFIXES
+from fieldstudio.data.medical_readers import VOLUME_SUFFIXES, is_label_map
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.tasks.spec import Prepared, suffix_of
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
-DICOM_SUFFIXES = (".dcm",)
 SUFFIXES = (".csl",) + VOLUME_SUFFIXES + DICOM_SUFFIXES
-
-
-def _is_label_map(path) -> bool:
-    from fieldstudio.data.medical_readers import is_label_map
-
-    return is_label_map(path)
 
 
 def load_sections(cfg):
@@ -39,7 +33,7 @@ def load_sections(cfg):
 
     if suffix_of(cfg.input) == ".csl":
         return read_csl(cfg.input), {}
-    if suffix_of(cfg.input) in DICOM_SUFFIXES and not _is_label_map(cfg.input):
+    if suffix_of(cfg.input) in DICOM_SUFFIXES and not is_label_map(cfg.input):
         return read_rtstruct(cfg.input)
     sl = cfg.slices
     vol = read_label_volume(cfg.input)
@@ -137,7 +131,7 @@ def score(cfg, mesh, prepared: Prepared, run_dir: Path) -> tuple[dict, dict]:
     from fieldstudio.mesh import export_mesh
 
     check_cancel()
-    if _is_label_map(cfg.input):
+    if is_label_map(cfg.input):
         from fieldstudio.data.medical_readers import read_label_volume
         from fieldstudio.metrics import mask_report
 

@@ -21,6 +21,7 @@ import trimesh
 from scipy.spatial import ConvexHull
 
 from fieldstudio.config import SlicesTaskConfig
+from fieldstudio.control import check_cancel
 from fieldstudio.data.cross_sections import CrossSections, Plane, box_frame, inside_2d
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.field import value_and_gradient
@@ -177,6 +178,7 @@ class SlicesTask:
         padded_hull = PaddedHull(self.cs, cfg.hull_margin)
         self.levels = []
         for exp, n in zip(cfg.radius_exponents, cfg.samples_per_edge):
+            check_cancel()  # a level of a many-plane input (Abdomen: 1,130 contours) takes seconds
             parts = [_plane_level_samples(p, 0.5**exp, n, cfg.white_noise, rng) for p in self.cs.planes]
             hull = padded_hull.samples(cfg.hull_points, rng)
             x = np.concatenate([p for p, _ in parts] + [hull])
@@ -244,6 +246,7 @@ def refine_vertices(fn, vertices: np.ndarray, max_step: float, iterations: int =
     for _ in range(iterations):
         out = []
         for chunk in torch.split(v, 2**16):
+            check_cancel()
             x = chunk.clone().requires_grad_(True)
             f = fn(x)
             (g,) = torch.autograd.grad(f.sum(), x)

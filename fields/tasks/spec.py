@@ -7,8 +7,9 @@ meshed (``MeshPlan``). The registry (``fieldstudio.tasks.registry``) holds the t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
+
+from fieldstudio.data.medical_readers import suffix_of  # noqa: F401  (one definition: .nii.gz is one suffix)
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,3 @@ class TaskSpec:
     # Several objects in one input (labels of a CSL or label map): cfg -> (objects, notes, extents); see
     # fieldstudio.tasks.sections_input.plan_objects.
     plan_objects: Callable[[Any], tuple[list, list, dict]] | None = None
-
-
-def suffix_of(path: str | Path) -> str:
-    name = Path(path).name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
