@@ -35,20 +35,35 @@ class JobProgress:
     def __init__(self, progress: Progress):
         self.progress = progress
         self.bars: dict[tuple[str, str], int] = {}
+        self.open = None  # the bar of the stage running now
 
     def __call__(self, e) -> None:
         key = (e.stage, e.object)
         if e.kind == "note":
             self.progress.console.print(f"[cyan]note:[/cyan] {escape(e.message)}", highlight=False)
         elif e.kind == "stage":
+            self._close()
             title = STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else "")
             self.bars[key] = self.progress.add_task(title, total=None, loss="")
+            self.open = self.bars[key]
         elif e.kind in ("progress", "step") and key in self.bars:
             loss = f"step {e.step}  loss {e.loss:.4g}" if e.kind == "step" else None
             self.progress.update(self.bars[key], total=e.total or None, completed=e.done,
                                  **({"loss": loss} if loss else {}))
         elif e.kind == "paused":
             self.progress.console.print("paused")
+        elif e.kind == "finished":
+            self._close()
+
+    def _close(self) -> None:
+        """The stage running so far has ended: its bar stops its clock (at 100 % when it had no count)."""
+        if self.open is None:
+            return
+        bar = self.progress.tasks[[t.id for t in self.progress.tasks].index(self.open)]
+        if bar.total is None:
+            self.progress.update(self.open, total=1, completed=1)
+        self.progress.stop_task(self.open)
+        self.open = None
 
 
 def _progress() -> Progress:
