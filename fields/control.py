@@ -43,6 +43,7 @@ class Control:
         self._stage_object = ""
         self.object = ""  # the object being fitted, in runs of several (one per label)
         self.live: dict = {}  # what a preview needs of the running fit: model, cfg, frame (set by fieldstudio.run)
+        self.memo: dict = {}  # inputs read once per job (planning and building both need them); dies with the job
         self._stage_start = time.perf_counter()
         self._last_report = 0.0
 
@@ -126,6 +127,17 @@ def check_cancel() -> None:
         control.check()
 
 
+def memoized(key, make):
+    """``make()`` once per job for ``key`` (e.g. a label map that planning and building both read); outside a job,
+    simply ``make()``. Nothing outlives the job."""
+    control = _current.get()
+    if control is None:
+        return make()
+    if key not in control.memo:
+        control.memo[key] = make()
+    return control.memo[key]
+
+
 def report(done: float, total: float) -> None:
     """Progress of the current stage (and a cancel check); a no-op outside a job."""
     control = _current.get()
@@ -133,4 +145,4 @@ def report(done: float, total: float) -> None:
         control.progress(done, total)
 
 
-__all__ = ["Control", "Cancelled", "STAGES", "active", "current", "check_cancel", "report"]
+__all__ = ["Control", "Cancelled", "STAGES", "active", "current", "check_cancel", "memoized", "report"]

@@ -49,6 +49,10 @@ MESH_FORMATS: dict[str, str] = {".ply": "ply", ".obj": "obj", ".stl": "stl", ".g
 # nested shells; tests/test_mesh.py checks it on a sphere.
 _MCUBES_FLIP = True
 
+# Points per field evaluation. Smaller chunks stay in cache: the 40k Fourier MLP costs 1.6 us per point in chunks
+# of 2^14 and 2.7 in chunks of 2^18 (2 cores); 2^15 keeps the per-call overhead small.
+DEFAULT_CHUNK = 2**15
+
 def _axis_bounds(bounds) -> np.ndarray:
     """``(3, 2)`` float64 array of per-axis ``(lo, hi)`` from ``(lo, hi)`` or ``((lo, hi),) * 3``."""
     b = np.asarray(bounds, dtype=np.float64)
@@ -63,7 +67,7 @@ def evaluate_grid(
     fn: Callable[[torch.Tensor], torch.Tensor],
     resolution: int,
     bounds=(-1.0, 1.0),
-    chunk: int = 2**18,
+    chunk: int = DEFAULT_CHUNK,
     device: str | torch.device = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
@@ -140,7 +144,7 @@ def evaluate_grid_narrow_band(
     level: float = 0.0,
     coarse_factor: int = 4,
     band_cells: float = 2.0,
-    chunk: int = 2**18,
+    chunk: int = DEFAULT_CHUNK,
     device: str | torch.device = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
@@ -169,7 +173,11 @@ def evaluate_grid_narrow_band(
     if rc >= r:
         return evaluate_grid(fn, r, bounds=bounds, chunk=chunk, device=device, progress=progress)
     b = _axis_bounds(bounds)
-    coarse = evaluate_grid(fn, rc, bounds=bounds, chunk=chunk, device=device)
+    # The band's size is known only after the coarse pass: until then progress counts against a guess of it
+    # (an eighth of the fine grid), so a caller sees the coarse pass move (and can cancel in it).
+    guess = rc**3 + r**3 // 8
+    coarse = evaluate_grid(fn, rc, bounds=bounds, chunk=chunk, device=device,
+                           progress=None if progress is None else (lambda done, _: progress(done, guess)))
     # Both grids include both ends of each axis, hence align_corners=True.
     volume = torch.nn.functional.interpolate(
         torch.from_numpy(coarse)[None, None], size=(r, r, r), mode="trilinear", align_corners=True
@@ -332,7 +340,7 @@ def extract_mesh(
     bounds=(-1.0, 1.0),
     level: float = 0.0,
     transform=None,
-    chunk: int = 2**18,
+    chunk: int = DEFAULT_CHUNK,
     progress: Callable[[int, int], None] | None = None,
     largest_component: bool = False,
     min_component_ratio: float = 0.0,

@@ -66,6 +66,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), ove
     cancelled outside training (the folder stays resumable); a cancel during training returns with
     ``cancelled=True`` after saving a checkpoint.
     """
+    t_start = time.perf_counter()  # the time budget counts from here: planning reads the input too
     cfg = validate(copy.deepcopy(cfg))  # planning fills in fields (the chosen label); the caller's config stays
     if cfg.train.steps is None and cfg.train.time_budget is None:
         raise FieldStudioError("give a step count or a time budget (or both)")
@@ -75,8 +76,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), ove
         control.enter("prepare")
     objects, skipped, extents = spec.plan_objects(cfg) if spec.plan_objects else ([], [], {})
     if objects:
-        return _fit_objects(cfg, objects, skipped, extents, Path(run_dir), callbacks, overwrite)
-    return _fit_one(cfg, Path(run_dir), callbacks, overwrite)
+        return _fit_objects(cfg, objects, skipped, extents, Path(run_dir), callbacks, overwrite, t_start)
+    return _fit_one(cfg, Path(run_dir), callbacks, overwrite, t_start)
 
 
 def clear_run(run_dir: Path) -> None:
@@ -93,11 +94,10 @@ def _refuse_finished(run_dir: Path) -> None:
 
 
 def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[str], extents: dict[int, float],
-                 run_dir: Path, callbacks, overwrite: bool) -> FitResult:
+                 run_dir: Path, callbacks, overwrite: bool, t_start: float) -> FitResult:
     """One run per object in ``run_dir/<name>/``, sharing ``cfg.train.time_budget`` evenly among the objects
     still to fit, meshed with one voxel size in world units. Finished objects are kept on a rerun (resume); an
     object that fails is reported at the end without stopping the others; a cancel stops at once."""
-    t_start = time.perf_counter()
     ensure_writable_dir(run_dir)
     remove_stale_temporaries(run_dir)
     if overwrite:
@@ -167,8 +167,9 @@ def _failed_objects(metrics_path: Path) -> set[str]:
         return set()
 
 
-def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite: bool) -> FitResult:
-    t_start = time.perf_counter()
+def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite: bool,
+             t_start: float | None = None) -> FitResult:
+    t_start = time.perf_counter() if t_start is None else t_start
     ensure_writable_dir(run_dir)
     remove_stale_temporaries(run_dir)
     if overwrite:
@@ -193,9 +194,11 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
     model = Field(cfg.field, seed=cfg.train.seed)
     save_toml(cfg, run_dir / "config.toml")
     callbacks = list(callbacks)
+    budget = None
     if cfg.train.time_budget is not None:
-        callbacks.insert(0, _BudgetAfterSetup(model, cfg.train.time_budget, t_start, cfg.mesh.resolution,
-                                                spec.mesh_plan))
+        budget = _BudgetAfterSetup(model, cfg.train.time_budget, t_start, cfg.mesh.resolution, spec.mesh_plan,
+                                   prepared.surface)
+        callbacks.insert(0, budget)
     extra = {"run_config": to_dict(cfg), "frame": prepared.frame.to_dict(), "input_report": prepared.report}
     setup_seconds = time.perf_counter() - t_start
     if control is not None:
@@ -224,6 +227,8 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
     metrics.update({
         "params": model.param_count(), "steps": state.step, "train_seconds": round(state.elapsed, 2),
         "ended_by": state.ended_by, "limits": {"steps": cfg.train.steps, "time_budget": cfg.train.time_budget},
+        # What the time budget kept back for meshing and scoring (estimated when training started).
+        "reserved_seconds": getattr(budget, "reserved", None),
         "total_seconds": round(time.perf_counter() - t_start, 2), "final_loss": state.loss,
         "mesh_seconds": round(t_score - t_mesh, 2), "score_seconds": round(time.perf_counter() - t_score, 2),
         "setup_seconds": round(setup_seconds, 2),
@@ -244,31 +249,48 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
 class _BudgetAfterSetup(Callback):
     """Make ``--time-budget`` cover the whole fit: set-up, training, meshing and scoring.
 
-    On start (after data loading and RBF placement) it times a forward pass and keeps back what narrow-band
-    meshing will need (the coarse grid plus the task's share of the fine grid, see ``MeshPlan``), plus the task's
-    time for scoring and export (``MeshPlan.score_seconds``).
+    On start (after data loading, RBF placement and neighbour tables) it probes what meshing will cost and keeps
+    that back, with the task's time for scoring and export (``MeshPlan.score_seconds``). Meshing evaluates a
+    coarse grid over the whole box, then the fine grid's points near the surface (``MeshPlan.fine_share`` of
+    them): the first are timed on random box points, the second on points of the expected surface visited in
+    grid order as meshing visits them. On the bunny (hybrid, 256^3) random points alone cost 3.1 us per point
+    where meshing took 1.65 (RBF neighbour queries of nearby points share cache), so a budget of 60 s ended
+    after 50.
     """
 
-    def __init__(self, model: Field, budget: float, t_start: float, resolution: int, plan: registry.MeshPlan):
+    def __init__(self, model: Field, budget: float, t_start: float, resolution: int, plan: registry.MeshPlan,
+                 surface):
         self.model, self.budget, self.t_start, self.resolution, self.plan = model, budget, t_start, resolution, plan
+        self.surface = surface
+        self.reserved = None
 
-    def on_start(self, state) -> None:
+    def _seconds_per_point(self, x: torch.Tensor) -> float:
         device = next(self.model.parameters()).device
-        g = torch.Generator().manual_seed(0)
-        x = (torch.rand(2**14, 3, generator=g) * 2 - 1).to(device)
-        per_point = float("inf")
+        x = x.to(device)
+        best = float("inf")
         with torch.no_grad():
             for _ in range(3):  # the fastest of three: other load on the machine only ever slows a run down
                 t = time.perf_counter()
                 self.model(x)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                per_point = min(per_point, (time.perf_counter() - t) / len(x))
+                best = min(best, time.perf_counter() - t)
+        return best / len(x)
+
+    def on_start(self, state) -> None:
+        g = torch.Generator().manual_seed(0)
         r = self.resolution
-        points = (r // self.plan.coarse_factor) ** 3 + self.plan.fine_share * r**3
-        # 1.3: near-surface RBF neighbour queries cost more than the random points timed here
-        # (bunny, 120 s: 7 s over budget without it).
-        allowance = 1.3 * per_point * points + self.plan.score_seconds
+        coarse = self._seconds_per_point(torch.rand(2**14, 3, generator=g) * 2 - 1)
+        fine = coarse
+        if self.surface is not None and len(self.surface):
+            pick = torch.randint(len(self.surface), (min(2**16, len(self.surface)),), generator=g)
+            pts = self.surface[pick]
+            cell = ((pts.clamp(-1, 1) + 1) * (r - 1) / 2).long()
+            order = torch.argsort((cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2])
+            fine = self._seconds_per_point(pts[order])
+        allowance = coarse * (r // self.plan.coarse_factor) ** 3 + fine * self.plan.fine_share * r**3
+        allowance = 1.1 * allowance + self.plan.score_seconds
+        self.reserved = round(allowance, 2)
         setup = time.perf_counter() - self.t_start
         # A budget smaller than set-up plus meshing cannot be met; train for a quarter of it rather than not at all.
         state.time_budget = max(self.budget - setup - allowance, 0.25 * self.budget)

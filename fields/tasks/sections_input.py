@@ -26,21 +26,40 @@ SUFFIXES = (".csl",) + VOLUME_SUFFIXES + DICOM_SUFFIXES
 
 def load_sections(cfg):
     """The input's cross-sections (CSL, label-map slices or RTSTRUCT contours) and structure names by label
-    (RTSTRUCT ROI names, DICOM SEG segment labels)."""
+    (RTSTRUCT ROI names, DICOM SEG segment labels). Read once per job: planning and building both ask."""
+    from fieldstudio.control import memoized
+
+    sl = cfg.slices
+    path = Path(cfg.input)
+    stamp = path.stat().st_mtime_ns if path.exists() else 0
+    key = ("sections", str(path), stamp, sl.label, sl.every, sl.slice_offset, sl.families)
+    return memoized(key, lambda: _read_sections(cfg))
+
+
+def _read_sections(cfg):
     from fieldstudio.data.cross_sections import read_csl
     from fieldstudio.data.medical_planes import volume_sections
-    from fieldstudio.data.medical_readers import read_label_volume, read_rtstruct
+    from fieldstudio.data.medical_readers import read_rtstruct
 
     if suffix_of(cfg.input) == ".csl":
         return read_csl(cfg.input), {}
     if suffix_of(cfg.input) in DICOM_SUFFIXES and not is_label_map(cfg.input):
         return read_rtstruct(cfg.input)
     sl = cfg.slices
-    vol = read_label_volume(cfg.input)
+    vol = read_volume(cfg.input)
     labels = [sl.label] if sl.label is not None else None
     cs = volume_sections(vol, labels, every=sl.every, offset=sl.slice_offset, families=sl.families)
     cs.notes.append(f"world frame {vol.world}, mm")
     return cs, vol.names
+
+
+def read_volume(path):
+    """The label map at ``path``, read once per job (sections per object and the scores all use it)."""
+    from fieldstudio.control import memoized
+    from fieldstudio.data.medical_readers import read_label_volume
+
+    p = Path(path)
+    return memoized(("volume", str(p), p.stat().st_mtime_ns if p.exists() else 0), lambda: read_label_volume(p))
 
 
 def plan_objects(cfg) -> tuple[list[tuple[str, int]], list[str], dict[int, float]]:
@@ -121,7 +140,8 @@ def build(cfg) -> Prepared:
         report["labels"] = cs.labels()
         cs = cs.union()
     task = SlicesTask(cs, cfg.slices, seed=cfg.train.seed)
-    return Prepared(task, task.frame, None, report, fourier_sigma=fourier_sigma(task.cs))
+    x, y = task.levels[-1]
+    return Prepared(task, task.frame, None, report, fourier_sigma=fourier_sigma(task.cs), surface=x[y == 0.5])
 
 
 def score(cfg, mesh, prepared: Prepared, run_dir: Path) -> tuple[dict, dict]:
@@ -132,11 +152,10 @@ def score(cfg, mesh, prepared: Prepared, run_dir: Path) -> tuple[dict, dict]:
 
     check_cancel()
     if is_label_map(cfg.input):
-        from fieldstudio.data.medical_readers import read_label_volume
         from fieldstudio.metrics import mask_report
 
         files = {"stl": export_mesh(mesh, Path(run_dir) / "mesh.stl")}
-        vol = read_label_volume(cfg.input)
+        vol = read_volume(cfg.input)
         if cfg.slices.label is not None:
             labels = [cfg.slices.label]
         else:  # one object: the union of every label the input holds (or the one it has)

@@ -40,6 +40,7 @@ class Prepared:
     reference: Any = None
     report: dict = field(default_factory=dict)
     fourier_sigma: float = 1.0  # what fourier.sigma = "auto" becomes for this input
+    surface: Any = None  # (n, 3) box points on the expected surface: time budgets probe meshing cost there
 
 
 @dataclass(frozen=True)
