@@ -167,12 +167,14 @@ def bench_grid(device, repeat) -> dict:
 
 
 def bench_field_step(device, repeat) -> dict:
-    """One training step's forward + backward of the SDF hybrid field (450k parameters): every encoder, the
-    decoder and autograd, with the kernels forced to the reference and then to the fused path."""
-    from fieldstudio.field import Field, preset, resolve_budget
+    """One training step's forward + backward of the default SDF field (`fieldstudio fit MESH`: the 450k hybrid):
+    every encoder, the decoder and autograd, with the kernels forced to the reference and then to the fused path."""
+    from fieldstudio.api import Request, resolve
+    from fieldstudio.field import Field
+    from fieldstudio.resources import assets
 
     torch.manual_seed(0)
-    model = Field(resolve_budget(preset("hybrid", "sdf", 450_000)))
+    model = Field(resolve(Request(assets() / "trefoil.ply")).field)
     pts = torch.rand(200_000, 3) * 2 - 1
     model.init_from_points(pts, None)
     model.to(device)

@@ -39,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--time-budget", type=float, default=120.0, help="seconds per fit, set-up and meshing included")
-    ap.add_argument("--params", type=int, default=450_000)
+    ap.add_argument("--params", type=int, default=None, help="parameter budget (default: the task's, as `fit`)")
     ap.add_argument("--resolution", type=int, default=256)
     ap.add_argument("--meshes", nargs="*", default=MESHES)
     ap.add_argument("--methods", nargs="*", default=list(METHODS))
@@ -77,7 +77,8 @@ def main() -> None:
     meta = {"date": date.today().isoformat(), "machine": machine, "command": " ".join(sys.argv),
             "time_budget_s": args.time_budget, "params": args.params, "resolution": args.resolution}
     (args.out / "sdf.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"SDF fitting, {meta['date']}, {machine}, budget {args.time_budget:.0f} s and {args.params:,} params, "
+    lines = [f"SDF fitting, {meta['date']}, {machine}, budget {args.time_budget:.0f} s and "
+             f"{f'{args.params:,}' if args.params else 'the default'} params, "
              f"marching cubes {args.resolution}^3. Command: `{meta['command']}`", "",
              "| mesh | method | params | steps | train / mesh / total (s) | IoU | Chamfer-L1 | Hausdorff | NAE (°) |",
              "|---|---|---|---|---|---|---|---|---|"]
