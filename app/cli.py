@@ -246,6 +246,14 @@ def slice_command(
     console.print(f"wrote {path}: {s['planes']} planes, {s['loops']} loops, {s['holes']} holes", highlight=False)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def gui(ctx: typer.Context) -> None:
+    """Open the window (optional INPUT; --fit, --time-budget S, --steps N, -o RUN, --screenshot out.png)."""
+    from fieldstudio.app.gui import main as gui_main
+
+    raise typer.Exit(gui_main(list(ctx.args)))
+
+
 def main() -> None:
     try:
         app()

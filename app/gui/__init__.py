@@ -1,0 +1,69 @@
+"""The desktop face: ``fieldstudio gui [INPUT]`` (or ``fieldstudio-gui``). A main window over ``fieldstudio.api``.
+
+``--screenshot out.png`` loads INPUT, runs the fit with the panel's defaults when ``--fit`` is given, saves a grab of
+the window when done and exits (0 on success): the README's pictures are made this way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="fieldstudio gui", description="The fieldstudio window.")
+    ap.add_argument("input", nargs="?", type=Path, help="an input or a run folder to open")
+    ap.add_argument("--fit", action="store_true", help="start fitting INPUT at once")
+    ap.add_argument("--time-budget", type=float, help="seconds for the fit (the panel's field)")
+    ap.add_argument("--steps", type=int, help="training steps (the panel's field)")
+    ap.add_argument("-o", "--output", type=Path, help="run folder of the fit")
+    ap.add_argument("--screenshot", type=Path, help="save a grab of the window when loaded (or fitted) and exit")
+    args = ap.parse_args(argv)
+
+    import pyqtgraph as pg
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from fieldstudio.app.gui.window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    pg.setConfigOptions(antialias=True)
+    window = MainWindow()
+    window.show()
+    status = {"code": 0}
+    if args.input is not None and not window.open_path(args.input):
+        status["code"] = 2
+    if args.time_budget is not None:
+        window.panel.edits["time_budget"].setText(str(args.time_budget))
+    if args.steps is not None:
+        window.panel.edits["steps"].setText(str(args.steps))
+    if args.output is not None:
+        window.panel.output.setText(str(args.output))
+
+    def shoot_and_quit():
+        app.processEvents()
+        if not window.save_screenshot(args.screenshot):
+            status["code"] = 1
+        window.close()
+        app.quit()
+
+    if args.screenshot is not None and status["code"] == 0:
+        if args.fit:
+            window.start_fit()
+            if window.worker is None:
+                return 2
+            window.worker.ended.connect(lambda s, _: (status.update(code=0 if s == "finished" else 1),
+                                                      QTimer.singleShot(500, shoot_and_quit)))
+        else:
+            QTimer.singleShot(1500, shoot_and_quit)
+    elif args.fit:
+        window.start_fit()
+    if args.screenshot is not None and status["code"] != 0:
+        return status["code"]
+    app.exec()
+    return status["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

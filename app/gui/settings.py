@@ -1,0 +1,128 @@
+"""settings.py
+===========
+The settings panel: what ``fieldstudio fit`` takes, as widgets. Empty fields mean "the default", and the defaults
+shown are the library's (``fieldstudio.api.resolve`` of the input), never the panel's own. Every change is checked
+by resolving the request; the library's message is shown in the panel and the Fit button waits for a valid one.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QLabel, QLineEdit, QWidget)
+
+from fieldstudio.api import Request, resolve
+from fieldstudio.config import FIELD_KINDS
+from fieldstudio.errors import FieldStudioError
+from fieldstudio.tasks import registry
+
+# (attribute of Request, label, CLI option, tooltip)
+FIELDS = [
+    ("params", "Parameters", "--params", "total parameter budget"),
+    ("time_budget", "Time budget (s)", "--time-budget", "seconds for the whole fit; alone: train until it runs out"),
+    ("steps", "Steps", "--steps", "training steps; with a time budget, whichever ends first"),
+    ("resolution", "Mesh resolution", "--resolution", "marching-cubes grid"),
+    ("seed", "Seed", "--seed", "random seed"),
+    ("labels", "Labels", "--labels", "each | union | 1,4"),
+    ("every", "Every k-th slice", "--every", "label maps: keep every k-th slice"),
+    ("offset", "Slice offset", "--offset", "label maps: first kept slice"),
+    ("planes", "Plane families", "--planes", "label maps, e.g. axial:6,sagittal:6 or 1/0/1:6"),
+    ("roi", "ROIs / segments", "--roi", "RTSTRUCT / SEG structure names, comma-separated"),
+]
+NUMBERS = {"params": int, "time_budget": float, "steps": int, "resolution": int, "seed": int, "every": int,
+           "offset": int}
+
+
+class SettingsPanel(QWidget):
+    """Emits ``changed(ok)`` whenever the request changes (``ok``: it resolves)."""
+
+    changed = Signal(bool)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.input: Path | None = None
+        form = QFormLayout(self)
+        self.task = QComboBox()
+        self.task.addItems(["auto"] + registry.names())
+        self.field = QComboBox()
+        self.field.addItems(["default"] + list(FIELD_KINDS))
+        form.addRow("Task", self.task)
+        form.addRow("Field", self.field)
+        self.edits: dict[str, QLineEdit] = {}
+        for name, label, _, tip in FIELDS:
+            edit = QLineEdit()
+            edit.setToolTip(tip)
+            edit.setClearButtonEnabled(True)
+            self.edits[name] = edit
+            form.addRow(label, edit)
+            edit.textChanged.connect(self.check)
+        self.output = QLineEdit()
+        self.output.setToolTip("run folder (created; an unfinished run there resumes)")
+        form.addRow("Run folder", self.output)
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.message.setStyleSheet("color: #e06c6c")
+        form.addRow(self.message)
+        self.task.currentIndexChanged.connect(self.check)
+        self.field.currentIndexChanged.connect(self.check)
+        self.resolved = None
+
+    def set_input(self, path: Path, run_dir: Path | None = None) -> None:
+        self.input = Path(path)
+        self.output.setText(str(run_dir or Path.cwd() / "runs" / self.input.name.split(".")[0]))
+        self.check()
+
+    def request(self) -> Request:
+        """The panel as a Request (raises FieldStudioError for a value that is not a number)."""
+        values = {}
+        for name, edit in self.edits.items():
+            text = edit.text().strip()
+            if not text:
+                continue
+            if name in NUMBERS:
+                try:
+                    values[name] = NUMBERS[name](text)
+                except ValueError:
+                    raise FieldStudioError(f"{name.replace('_', ' ')} must be a number, got {text!r}") from None
+            else:
+                values[name] = text
+        field = None if self.field.currentIndex() == 0 else self.field.currentText()
+        return Request(self.input, task=self.task.currentText(), field=field, **values)
+
+    def check(self) -> bool:
+        """Resolve the request; show the library's defaults as placeholders and its message when it is refused."""
+        if self.input is None:
+            return False
+        try:
+            self.resolved = resolve(self.request())
+        except FieldStudioError as err:
+            self.resolved = None
+            self.message.setText(str(err))
+            self.changed.emit(False)
+            return False
+        cfg = self.resolved
+        defaults = {"params": cfg.field.params, "resolution": cfg.mesh.resolution, "seed": cfg.train.seed,
+                    "steps": cfg.train.steps, "time_budget": cfg.train.time_budget, "labels": cfg.slices.labels,
+                    "every": cfg.slices.every, "offset": cfg.slices.slice_offset}
+        for name, value in defaults.items():
+            self.edits[name].setPlaceholderText("" if value is None else f"{value:,}" if isinstance(value, int)
+                                                else str(value))
+        self.field.setItemText(0, f"default ({registry.get(cfg.task).default_field})")
+        self.message.setText("")
+        self.changed.emit(True)
+        return True
+
+    def command(self) -> str:
+        """The ``fieldstudio fit`` command line that makes the same run."""
+        args = ["fieldstudio", "fit", str(self.input), "-o", self.output.text()]
+        if self.task.currentText() != "auto":
+            args += ["--task", self.task.currentText()]
+        if self.field.currentIndex() > 0:
+            args += ["--field", self.field.currentText()]
+        for name, _, option, _ in FIELDS:
+            text = self.edits[name].text().strip()
+            if text:
+                args += [option, text]
+        return shlex.join(args)

@@ -1,0 +1,364 @@
+"""window.py
+=========
+The main window: open an input (or a run folder), see it at once, set up a fit, run it live (pause, resume,
+cancel, loss plot, previews), inspect and export the result. A thin face over ``fieldstudio.api``: the run folder
+it writes is the CLI's, and "Copy command" gives the CLI line that makes the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from fieldstudio.errors import FieldStudioError
+
+from fieldstudio.app.gui.settings import SettingsPanel
+from fieldstudio.app.gui.view3d import View3D, colour
+from fieldstudio.app.gui.worker import FitWorker
+
+STAGE_TITLES = {"prepare": "Preparing", "train": "Training", "mesh": "Meshing", "score": "Scoring"}
+MAX_RECENT = 8
+
+
+def is_run_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / "config.toml").exists() or any(path.glob("*/checkpoint.pt")))
+
+
+class MainWindow(QMainWindow):
+    def __init__(self):
+        super().__init__()
+        self.setWindowTitle("fieldstudio")
+        self.resize(1280, 800)
+        self.setAcceptDrops(True)
+        self.worker: FitWorker | None = None
+        self.run_dir: Path | None = None
+        self.losses: list[tuple[int, float]] = []
+        self.settings_store = QSettings("fieldstudio", "fieldstudio")
+
+        self.view = View3D()
+        self.panel = SettingsPanel()
+        self.panel.changed.connect(self._update_buttons)
+
+        self.fit_button = QPushButton("Fit")
+        self.pause_button = QPushButton("Pause")
+        self.cancel_button = QPushButton("Cancel")
+        self.fit_button.clicked.connect(self.start_fit)
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.cancel_button.clicked.connect(self.cancel_fit)
+        copy = QPushButton("Copy command")
+        copy.setToolTip("the fieldstudio fit command line that makes the same run")
+        copy.clicked.connect(self.copy_command)
+        buttons = QHBoxLayout()
+        for b in (self.fit_button, self.pause_button, self.cancel_button, copy):
+            buttons.addWidget(b)
+
+        self.stage = QLabel("Open a mesh, cross-sections, a label map or a run folder (File > Open, or drop it here).")
+        self.stage.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.loss_plot = pg.PlotWidget(background=(38, 41, 46))
+        self.loss_plot.setLabel("bottom", "step")
+        self.loss_plot.setLabel("left", "loss (log10)")
+        self.loss_plot.setMinimumHeight(150)
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen((230, 160, 90), width=2))
+        self.objects = QListWidget()  # the objects shown, with visibility check boxes
+        self.objects.itemChanged.connect(lambda item: self.view.set_visible(item.data(Qt.UserRole),
+                                                                            item.checkState() == Qt.Checked))
+        self.objects.setMaximumHeight(120)
+        self.metrics = QLabel()
+        self.metrics.setWordWrap(True)
+        self.metrics.setTextInteractionFlags(Qt.TextSelectableByMouse)
+
+        side = QVBoxLayout()
+        side.addWidget(self.panel)
+        side.addLayout(buttons)
+        side.addWidget(self.stage)
+        side.addWidget(self.progress)
+        side.addWidget(self.loss_plot)
+        side.addWidget(QLabel("Objects"))
+        side.addWidget(self.objects)
+        side.addWidget(self.metrics)
+        side.addStretch(1)
+        left = QWidget()
+        left.setLayout(side)
+        left.setMinimumWidth(340)
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(self.view)
+        split.setStretchFactor(1, 1)
+        split.setSizes([380, 900])
+        self.setCentralWidget(split)
+        self._menus()
+        self._update_buttons(False)
+
+    # ------------------------------------------------------------------------------------------------ menus
+    def _menus(self) -> None:
+        file = self.menuBar().addMenu("&File")
+        for text, keys, slot in (("&Open file...", QKeySequence.Open, self.open_file_dialog),
+                                 ("Open &folder (DICOM series or run)...", None, self.open_folder_dialog),
+                                 ("&Export mesh...", QKeySequence.SaveAs, self.export_mesh_dialog),
+                                 ("Save &screenshot...", None, self.screenshot_dialog)):
+            action = QAction(text, self)
+            if keys:
+                action.setShortcut(keys)
+            action.triggered.connect(slot)
+            file.addAction(action)
+        self.recent_menu = file.addMenu("&Recent")
+        self._fill_recent()
+        file.addSeparator()
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut(QKeySequence.Quit)
+        quit_action.triggered.connect(self.close)
+        file.addAction(quit_action)
+        view = self.menuBar().addMenu("&View")
+        self.wire_action = QAction("&Wireframe", self, checkable=True)
+        self.wire_action.toggled.connect(self.view.set_wireframe)
+        view.addAction(self.wire_action)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings_store.value("recent", [], type=list) or []:
+            action = QAction(path, self)
+            action.triggered.connect(lambda _=False, p=path: self.open_path(Path(p)))
+            self.recent_menu.addAction(action)
+
+    def _remember(self, path: Path) -> None:
+        recent = [str(path)] + [p for p in (self.settings_store.value("recent", [], type=list) or [])
+                                if p != str(path)]
+        self.settings_store.setValue("recent", recent[:MAX_RECENT])
+        self._fill_recent()
+
+    # ------------------------------------------------------------------------------------------------ opening
+    def open_file_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open an input", "", "Inputs (*.obj *.ply *.stl *.off *.glb "
+                                              "*.gltf *.csl *.nii *.nii.gz *.nrrd *.nhdr *.dcm);;All files (*)")
+        if path:
+            self.open_path(Path(path))
+
+    def open_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a DICOM series folder or a run folder")
+        if path:
+            self.open_path(Path(path))
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls:
+            self.open_path(Path(urls[0].toLocalFile()))
+
+    def open_path(self, path: Path) -> bool:
+        """Show an input (or a run folder) at once; errors go to a dialog, the window stays as it was."""
+        try:
+            if is_run_folder(path):
+                self._open_run(path)
+            else:
+                self._show_input(path)
+                self.panel.set_input(path)
+                self.run_dir = None
+        except FieldStudioError as err:
+            self.error(str(err))
+            return False
+        self._remember(path)
+        self.setWindowTitle(f"fieldstudio - {path.name}")
+        self.stage.setText(f"{path.name}: ready. Press Fit to reconstruct it "
+                           "(the settings' empty fields take the defaults shown).")
+        self._update_buttons(self.panel.resolved is not None)
+        return True
+
+    def _show_input(self, path: Path) -> None:
+        from fieldstudio.api import Request, resolve
+
+        cfg = resolve(Request(path))  # the task and its reading, as a fit would do it
+        self.view.clear_all()
+        self.objects.clear()
+        if cfg.task == "sdf":
+            from fieldstudio.data.meshes import load_mesh
+
+            mesh, _ = load_mesh(path)
+            self.view.show_mesh("input", mesh, index=7)
+            self._add_object("input", "input mesh", 7)
+        else:
+            from fieldstudio.tasks.sections_input import load_sections
+
+            cs, names = load_sections(cfg)
+            labels = cs.labels()
+            self.view.show_contours("input", cs, labels)
+            for i, lab in enumerate(labels):
+                self._add_object("input", f"label {lab} {names.get(lab, '')}".strip(), i, checkable=i == 0)
+        self.metrics.setText("")
+
+    def _open_run(self, run_dir: Path) -> None:
+        """A run folder: its meshes and metrics; the settings take its input, so Fit resumes an unfinished run."""
+        from fieldstudio.config import load_run_config
+
+        cfg = load_run_config(run_dir / "config.toml")
+        if Path(cfg.input).exists():
+            self._show_input(Path(cfg.input))
+            self.panel.set_input(Path(cfg.input), run_dir)
+        self.run_dir = run_dir
+        self._show_results(run_dir)
+
+    def _show_results(self, run_dir: Path) -> None:
+        import trimesh
+
+        meshes = [run_dir / "mesh.ply"] if (run_dir / "mesh.ply").exists() else sorted(run_dir.glob("*/mesh.ply"))
+        for i, path in enumerate(meshes):
+            name = "result" if path.parent == run_dir else path.parent.name
+            self.view.show_mesh(name, trimesh.load(path, process=False), index=i, frame=i == len(meshes) - 1)
+            self._add_object(name, name, i)
+        metrics_path = run_dir / "metrics.json"
+        if metrics_path.exists():
+            self.metrics.setText(metrics_text(json.loads(metrics_path.read_text())))
+
+    def _add_object(self, key: str, text: str, index: int, checkable: bool = True) -> None:
+        item = QListWidgetItem(text)
+        r, g, b, _ = colour(index)
+        item.setForeground(pg.mkColor(int(r * 255), int(g * 255), int(b * 255)))
+        item.setData(Qt.UserRole, key)
+        if checkable:
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Checked)
+        self.objects.addItem(item)
+
+    # ------------------------------------------------------------------------------------------------ fitting
+    def start_fit(self) -> None:
+        if self.worker is not None or self.panel.input is None:
+            return
+        try:
+            request = self.panel.request()
+            self.run_dir = Path(self.panel.output.text())
+            self.worker = FitWorker(request, self.run_dir)
+        except FieldStudioError as err:
+            self.error(str(err))
+            return
+        self.losses.clear()
+        self.loss_curve.setData([], [])
+        self.worker.event.connect(self._on_event)
+        self.worker.preview.connect(lambda mesh: self.view.show_mesh("preview", mesh, index=0, alpha=0.85,
+                                                                     frame=False))
+        self.worker.ended.connect(self._on_ended)
+        self.worker.start()
+        self.pause_button.setText("Pause")
+        self._update_buttons(True)
+
+    def toggle_pause(self) -> None:
+        if self.worker is None:
+            return
+        if self.worker.job.status == "paused" or self.pause_button.text() == "Resume":
+            self.worker.resume()
+            self.pause_button.setText("Pause")
+        else:
+            self.worker.pause()
+            self.pause_button.setText("Resume")
+
+    def cancel_fit(self) -> None:
+        if self.worker is not None:
+            self.stage.setText("Cancelling: saving what can be resumed ...")
+            self.worker.cancel()
+
+    def _on_event(self, e) -> None:
+        if e.kind == "stage":
+            self.stage.setText(STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else ""))
+            self.progress.setRange(0, 0 if e.stage in ("prepare", "score") else 1000)  # busy indicator
+        elif e.kind in ("progress", "step") and e.total:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * e.done / e.total))
+            eta = f", about {e.eta:.0f} s left" if e.eta is not None else ""
+            title = STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else "")
+            if e.kind == "step":
+                self.losses.append((e.step, e.loss))
+                xs, ys = zip(*[(s, math.log10(v)) for s, v in self.losses if v > 0]) if self.losses else ((), ())
+                self.loss_curve.setData(list(xs), list(ys))
+                self.stage.setText(f"{title}: step {e.step}, loss {e.loss:.4g}{eta}")
+            else:
+                self.stage.setText(f"{title}{eta}")
+        elif e.kind == "note":
+            self.statusBar().showMessage(e.message, 10_000)
+        elif e.kind in ("paused", "resumed"):
+            self.statusBar().showMessage(f"training {e.kind}", 5_000)
+
+    def _on_ended(self, status: str, payload) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.timer.stop()
+        self.view.remove("preview")
+        self.progress.setRange(0, 1000)
+        if status == "finished":
+            self.progress.setValue(1000)
+            self.stage.setText(f"Done: {self.run_dir}")
+            self.objects.clear()
+            self._show_results(self.run_dir)
+        elif status == "cancelled":
+            self.stage.setText(f"Cancelled; {self.run_dir} is kept: press Fit to resume.")
+        else:
+            self.stage.setText("Failed; the run folder is kept.")
+            self.error(str(payload))
+        self._update_buttons(self.panel.resolved is not None)
+
+    def _update_buttons(self, valid: bool) -> None:
+        running = self.worker is not None
+        self.fit_button.setEnabled(valid and not running)
+        self.pause_button.setEnabled(running)
+        self.cancel_button.setEnabled(running)
+
+    # ------------------------------------------------------------------------------------------------ output
+    def copy_command(self) -> None:
+        if self.panel.input is not None:
+            QGuiApplication.clipboard().setText(self.panel.command())
+            self.statusBar().showMessage("command copied", 5_000)
+
+    def export_mesh_dialog(self) -> None:
+        if self.run_dir is None or not (self.run_dir / "mesh.ply").exists():
+            self.error("no reconstructed mesh to export yet; run a fit (or open a finished run folder) first")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export the mesh", "", "Meshes (*.ply *.obj *.stl *.glb)")
+        if path:
+            self.export_mesh(Path(path))
+
+    def export_mesh(self, path: Path) -> Path:
+        import trimesh
+
+        from fieldstudio.mesh import export_mesh
+
+        return export_mesh(trimesh.load(self.run_dir / "mesh.ply", process=False), path)
+
+    def screenshot_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save a screenshot", "", "PNG (*.png)")
+        if path:
+            self.save_screenshot(Path(path))
+
+    def save_screenshot(self, path: Path) -> bool:
+        return self.grab().save(str(path))
+
+    def error(self, message: str) -> None:
+        QMessageBox.critical(self, "fieldstudio", message)
+
+    def closeEvent(self, event) -> None:
+        if self.worker is not None:  # a fit in flight keeps a resumable checkpoint
+            self.worker.cancel()
+            self.worker.job.wait(10)
+        super().closeEvent(event)
+
+
+def metrics_text(m: dict) -> str:
+    """A few lines of a run's metrics.json for the side panel."""
+    if "objects" in m:
+        return "\n".join(f"{r['name']}: " + (r.get("error") or f"{r['steps']} steps, "
+                                             f"watertight {r['mesh']['watertight']}") for r in m["objects"])
+    lines = [f"{m['steps']} steps in {m['total_seconds']:.1f} s, {m['params']:,} parameters"]
+    if "iou" in m:
+        lines.append(f"IoU {m['iou']:.4f}  Chamfer {m['chamfer_l1']:.2e}  NAE {m['nae_deg']:.2f}°")
+    if "dice" in m:
+        lines.append(f"Dice {m['dice']:.4f}  HD95 {m['hd95_mm']:.2f} mm  volume {m['volume_ml']:.1f} ml")
+    lines.append(f"mesh: {m['mesh']['n_faces']:,} faces, watertight {m['mesh']['watertight']}")
+    return "\n".join(lines)

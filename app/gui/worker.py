@@ -1,0 +1,73 @@
+"""worker.py
+=========
+A fit job driven from the window: the job runs in its own thread (``fieldstudio.api``); its events arrive here in
+that thread and are re-emitted as Qt signals, which Qt queues to the window's thread. Previews are computed in a
+short-lived thread of their own (a preview waits for the end of a training step), never in the window's thread.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from fieldstudio.api import Event, fit_job
+
+
+class FitWorker(QObject):
+    """Start, pause, resume and cancel one fit; ``event`` carries every job Event, ``preview`` a coarse mesh of the
+    field every ``preview_every_s`` seconds while it trains, ``ended`` the job's status ("finished", "cancelled",
+    "failed") with the result or the error message."""
+
+    event = Signal(object)
+    preview = Signal(object)
+    ended = Signal(str, object)
+
+    def __init__(self, request, run_dir, overwrite: bool = False, preview_every_s: float = 2.0, parent=None):
+        super().__init__(parent)
+        self.job = fit_job(request, run_dir, overwrite=overwrite)  # resolves: a bad request raises here
+        self.job.subscribe(self._on_event)
+        self._preview_busy = threading.Lock()
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(preview_every_s * 1000))
+        self.timer.timeout.connect(self.request_preview)
+
+    @property
+    def config(self):
+        return self.job.config
+
+    def start(self) -> None:
+        self.job.start()
+        self.timer.start()
+
+    def pause(self) -> None:
+        self.job.pause()
+
+    def resume(self) -> None:
+        self.job.resume()
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+    def request_preview(self) -> None:
+        """A coarse mesh of the field as it is now, computed off the window's thread (skipped while one is
+        still being made)."""
+        if self.job.stage != "train" or not self._preview_busy.acquire(blocking=False):
+            return
+
+        def make():
+            try:
+                mesh = self.job.preview("mesh", resolution=48)
+                if mesh is not None and len(mesh.faces):
+                    self.preview.emit(mesh)
+            except Exception:  # a preview is a courtesy: it must never take the fit down
+                pass
+            finally:
+                self._preview_busy.release()
+
+        threading.Thread(target=make, name="fieldstudio-preview", daemon=True).start()
+
+    def _on_event(self, e: Event) -> None:  # the job's thread
+        self.event.emit(e)
+        if e.kind in ("finished", "cancelled", "failed"):
+            self.ended.emit(e.kind, self.job.result if e.kind != "failed" else e.message)
