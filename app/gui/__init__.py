@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     pg.setConfigOptions(antialias=True)
     window = MainWindow()
+    window.quiet = args.screenshot is not None  # nobody is there to close a dialog
     window.show()
     status = {"code": 0}
     if args.input is not None and not window.open_path(args.input):
@@ -50,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.screenshot is not None and status["code"] == 0:
         if args.fit:
+            window.fit_ended.connect(lambda s: (status.update(code=0 if s == "finished" else 1),
+                                                QTimer.singleShot(500, shoot_and_quit)))
             window.start_fit()
             if window.worker is None:
                 return 2
-            window.worker.ended.connect(lambda s, _: (status.update(code=0 if s == "finished" else 1),
-                                                      QTimer.singleShot(500, shoot_and_quit)))
         else:
             QTimer.singleShot(1500, shoot_and_quit)
     elif args.fit:

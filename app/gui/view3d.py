@@ -19,7 +19,9 @@ PALETTE = [(0.90, 0.62, 0.35), (0.36, 0.62, 0.90), (0.55, 0.80, 0.40), (0.85, 0.
 
 # A headlight from the viewer, lit on both sides, with a little ambient: pyqtgraph's "shaded" lights from behind
 # the object (light (1, -1, -1) in eye space), which leaves surfaces that face the viewer nearly black.
-shaders.ShaderProgram("fieldstudio_headlight", [
+# pyqtgraph compiles a program once per ShaderProgram object, and each view has an OpenGL context of its own (not
+# shared), so every view registers its own copy (a program compiled in another context is invalid there).
+_HEADLIGHT = [
     shaders.VertexShader("""
         uniform mat4 u_mvp;
         uniform mat3 u_normal;
@@ -48,7 +50,7 @@ shaders.ShaderProgram("fieldstudio_headlight", [
             gl_FragColor = vec4(min(rgb, vec3(1.0)), v_color.a);
         }
     """),
-])
+]
 
 
 def colour(index: int, alpha: float = 1.0) -> tuple[float, float, float, float]:
@@ -64,6 +66,8 @@ class View3D(gl.GLViewWidget):
         self.setBackgroundColor((38, 41, 46))
         self.items_by_name: dict[str, list] = {}
         self.wireframe = False
+        self.shader = f"fieldstudio_headlight_{id(self)}"
+        shaders.ShaderProgram(self.shader, [type(s)(s.code) for s in _HEADLIGHT])  # fresh, uncompiled copies
 
     def clear_all(self) -> None:
         for name in list(self.items_by_name):
@@ -81,7 +85,7 @@ class View3D(gl.GLViewWidget):
         """A trimesh in world coordinates, smooth-shaded in the object's colour (replaces ``name``)."""
         self.remove(name)
         data = gl.MeshData(vertexes=np.asarray(mesh.vertices, np.float32), faces=np.asarray(mesh.faces, np.int32))
-        item = gl.GLMeshItem(meshdata=data, smooth=True, shader="fieldstudio_headlight", color=colour(index, alpha),
+        item = gl.GLMeshItem(meshdata=data, smooth=True, shader=self.shader, color=colour(index, alpha),
                              drawEdges=self.wireframe, edgeColor=(0.1, 0.1, 0.1, 1.0),
                              glOptions="opaque" if alpha >= 1 else "translucent")
         self.addItem(item)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
@@ -32,6 +33,8 @@ def is_run_folder(path: Path) -> bool:
 
 
 class MainWindow(QMainWindow):
+    fit_ended = Signal(str)  # "finished" | "cancelled" | "failed", after the window has shown the outcome
+
     def __init__(self):
         super().__init__()
         self.setWindowTitle("fieldstudio")
@@ -41,6 +44,7 @@ class MainWindow(QMainWindow):
         self.run_dir: Path | None = None
         self.losses: list[tuple[int, float]] = []
         self.settings_store = QSettings("fieldstudio", "fieldstudio")
+        self.quiet = False  # screenshot runs and tests: errors in the status bar instead of a modal dialog
 
         self.view = View3D()
         self.panel = SettingsPanel()
@@ -67,6 +71,7 @@ class MainWindow(QMainWindow):
         self.loss_plot.setLabel("bottom", "step")
         self.loss_plot.setLabel("left", "loss (log10)")
         self.loss_plot.setMinimumHeight(150)
+        self.loss_plot.getAxis("left").enableAutoSIPrefix(False)  # log10 values: no "(x0.001)"
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen((230, 160, 90), width=2))
         self.objects = QListWidget()  # the objects shown, with visibility check boxes
         self.objects.itemChanged.connect(lambda item: self.view.set_visible(item.data(Qt.UserRole),
@@ -304,6 +309,7 @@ class MainWindow(QMainWindow):
             self.stage.setText("Failed; the run folder is kept.")
             self.error(str(payload))
         self._update_buttons(self.panel.resolved is not None)
+        self.fit_ended.emit(status)
 
     def _update_buttons(self, valid: bool) -> None:
         running = self.worker is not None
@@ -341,7 +347,12 @@ class MainWindow(QMainWindow):
         return self.grab().save(str(path))
 
     def error(self, message: str) -> None:
-        QMessageBox.critical(self, "fieldstudio", message)
+        """The library's one-line message in a dialog (and on stderr, for logs and screenshot runs)."""
+        print(f"error: {message}", file=sys.stderr)
+        if self.quiet:
+            self.statusBar().showMessage(f"error: {message}")
+        else:
+            QMessageBox.critical(self, "fieldstudio", message)
 
     def closeEvent(self, event) -> None:
         if self.worker is not None:  # a fit in flight keeps a resumable checkpoint

@@ -1,0 +1,196 @@
+"""The window, driven as a user would (pytest-qt): open every input kind, fit to the end, pause and resume, cancel
+and resume, export, copy the command, errors in dialogs, and a GL view that really draws the mesh.
+
+`make test` runs the suite under Xvfb (Mesa's software OpenGL); without a display the tests are skipped.
+"""
+
+import json
+import os
+import shlex
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pyqtgraph")
+if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
+    pytest.skip("no display: run under xvfb-run (make test does)", allow_module_level=True)
+
+from PySide6.QtCore import QSettings  # noqa: E402
+
+FAST = {"params": "20000", "steps": "60", "resolution": "40"}
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    QSettings.setPath(QSettings.NativeFormat, QSettings.UserScope, str(tmp_path / "settings"))
+    from fieldstudio.app.gui.window import MainWindow
+
+    w = MainWindow()
+    w.quiet = True  # errors go to the status bar (and a record) instead of a modal dialog
+    w.errors = []
+    original = w.error
+    w.error = lambda message: (w.errors.append(message), original(message))
+    qtbot.addWidget(w)
+    w.show()
+    return w
+
+
+def set_fast(window, run_dir, **extra):
+    for name, value in {**FAST, **extra}.items():
+        window.panel.edits[name].setText(value)
+    window.panel.output.setText(str(run_dir))
+
+
+def fit_and_wait(qtbot, window, timeout=120_000):
+    with qtbot.waitSignal(window.fit_ended, timeout=timeout) as blocker:
+        window.start_fit()
+        assert window.worker is not None, window.errors
+    return blocker.args[0]
+
+
+def two_label_csl(tmp_path):
+    from fieldstudio.data.cross_sections import write_csl
+    from fieldstudio.data.slicing import slice_mesh
+
+    sphere = trimesh.creation.icosphere(3, radius=1.0)
+    box = trimesh.creation.box([1.6, 1.6, 1.6])
+    box.apply_translation([3, 0, 0.5])
+    cs = slice_mesh(trimesh.util.concatenate([sphere, box]), 8, "parallel", axis="z")
+    for plane in cs.planes:
+        for loop in plane.loops:
+            loop.label = 1 if loop.points[:, 0].mean() < 1.5 else 2
+    return write_csl(cs, tmp_path / "two.csl")
+
+
+def label_map(tmp_path):
+    import nibabel
+
+    i, j, k = np.meshgrid(*(np.arange(24),) * 3, indexing="ij")
+    data = (((i - 12) / 8.0) ** 2 + ((j - 12) / 6.0) ** 2 + ((k - 12) / 7.0) ** 2 <= 1).astype(np.int16)
+    path = tmp_path / "blob.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(data, np.diag([1.5, 1.5, 2.0, 1.0])), str(path))
+    return path
+
+
+def test_every_input_kind_opens_and_shows_at_once(window, tmp_path, sphere_file):
+    assert window.open_path(sphere_file)
+    assert window.view.items_by_name["input"] and window.panel.resolved.task == "sdf"
+    assert window.panel.edits["params"].placeholderText() == "450,000"  # the API's default, not the panel's
+
+    assert window.open_path(two_label_csl(tmp_path))
+    assert window.panel.resolved.field.kind == "mlp" and window.objects.count() == 2  # one row per label
+    assert len(window.view.items_by_name["input"]) > 8  # a line per contour
+
+    assert window.open_path(label_map(tmp_path))
+    assert window.panel.resolved.task == "slices" and window.view.items_by_name["input"]
+    assert not window.errors
+
+
+def test_fit_to_the_end_then_export_and_reopen_the_run(window, qtbot, tmp_path, sphere_file):
+    window.open_path(sphere_file)
+    run = tmp_path / "run"
+    set_fast(window, run)
+    events = []
+    with qtbot.waitSignal(window.fit_ended, timeout=120_000) as ended:
+        window.start_fit()
+        window.worker.event.connect(events.append)
+    assert ended.args[0] == "finished", window.errors
+    assert (run / "metrics.json").exists() and "result" in window.view.items_by_name
+    assert [e.stage for e in events if e.kind == "stage"][-2:] == ["mesh", "score"]
+    assert window.losses and window.fit_button.isEnabled() and not window.cancel_button.isEnabled()
+    out = window.export_mesh(tmp_path / "out.stl")
+    mesh = trimesh.load(out)
+    assert np.allclose(mesh.bounds.mean(axis=0), [5, -3, 40], atol=2.0)  # the input's frame
+
+    assert window.open_path(run)  # a run folder: its mesh and metrics
+    assert "result" in window.view.items_by_name and "steps" in window.metrics.text()
+
+
+def test_pause_resume_and_cancel_then_resume(window, qtbot, tmp_path, sphere_file):
+    window.open_path(sphere_file)
+    run = tmp_path / "run"
+    set_fast(window, run, steps="400")
+    window.start_fit()
+    worker = window.worker
+    qtbot.waitUntil(lambda: bool(window.losses), timeout=60_000)
+    window.toggle_pause()
+    qtbot.waitUntil(lambda: worker.job.status == "paused", timeout=10_000)
+    assert window.pause_button.text() == "Resume"
+    window.toggle_pause()
+    qtbot.waitUntil(lambda: worker.job.status == "running", timeout=10_000)
+    with qtbot.waitSignal(window.fit_ended, timeout=30_000) as ended:
+        window.cancel_fit()
+    assert ended.args[0] == "cancelled" and (run / "checkpoint.pt").exists()
+    assert not (run / "metrics.json").exists() and window.fit_button.isEnabled()
+
+    assert fit_and_wait(qtbot, window) == "finished"  # Fit again resumes the same folder
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 400
+
+
+def test_copied_command_reproduces_the_config(window, qtbot, tmp_path, sphere_file, monkeypatch, capsys):
+    from PySide6.QtGui import QGuiApplication
+
+    from fieldstudio.app import cli
+    from fieldstudio.config import load_run_config
+
+    window.open_path(sphere_file)
+    set_fast(window, tmp_path / "gui_run", steps="40")
+    window.panel.field.setCurrentText("grid")
+    assert fit_and_wait(qtbot, window) == "finished"
+    window.copy_command()
+    argv = shlex.split(QGuiApplication.clipboard().text())
+    assert argv[:2] == ["fieldstudio", "fit"]
+    argv[argv.index("-o") + 1] = str(tmp_path / "cli_run")
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    gui_cfg, cli_cfg = (load_run_config(tmp_path / d / "config.toml") for d in ("gui_run", "cli_run"))
+    assert gui_cfg == cli_cfg and gui_cfg.field.kind == "grid"
+
+
+def test_bad_input_and_bad_value_give_the_library_message(window, tmp_path, sphere_file):
+    bad = tmp_path / "broken.ply"
+    bad.write_bytes(b"ply\nformat nonsense\n")
+    assert not window.open_path(bad)
+    assert window.errors and "broken.ply" in window.errors[-1]
+    assert window.open_path(sphere_file)  # still usable
+    window.panel.edits["steps"].setText("-3")
+    assert not window.fit_button.isEnabled() and "steps" in window.panel.message.text()
+    window.panel.edits["steps"].setText("abc")
+    assert not window.fit_button.isEnabled() and "number" in window.panel.message.text()
+    window.panel.edits["steps"].setText("")
+    assert window.fit_button.isEnabled()
+
+
+def test_an_exception_in_the_worker_leaves_the_window_usable(window, qtbot, tmp_path, sphere_file, monkeypatch):
+    import fieldstudio.run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug deep in the library")
+
+    monkeypatch.setattr(fieldstudio.run, "fit", broken)
+    window.open_path(sphere_file)
+    set_fast(window, tmp_path / "run")
+    assert fit_and_wait(qtbot, window) == "failed"
+    assert "a bug deep in the library" in window.errors[-1]
+    assert window.isVisible() and window.fit_button.isEnabled() and window.worker is None
+
+
+def test_the_gl_view_draws_the_mesh(window, qtbot, sphere_file):
+    from PySide6.QtGui import QGuiApplication
+
+    if QGuiApplication.platformName() in ("offscreen", "minimal"):
+        pytest.skip("OpenGL needs a display (Xvfb)")
+    window.open_path(sphere_file)
+    qtbot.wait(200)
+    image = window.view.grabFramebuffer()
+    w, h = image.width(), image.height()
+    centre = image.pixelColor(w // 2, h // 2)
+    corner = image.pixelColor(5, 5)
+    assert (centre.red(), centre.green(), centre.blue()) != (corner.red(), corner.green(), corner.blue())
+    assert centre.red() > 80  # a lit grey surface, not the dark background
