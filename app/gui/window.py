@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -26,6 +27,7 @@ from fieldstudio.app.gui.worker import FitWorker
 
 STAGE_TITLES = {"prepare": "Preparing", "train": "Training", "mesh": "Meshing", "score": "Scoring"}
 MAX_RECENT = 8
+PLOT_EVERY_S = 0.5  # loss plot and progress text redraws while training
 
 
 def is_run_folder(path: Path) -> bool:
@@ -43,6 +45,7 @@ class MainWindow(QMainWindow):
         self.worker: FitWorker | None = None
         self.run_dir: Path | None = None
         self.losses: list[tuple[int, float]] = []
+        self._last_plot = 0.0
         self.settings_store = QSettings("fieldstudio", "fieldstudio")
         self.quiet = False  # screenshot runs and tests: errors in the status bar instead of a modal dialog
 
@@ -282,6 +285,10 @@ class MainWindow(QMainWindow):
             title = STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else "")
             if e.kind == "step":
                 self.losses.append((e.step, e.loss))
+                now = time.perf_counter()
+                if now - self._last_plot < PLOT_EVERY_S and e.done < e.total:
+                    return  # redraws cost the training's CPU: a few per second are enough to watch
+                self._last_plot = now
                 xs, ys = zip(*[(s, math.log10(v)) for s, v in self.losses if v > 0]) if self.losses else ((), ())
                 self.loss_curve.setData(list(xs), list(ys))
                 self.stage.setText(f"{title}: step {e.step}, loss {e.loss:.4g}{eta}")

@@ -13,6 +13,11 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from fieldstudio.api import Event, fit_job
 
+# 40^3 points: about 0.15 s of a 40k MLP on 2 cores, taken between two training steps (training waits meanwhile:
+# evaluating beside it would make the two fight over the cores).
+PREVIEW_RESOLUTION = 40
+FIRST_PREVIEW_MS = 800  # after training starts: a few steps, so that the field has a surface to show
+
 
 class FitWorker(QObject):
     """Start, pause, resume and cancel one fit; ``event`` carries every job Event, ``preview`` a coarse mesh of the
@@ -22,8 +27,9 @@ class FitWorker(QObject):
     event = Signal(object)
     preview = Signal(object)
     ended = Signal(str, object)
+    _training_started = Signal()  # job thread -> window thread: start previewing soon
 
-    def __init__(self, request, run_dir, overwrite: bool = False, preview_every_s: float = 2.0, parent=None):
+    def __init__(self, request, run_dir, overwrite: bool = False, preview_every_s: float = 2.5, parent=None):
         super().__init__(parent)
         self.job = fit_job(request, run_dir, overwrite=overwrite)  # resolves: a bad request raises here
         self.job.subscribe(self._on_event)
@@ -31,6 +37,7 @@ class FitWorker(QObject):
         self.timer = QTimer(self)
         self.timer.setInterval(int(preview_every_s * 1000))
         self.timer.timeout.connect(self.request_preview)
+        self._training_started.connect(self._preview_soon)
 
     @property
     def config(self):
@@ -57,7 +64,7 @@ class FitWorker(QObject):
 
         def make():
             try:
-                mesh = self.job.preview("mesh", resolution=48)
+                mesh = self.job.preview("mesh", resolution=PREVIEW_RESOLUTION)
                 if mesh is not None and len(mesh.faces):
                     self.preview.emit(mesh)
             except Exception:  # a preview is a courtesy: it must never take the fit down
@@ -67,7 +74,14 @@ class FitWorker(QObject):
 
         threading.Thread(target=make, name="fieldstudio-preview", daemon=True).start()
 
+    def _preview_soon(self) -> None:
+        """Training has begun: a first preview after a few steps, then the regular rhythm."""
+        QTimer.singleShot(FIRST_PREVIEW_MS, self.request_preview)
+        self.timer.start()
+
     def _on_event(self, e: Event) -> None:  # the job's thread
+        if e.kind == "stage" and e.stage == "train":
+            self._training_started.emit()
         self.event.emit(e)
         if e.kind in ("finished", "cancelled", "failed"):
             self.ended.emit(e.kind, self.job.result if e.kind != "failed" else e.message)

@@ -1,0 +1,125 @@
+"""bench_gui.py
+============
+Responsiveness of the window while it fits (issue 11's targets), on the shipped example, measured on a real window
+under Xvfb:
+
+* seconds from pressing Fit to the first preview mesh (target <= 5 s), and between previews (target <= 3 s);
+* how late the window's event loop answers: a 50 ms timer's lateness, 95th percentile and maximum (target: the
+  window answers input within 100 ms);
+* training steps per second in the window against the same fit run headless through the API, as the CLI runs it
+  (target >= 80 %).
+
+    xvfb-run -a python scripts/bench_gui.py [--steps 600] [--repeat 3] [--out results]
+
+Writes ``<out>/gui.json`` and ``<out>/gui.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def headless(path: Path, steps: int, run_dir: Path) -> float:
+    from fieldstudio.api import Request, fit_job
+
+    m = fit_job(Request(path, steps=steps), run_dir, overwrite=True).run().metrics
+    return m["steps"] / m["train_seconds"]
+
+
+def in_window(path: Path, steps: int, run_dir: Path) -> dict:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from fieldstudio.app.gui.window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    window = MainWindow()
+    window.quiet = True
+    window.show()
+    window.open_path(path)
+    window.panel.edits["steps"].setText(str(steps))
+    window.panel.output.setText(str(run_dir))
+    previews, lateness = [], []
+    tick = {"due": None}
+
+    def on_tick():  # a 50 ms heartbeat: how late does the event loop serve it?
+        now = time.perf_counter()
+        if tick["due"] is not None:
+            lateness.append(max(0.0, now - tick["due"]))
+        tick["due"] = now + 0.05
+
+    heartbeat = QTimer()
+    heartbeat.timeout.connect(on_tick)
+    heartbeat.start(50)
+    done = {}
+    window.fit_ended.connect(lambda status: (done.update(status=status), app.quit()))
+    t0 = time.perf_counter()
+    window.start_fit()
+    window.worker.preview.connect(lambda _: previews.append(time.perf_counter() - t0))
+    app.exec()
+    heartbeat.stop()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    window.close()
+    gaps = [b - a for a, b in zip(previews, previews[1:])]
+    late = sorted(lateness)
+    return {"status": done.get("status"), "steps_per_s": m["steps"] / m["train_seconds"],
+            "first_preview_s": previews[0] if previews else None, "previews": len(previews),
+            "max_preview_gap_s": max(gaps) if gaps else None,
+            "late_p95_ms": 1000 * late[int(0.95 * (len(late) - 1))] if late else None,
+            "late_max_ms": 1000 * late[-1] if late else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "results")
+    args = ap.parse_args()
+    from fieldstudio.resources import assets
+
+    example = assets() / "trefoil.ply"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeat):
+            cli = headless(example, args.steps, Path(tmp) / f"cli{i}")
+            gui = in_window(example, args.steps, Path(tmp) / f"gui{i}")
+            rows.append({"cli_steps_per_s": cli, **gui, "gui_over_cli": gui["steps_per_s"] / cli})
+            print(json.dumps(rows[-1]), flush=True)
+
+    def med(key):
+        values = [r[key] for r in rows if r[key] is not None]
+        return (statistics.median(values), min(values), max(values)) if values else (None, None, None)
+
+    meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+            "command": " ".join(sys.argv), "input": "assets/trefoil.ply (default field: hybrid 450k)",
+            "steps": args.steps}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gui.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [f"Window responsiveness, {meta['date']}, {meta['machine']}, {meta['input']}, {args.steps} steps, "
+             f"median (min-max) of {len(rows)}. Command: `{meta['command']}`", "",
+             "| measure | median | min | max | target |", "|---|---|---|---|---|"]
+    for key, label, target in (("first_preview_s", "first preview after Fit (s)", "<= 5"),
+                               ("max_preview_gap_s", "longest gap between previews (s)", "<= 3"),
+                               ("late_p95_ms", "event-loop lateness, p95 (ms)", "< 100"),
+                               ("late_max_ms", "event-loop lateness, max (ms)", "< 100"),
+                               ("gui_over_cli", "steps/s in the window / headless", ">= 0.8")):
+        m, lo, hi = med(key)
+        lines.append(f"| {label} | {m:.3g} | {lo:.3g} | {hi:.3g} | {target} |" if m is not None else
+                     f"| {label} | - | - | - | {target} |")
+    (args.out / "gui.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
