@@ -46,3 +46,20 @@ def quick_slices_config():
                                overrides={"train.batch_size": 4096}, **request))
 
     return make
+
+
+@pytest.fixture
+def two_label_csl(tmp_path):
+    """A sphere (label 1) and a box (label 2) cut by the same 10 planes, as a segmentation tool writes them.
+    Returns (CSL path, sphere, box)."""
+    from fieldstudio.data.cross_sections import write_csl
+    from fieldstudio.data.slicing import slice_mesh
+
+    sphere = trimesh.creation.icosphere(3, radius=1.0)
+    box = trimesh.creation.box([1.6, 1.6, 1.6])
+    box.apply_translation([3, 0, 0.5])
+    cs = slice_mesh(trimesh.util.concatenate([sphere, box]), 10, "parallel", axis="z")
+    for plane in cs.planes:
+        for loop in plane.loops:
+            loop.label = 1 if loop.points[:, 0].mean() < 1.5 else 2
+    return write_csl(cs, tmp_path / "two.csl"), sphere, box

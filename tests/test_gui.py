@@ -51,20 +51,6 @@ def fit_and_wait(qtbot, window, timeout=120_000):
     return blocker.args[0]
 
 
-def two_label_csl(tmp_path):
-    from fieldstudio.data.cross_sections import write_csl
-    from fieldstudio.data.slicing import slice_mesh
-
-    sphere = trimesh.creation.icosphere(3, radius=1.0)
-    box = trimesh.creation.box([1.6, 1.6, 1.6])
-    box.apply_translation([3, 0, 0.5])
-    cs = slice_mesh(trimesh.util.concatenate([sphere, box]), 8, "parallel", axis="z")
-    for plane in cs.planes:
-        for loop in plane.loops:
-            loop.label = 1 if loop.points[:, 0].mean() < 1.5 else 2
-    return write_csl(cs, tmp_path / "two.csl")
-
-
 def label_map(tmp_path):
     import nibabel
 
@@ -75,14 +61,14 @@ def label_map(tmp_path):
     return path
 
 
-def test_every_input_kind_opens_and_shows_at_once(window, tmp_path, sphere_file):
+def test_every_input_kind_opens_and_shows_at_once(window, tmp_path, sphere_file, two_label_csl):
     assert window.open_path(sphere_file)
     assert window.view.items_by_name["input"] and window.panel.resolved.task == "sdf"
     assert window.panel.edits["params"].placeholderText() == "450,000"  # the API's default, not the panel's
 
-    assert window.open_path(two_label_csl(tmp_path))
+    assert window.open_path(two_label_csl[0])
     assert window.panel.resolved.field.kind == "mlp" and window.objects.count() == 2  # one row per label
-    assert len(window.view.items_by_name["input"]) > 8  # a line per contour
+    assert len(window.view.items_by_name["input"]) >= 10  # a line per contour
 
     assert window.open_path(label_map(tmp_path))
     assert window.panel.resolved.task == "slices" and window.view.items_by_name["input"]

@@ -105,20 +105,8 @@ def test_gradient_hinge_lowers_roughness_without_lowering_iou(tmp_path, quick_sl
     assert iou_on >= iou_off - 0.005
 
 
-def two_label_sections(tmp_path):
-    """A sphere (label 1) and a box (label 2) cut by the same 10 planes, as a segmentation tool writes them."""
-    sphere = trimesh.creation.icosphere(3, radius=1.0)
-    box = trimesh.creation.box([1.6, 1.6, 1.6])
-    box.apply_translation([3, 0, 0.5])
-    cs = slice_mesh(trimesh.util.concatenate([sphere, box]), 10, "parallel", axis="z")
-    for plane in cs.planes:
-        for loop in plane.loops:
-            loop.label = 1 if loop.points[:, 0].mean() < 1.5 else 2
-    return write_csl(cs, tmp_path / "two.csl"), sphere, box
-
-
-def test_two_labels_give_two_meshes_each_where_its_object_is(tmp_path, quick_slices_config):
-    path, sphere, box = two_label_sections(tmp_path)
+def test_two_labels_give_two_meshes_each_where_its_object_is(tmp_path, quick_slices_config, two_label_csl):
+    path, sphere, box = two_label_csl
     cfg = quick_slices_config(path, steps=300, resolution=64)
     result = fit(cfg, tmp_path / "run")
     assert [r["name"] for r in result.metrics["objects"]] == ["label_1", "label_2"]
@@ -139,8 +127,8 @@ def test_two_labels_give_two_meshes_each_where_its_object_is(tmp_path, quick_sli
         fit(cfg, tmp_path / "other")
 
 
-def test_union_on_request_and_one_chosen_label(tmp_path, quick_slices_config):
-    path, sphere, box = two_label_sections(tmp_path)
+def test_union_on_request_and_one_chosen_label(tmp_path, quick_slices_config, two_label_csl):
+    path, sphere, box = two_label_csl
     for labels, parts in (("union", 2), ("2", 1)):
         cfg = quick_slices_config(path, steps=300, resolution=48)
         cfg.slices.labels = labels
