@@ -176,3 +176,12 @@ def test_bad_config_value_names_file_table_and_key(tmp_path, sphere_file, monkey
     bad.write_text('[train]\nsteps = "abc"\n')
     code, _, err = run_cli(["fit", sphere_file, "-o", tmp_path / "run", "--config", bad], monkeypatch, capsys)
     assert code == 2 and "bad.toml" in err and "[train]" in err and "steps" in err and "Traceback" not in err
+
+
+def test_gui_without_qt_is_one_clear_line(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "PySide6" else real(name, *a))
+    code, _, err = run_cli(["gui"], monkeypatch, capsys)
+    assert code == 2 and "fieldstudio[gui]" in err and "Traceback" not in err

@@ -20,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", type=Path, help="run folder of the fit")
     ap.add_argument("--screenshot", type=Path, help="save a grab of the window when loaded (or fitted) and exit")
     args = ap.parse_args(argv)
+    import importlib.util
+
+    missing = [m for m in ("PySide6", "pyqtgraph", "OpenGL") if importlib.util.find_spec(m) is None]
+    if missing:  # installed without the gui extra: one line, not an ImportError
+        print(f"error: the window needs {', '.join(missing)}: pip install 'fieldstudio[gui]' (or make setup in the "
+              "repository)", file=sys.stderr)
+        return 2
 
     import pyqtgraph as pg
     from PySide6.QtCore import QTimer
