@@ -180,3 +180,18 @@ def test_the_gl_view_draws_the_mesh(window, qtbot, sphere_file):
     corner = image.pixelColor(5, 5)
     assert (centre.red(), centre.green(), centre.blue()) != (corner.red(), corner.green(), corner.blue())
     assert centre.red() > 80  # a lit grey surface, not the dark background
+
+
+def test_label_maps_get_a_slice_view_with_the_kept_slices(window, tmp_path, sphere_file):
+    assert window.open_path(label_map(tmp_path))  # 24^3, spacing 1.5 x 1.5 x 2 mm: slices along the last axis
+    view = window.slices
+    assert view.isVisible() and view.image.image.shape[:2] == (24, 24)
+    window.panel.edits["every"].setText("4")
+    view.direction.setCurrentText("coronal")  # looks along the second axis: kept slices are lines across it
+    assert len(view.lines) == 6
+    view.direction.setCurrentText("axial")
+    view.slider.setValue(8)
+    assert "kept" in view.where.text() and "not" not in view.where.text()
+    view.slider.setValue(9)
+    assert "not kept" in view.where.text()
+    assert window.open_path(sphere_file) and not view.isVisible()  # meshes have no slices

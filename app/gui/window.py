@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 from fieldstudio.errors import FieldStudioError
 
 from fieldstudio.app.gui.settings import SettingsPanel
+from fieldstudio.app.gui.slice_view import SliceView
 from fieldstudio.app.gui.view3d import View3D, colour
 from fieldstudio.app.gui.worker import FitWorker
 
@@ -50,8 +51,11 @@ class MainWindow(QMainWindow):
         self.quiet = False  # screenshot runs and tests: errors in the status bar instead of a modal dialog
 
         self.view = View3D()
+        self.slices = SliceView()  # label maps only
+        self.slices.hide()
         self.panel = SettingsPanel()
         self.panel.changed.connect(self._update_buttons)
+        self.panel.changed.connect(self._update_kept_slices)
 
         self.fit_button = QPushButton("Fit")
         self.pause_button = QPushButton("Pause")
@@ -100,8 +104,9 @@ class MainWindow(QMainWindow):
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(self.view)
+        split.addWidget(self.slices)
         split.setStretchFactor(1, 1)
-        split.setSizes([380, 900])
+        split.setSizes([380, 900, 450])
         self.setCentralWidget(split)
         self._menus()
         self._update_buttons(False)
@@ -196,14 +201,35 @@ class MainWindow(QMainWindow):
             self.view.show_mesh("input", mesh, index=7)
             self._add_object("input", "input mesh", 7)
         else:
-            from fieldstudio.tasks.sections_input import load_sections
+            from fieldstudio.data.medical_readers import is_label_map
+            from fieldstudio.tasks.sections_input import load_sections, read_volume
 
             cs, names = load_sections(cfg)
             labels = cs.labels()
             self.view.show_contours("input", cs, labels)
             for i, lab in enumerate(labels):
                 self._add_object("input", f"label {lab} {names.get(lab, '')}".strip(), i, checkable=i == 0)
+            if is_label_map(path):
+                self.slices.set_volume(read_volume(path), labels)
+        self.slices.setVisible(self.slices.volume is not None and cfg.task == "slices" and self._label_map(path))
         self.metrics.setText("")
+
+    @staticmethod
+    def _label_map(path: Path) -> bool:
+        from fieldstudio.data.medical_readers import is_label_map
+
+        return is_label_map(path)
+
+    def _update_kept_slices(self, valid: bool) -> None:
+        """Draw the slices the current settings keep (every k-th along the acquisition axis) on the slice view."""
+        vol, cfg = self.slices.volume, self.panel.resolved
+        if vol is None or not self.slices.isVisible():
+            return
+        if not valid or cfg is None or cfg.slices.families:
+            self.slices.set_kept(None, [])
+            return
+        axis = vol.slice_axis()
+        self.slices.set_kept(axis, range(cfg.slices.slice_offset, vol.data.shape[axis], cfg.slices.every))
 
     def _open_run(self, run_dir: Path) -> None:
         """A run folder: its meshes and metrics; the settings take its input, so Fit resumes an unfinished run."""

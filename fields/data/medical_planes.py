@@ -87,7 +87,7 @@ def parse_families(text: str) -> list[tuple[str | np.ndarray, int]]:
     return out
 
 
-def _axis_for(vol: LabelVolume, direction: str) -> int:
+def axis_for(vol: LabelVolume, direction: str) -> int:
     """The array axis whose world direction is closest to the anatomical normal ``direction``."""
     world_axis = DIRECTIONS[direction]
     cols = vol.affine[:3, :3] / vol.spacing
@@ -160,7 +160,7 @@ def volume_sections(vol: LabelVolume, labels: list[int] | None = None, every: in
             if not isinstance(direction, str):
                 oblique.append((direction, count))
                 continue
-            axis = _axis_for(vol, direction)
+            axis = axis_for(vol, direction)
             # Evenly through the extent, half a step in from each end so the first and last planes cut the shape.
             n = hi[axis] - lo[axis] + 1
             picks = np.unique(np.round(lo[axis] + (np.arange(count) + 0.5) * n / count - 0.5).astype(int))
