@@ -94,17 +94,23 @@ class View3D(gl.GLViewWidget):
             self.frame(np.asarray(mesh.bounds))
 
     def show_contours(self, name: str, cs, labels: list[int] | None = None) -> None:
-        """Every loop of a ``CrossSections`` as a closed line, coloured by its label's place in ``labels``."""
+        """Every loop of a ``CrossSections`` as closed lines, coloured by its label's place in ``labels``. One line
+        item per label (segment pairs): a label map's thousands of loops as separate items made every repaint in
+        software OpenGL slow enough to take time from training."""
         self.remove(name)
         labels = labels or cs.labels()
-        items = []
+        segments: dict[int, list[np.ndarray]] = {}
         for plane in cs.planes:
             for loop in plane.loops:
-                pts = np.vstack([loop.points, loop.points[:1]]).astype(np.float32)
-                index = labels.index(loop.label) if loop.label in labels else 0
-                item = gl.GLLinePlotItem(pos=pts, color=colour(index), width=2.0, antialias=True)
-                self.addItem(item)
-                items.append(item)
+                a = loop.points
+                pairs = np.stack([a, np.roll(a, -1, axis=0)], axis=1).reshape(-1, 3)
+                segments.setdefault(labels.index(loop.label) if loop.label in labels else 0, []).append(pairs)
+        items = []
+        for index, parts in segments.items():
+            item = gl.GLLinePlotItem(pos=np.concatenate(parts).astype(np.float32), color=colour(index), width=2.0,
+                                     antialias=True, mode="lines")
+            self.addItem(item)
+            items.append(item)
         self.items_by_name[name] = items
         vertices = cs.all_vertices()
         if len(vertices):
