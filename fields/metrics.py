@@ -278,6 +278,15 @@ def surface_distances(
     return out
 
 
+def distances_to(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray:
+    """Exact distance (n,) float64 from each of ``points`` (n, 3) to the surface of ``mesh``, in the frame and units
+    both share (e.g. a result's vertices against its input, for colouring the surface by error)."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    centre = vertices.mean(axis=0)  # open3d is float32: query near the origin
+    surface = _Surface(vertices - centre, np.asarray(mesh.faces, dtype=np.int64), "reference")
+    return surface.closest(np.asarray(points, dtype=np.float64) - centre)[0]
+
+
 def mesh_metrics(
     pred: trimesh.Trimesh,
     ref: trimesh.Trimesh,

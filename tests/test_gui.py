@@ -195,3 +195,17 @@ def test_label_maps_get_a_slice_view_with_the_kept_slices(window, tmp_path, sphe
     view.slider.setValue(9)
     assert "not kept" in view.where.text()
     assert window.open_path(sphere_file) and not view.isVisible()  # meshes have no slices
+
+
+def test_result_coloured_by_distance_to_the_input(window, qtbot, tmp_path, sphere_file):
+    window.open_path(sphere_file)
+    set_fast(window, tmp_path / "run")
+    assert fit_and_wait(qtbot, window) == "finished"
+    window.distance_action.setChecked(True)
+    (item,) = window.view.items_by_name["result"]
+    colours = item.opts["meshdata"].vertexColors()
+    assert colours is not None and len(colours) == len(item.opts["meshdata"].vertexes())
+    assert colours[:, 2].max() > colours[:, 0].min()  # a range of colours, not one
+    assert "distance to the input" in window.metrics.text()
+    window.distance_action.setChecked(False)
+    assert window.view.items_by_name["result"][0].opts["meshdata"].vertexColors() is None

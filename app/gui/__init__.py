@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, help="training steps (the panel's field)")
     ap.add_argument("-o", "--output", type=Path, help="run folder of the fit")
     ap.add_argument("--screenshot", type=Path, help="save a grab of the window when loaded (or fitted) and exit")
+    ap.add_argument("--colour-by-distance", action="store_true",
+                    help="colour the result by its distance to the input mesh (View menu)")
     args = ap.parse_args(argv)
     import importlib.util
 
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     window.quiet = args.screenshot is not None  # nobody is there to close a dialog
     window.show()
     status = {"code": 0}
+    window.distance_action.setChecked(args.colour_by_distance)
     if args.input is not None and not window.open_path(args.input):
         status["code"] = 2
     if args.time_budget is not None:

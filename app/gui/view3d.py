@@ -57,6 +57,14 @@ def colour(index: int, alpha: float = 1.0) -> tuple[float, float, float, float]:
     return (*PALETTE[index % len(PALETTE)], alpha)
 
 
+def distance_colours(distance: np.ndarray, scale: float) -> np.ndarray:
+    """(V, 4) colours of per-vertex distances: blue (0) through white to red (``scale`` and beyond)."""
+    t = np.clip(np.asarray(distance, dtype=np.float64) / max(scale, 1e-12), 0.0, 1.0)[:, None]
+    blue, white, red = np.array([0.23, 0.40, 0.85]), np.array([0.95, 0.95, 0.95]), np.array([0.85, 0.20, 0.18])
+    rgb = np.where(t < 0.5, blue + (white - blue) * (2 * t), white + (red - white) * (2 * t - 1))
+    return np.concatenate([rgb, np.ones_like(t)], axis=1)
+
+
 class View3D(gl.GLViewWidget):
     """Named items (``show_mesh(name, mesh)``, ``show_contours(name, cs)``) over a neutral background; the camera
     frames everything shown."""
@@ -81,10 +89,13 @@ class View3D(gl.GLViewWidget):
         for item in self.items_by_name.get(name, []):
             item.setVisible(visible)
 
-    def show_mesh(self, name: str, mesh, index: int = 0, alpha: float = 1.0, frame: bool = True) -> None:
-        """A trimesh in world coordinates, smooth-shaded in the object's colour (replaces ``name``)."""
+    def show_mesh(self, name: str, mesh, index: int = 0, alpha: float = 1.0, frame: bool = True,
+                  vertex_colors: np.ndarray | None = None) -> None:
+        """A trimesh in world coordinates, smooth-shaded in the object's colour, or in ``vertex_colors`` ((V, 4)
+        floats, e.g. a distance colour map); replaces ``name``."""
         self.remove(name)
-        data = gl.MeshData(vertexes=np.asarray(mesh.vertices, np.float32), faces=np.asarray(mesh.faces, np.int32))
+        data = gl.MeshData(vertexes=np.asarray(mesh.vertices, np.float32), faces=np.asarray(mesh.faces, np.int32),
+                           vertexColors=None if vertex_colors is None else np.asarray(vertex_colors, np.float32))
         item = gl.GLMeshItem(meshdata=data, smooth=True, shader=self.shader, color=colour(index, alpha),
                              drawEdges=self.wireframe, edgeColor=(0.1, 0.1, 0.1, 1.0),
                              glOptions="opaque" if alpha >= 1 else "translucent")

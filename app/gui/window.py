@@ -11,6 +11,8 @@ import json
 import math
 import sys
 import time
+
+import numpy as np
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -134,6 +136,11 @@ class MainWindow(QMainWindow):
         self.wire_action = QAction("&Wireframe", self, checkable=True)
         self.wire_action.toggled.connect(self.view.set_wireframe)
         view.addAction(self.wire_action)
+        self.distance_action = QAction("Colour by &distance to the input mesh", self, checkable=True)
+        self.distance_action.setToolTip("the result's error: blue on the input's surface, red at the 95th "
+                                        "percentile of the distance and beyond")
+        self.distance_action.toggled.connect(lambda _: self.run_dir is not None and self._show_results(self.run_dir))
+        view.addAction(self.distance_action)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -246,13 +253,46 @@ class MainWindow(QMainWindow):
         import trimesh
 
         meshes = [run_dir / "mesh.ply"] if (run_dir / "mesh.ply").exists() else sorted(run_dir.glob("*/mesh.ply"))
+        reference = self._reference(run_dir) if self.distance_action.isChecked() else None
+        legend = ""
+        names = {"result" if p.parent == run_dir else p.parent.name for p in meshes}
+        for row in reversed(range(self.objects.count())):  # the results' rows are redrawn; the input's stay
+            if self.objects.item(row).data(Qt.UserRole) in names:
+                self.objects.takeItem(row)
         for i, path in enumerate(meshes):
             name = "result" if path.parent == run_dir else path.parent.name
-            self.view.show_mesh(name, trimesh.load(path, process=False), index=i, frame=i == len(meshes) - 1)
+            mesh = trimesh.load(path, process=False)
+            colours = None
+            if reference is not None:
+                from fieldstudio.app.gui.view3d import distance_colours
+                from fieldstudio.metrics import distances_to
+
+                d = distances_to(np.asarray(mesh.vertices), reference)
+                scale = float(np.percentile(d, 95))
+                colours = distance_colours(d, scale)
+                legend = (f"\ncolour: distance to the input, blue 0 to red {scale:.3g} (95th percentile; "
+                          f"largest {d.max():.3g}, input units)")
+            self.view.show_mesh(name, mesh, index=i, frame=i == len(meshes) - 1, vertex_colors=colours)
             self._add_object(name, name, i)
+        if meshes:  # the result in front: the input stays listed, hidden (tick it to compare)
+            for row in range(self.objects.count()):
+                item = self.objects.item(row)
+                if item.data(Qt.UserRole) == "input" and item.flags() & Qt.ItemIsUserCheckable:
+                    item.setCheckState(Qt.Unchecked)
         metrics_path = run_dir / "metrics.json"
         if metrics_path.exists():
-            self.metrics.setText(metrics_text(json.loads(metrics_path.read_text())))
+            self.metrics.setText(metrics_text(json.loads(metrics_path.read_text())) + legend)
+
+    def _reference(self, run_dir: Path):
+        """The mesh a run reconstructs (its input, for SDF runs), in the input's frame; None for other inputs."""
+        from fieldstudio.config import load_run_config
+        from fieldstudio.data.meshes import load_mesh
+
+        cfg = load_run_config(run_dir / "config.toml")
+        if cfg.task != "sdf" or not Path(cfg.input).exists():
+            self.statusBar().showMessage("distance colouring needs a mesh input (an SDF run)", 8_000)
+            return None
+        return load_mesh(cfg.input)[0]
 
     def _add_object(self, key: str, text: str, index: int, checkable: bool = True) -> None:
         item = QListWidgetItem(text)
@@ -334,7 +374,6 @@ class MainWindow(QMainWindow):
         if status == "finished":
             self.progress.setValue(1000)
             self.stage.setText(f"Done: {self.run_dir}")
-            self.objects.clear()
             self._show_results(self.run_dir)
         elif status == "cancelled":
             self.stage.setText(f"Cancelled; {self.run_dir} is kept: press Fit to resume.")
