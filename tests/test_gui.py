@@ -91,8 +91,10 @@ def test_fit_to_the_end_then_export_and_reopen_the_run(window, qtbot, tmp_path, 
     mesh = trimesh.load(out)
     assert np.allclose(mesh.bounds.mean(axis=0), [5, -3, 40], atol=2.0)  # the input's frame
 
-    assert window.open_path(run)  # a run folder: its mesh and metrics
+    assert window.open_path(run)  # a run folder: its mesh and metrics, and the settings it was made with
     assert "result" in window.view.items_by_name and "steps" in window.metrics.text()
+    assert window.panel.edits["steps"].text() == "60" and window.panel.edits["params"].text() == "20000"
+    assert window.panel.output.text() == str(run)
 
 
 def test_pause_resume_and_cancel_then_resume(window, qtbot, tmp_path, sphere_file):

@@ -74,6 +74,21 @@ class SettingsPanel(QWidget):
         self.output.setText(str(run_dir or Path.cwd() / "runs" / self.input.name.split(".")[0]))
         self.check()
 
+    def show_config(self, cfg) -> None:
+        """Fill the fields from a run's resolved config (reopening a run folder shows what it was made with)."""
+        values = {"params": cfg.field.params, "time_budget": cfg.train.time_budget, "steps": cfg.train.steps,
+                  "resolution": cfg.mesh.resolution, "seed": cfg.train.seed, "labels": cfg.slices.labels,
+                  "every": cfg.slices.every, "offset": cfg.slices.slice_offset, "planes": cfg.slices.families,
+                  "roi": cfg.slices.rois}
+        for name, value in values.items():
+            self.edits[name].blockSignals(True)
+            self.edits[name].setText("" if value in (None, "") else str(value))
+            self.edits[name].blockSignals(False)
+        self.field.blockSignals(True)
+        self.field.setCurrentText(cfg.field.kind)
+        self.field.blockSignals(False)
+        self.check()
+
     def request(self) -> Request:
         """The panel as a Request (raises FieldStudioError for a value that is not a number)."""
         values = {}

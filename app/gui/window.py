@@ -246,6 +246,7 @@ class MainWindow(QMainWindow):
         if Path(cfg.input).exists():
             self._show_input(Path(cfg.input))
             self.panel.set_input(Path(cfg.input), run_dir)
+            self.panel.show_config(cfg)
         self.run_dir = run_dir
         self._show_results(run_dir)
 
