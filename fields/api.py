@@ -238,7 +238,8 @@ class Job:
         self.status, self._t0 = "running", time.perf_counter()
         handler = _NoteHandler(self._emit, threading.get_ident())
         log.addHandler(handler)
-        if log.level == logging.NOTSET or log.level > logging.INFO:
+        level = log.level  # INFO records must reach the handler; the logger is put back as it was afterwards
+        if level == logging.NOTSET or level > logging.INFO:
             log.setLevel(logging.INFO)
         try:
             with active(self._control):
@@ -254,6 +255,7 @@ class Job:
             self.status = "cancelled" if stopped else "finished"
         finally:
             log.removeHandler(handler)
+            log.setLevel(level)
         self._emit(self.status)
         return self.result
 

@@ -81,14 +81,15 @@ class Control:
         self.sink("resumed", stage=self.stage)
         return time.perf_counter() - t
 
-    def enter(self, stage: str, object: str = "") -> None:
-        """Begin ``stage`` (reported once: entering the stage already running is only a cancel check)."""
+    def enter(self, stage: str) -> None:
+        """Begin ``stage`` of the current ``object`` (reported once: entering the stage already running is only a
+        cancel check)."""
         self.check()
-        if (stage, object) == (self.stage, self._stage_object):
+        if (stage, self.object) == (self.stage, self._stage_object):
             return
-        self.stage, self._stage_object = stage, object
+        self.stage, self._stage_object = stage, self.object
         self._stage_start, self._last_report = time.perf_counter(), 0.0
-        self.sink("stage", stage=stage, object=object)
+        self.sink("stage", stage=stage, object=self.object)
 
     def progress(self, done: float, total: float, eta: float | None = None) -> None:
         """Report ``done`` of ``total`` in the current stage (ETA from the rate so far unless given); checks for a

@@ -184,7 +184,7 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
     spec = registry.get(cfg.task)
     control = current_control()
     if control is not None:
-        control.enter("prepare", getattr(control, "object", ""))
+        control.enter("prepare")
     if not resumed:
         cfg.field = resolve_budget(cfg.field)
     prepared = spec.build(cfg)
@@ -210,7 +210,7 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
         return result
 
     if control is not None:
-        control.enter("mesh", getattr(control, "object", ""))
+        control.enter("mesh")
     t_mesh = time.perf_counter()
     try:
         out = _extract(model, cfg, prepared.frame, cfg.mesh.resolution)
@@ -220,7 +220,7 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
                                "--overwrite") from None
     result.files["mesh"] = export_mesh(out, run_dir / "mesh.ply")
     if control is not None:
-        control.enter("score", getattr(control, "object", ""))
+        control.enter("score")
     t_score = time.perf_counter()
     metrics, files = spec.score(cfg, out, prepared, run_dir)
     result.files.update(files)

@@ -400,16 +400,12 @@ def test_cuda_grid_matches_reference(dim, dtype):
 def test_sdf_fit_on_the_gpu(tmp_path):
     import trimesh
 
-    from fieldstudio.config import RunConfig
-    from fieldstudio.field import preset
-    from fieldstudio.run import fit
+    from fieldstudio.api import Request, fit_job
 
     sphere = trimesh.creation.icosphere(4, radius=30.0)
     sphere.apply_translation([100, -20, 5])
     sphere.export(tmp_path / "sphere.ply")
-    cfg = RunConfig(input=str(tmp_path / "sphere.ply"), task="sdf")
-    cfg.field = preset("hybrid", "sdf", 150_000)
-    cfg.train.steps, cfg.train.device = 300, "cuda"
-    cfg.mesh.resolution = 128
-    result = fit(cfg, tmp_path / "run")
+    request = Request(tmp_path / "sphere.ply", field="hybrid", params=150_000, steps=300, resolution=128,
+                      overrides={"train.device": "cuda"})
+    result = fit_job(request, tmp_path / "run").run()
     assert result.metrics["iou"] >= 0.98 and result.metrics["mesh"]["watertight"]

@@ -199,6 +199,7 @@ class MainWindow(QMainWindow):
         from fieldstudio.api import Request, resolve
 
         cfg = resolve(Request(path))  # the task and its reading, as a fit would do it
+        label_map = False
         self.view.clear_all()
         self.objects.clear()
         if cfg.task == "sdf":
@@ -208,24 +209,22 @@ class MainWindow(QMainWindow):
             self.view.show_mesh("input", mesh, index=7)
             self._add_object("input", "input mesh", 7)
         else:
+            from fieldstudio.control import Control, active
             from fieldstudio.data.medical_readers import is_label_map
             from fieldstudio.tasks.sections_input import load_sections, read_volume
 
-            cs, names = load_sections(cfg)
+            label_map = is_label_map(path)
+            with active(Control()):  # the label map is read once for the contours and the slice view
+                cs, names = load_sections(cfg)
+                volume = read_volume(path) if label_map else None
             labels = cs.labels()
             self.view.show_contours("input", cs, labels)
             for i, lab in enumerate(labels):
                 self._add_object("input", f"label {lab} {names.get(lab, '')}".strip(), i, checkable=i == 0)
-            if is_label_map(path):
-                self.slices.set_volume(read_volume(path), labels)
-        self.slices.setVisible(self.slices.volume is not None and cfg.task == "slices" and self._label_map(path))
+            if volume is not None:
+                self.slices.set_volume(volume, labels)
+        self.slices.setVisible(cfg.task == "slices" and label_map)
         self.metrics.setText("")
-
-    @staticmethod
-    def _label_map(path: Path) -> bool:
-        from fieldstudio.data.medical_readers import is_label_map
-
-        return is_label_map(path)
 
     def _update_kept_slices(self, valid: bool) -> None:
         """Draw the slices the current settings keep (every k-th along the acquisition axis) on the slice view."""
