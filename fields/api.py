@@ -153,6 +153,8 @@ class Event:
     * ``progress``: ``done`` of ``total`` in the stage, ``eta`` seconds left (None when unknown);
     * ``step``: a training step (``step``, ``loss``; ``done``/``total`` = fraction of training, ``eta``);
     * ``note``: something the user should read (``message``), e.g. "compiling the fused CPU kernels";
+    * ``object``: in runs of several objects (one per label), an object's status changed: ``object`` (its name),
+      ``message`` ("waiting", "done" or "failed: <why>"), ``done`` (its index) of ``total`` objects;
     * ``paused`` / ``resumed``;
     * ``finished`` / ``cancelled`` / ``failed`` (``message`` = the error): the job has ended.
     """
@@ -301,12 +303,13 @@ class Job:
     def preview(self, kind: str = "mesh", **options) -> Any:
         """The field as it is now, from another thread, between two training steps (training waits meanwhile):
         ``"mesh"`` (a coarse trimesh in the input's frame; ``resolution``), ``"slice"`` (a dict with an image of
-        the field's values on a box plane; ``axis``, ``position``, ``size``). None before the field exists."""
+        the field's values on a box plane; ``axis``, ``position``, ``size``), ``"values"`` (the field at
+        ``points`` (N, 3) in the input's frame, negative inside). None before the field exists."""
         import torch
 
-        from fieldstudio.run import preview_mesh, preview_slice
+        from fieldstudio.run import preview_mesh, preview_slice, preview_values
 
-        makers = {"mesh": preview_mesh, "slice": preview_slice}
+        makers = {"mesh": preview_mesh, "slice": preview_slice, "values": preview_values}
         if kind not in makers:
             raise ValueError(f"preview kind {kind!r}; use one of {sorted(makers)}")
         live = self._control.live

@@ -46,6 +46,8 @@ __all__ = [
     "contour_fidelity",
     "mesh_section",
     "roughness_deg",
+    "distances_to",
+    "mask_surface",
 ]
 
 # Rays per occupancy query (odd: majority vote of ray parity over random directions).
@@ -285,6 +287,21 @@ def distances_to(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray:
     centre = vertices.mean(axis=0)  # open3d is float32: query near the origin
     surface = _Surface(vertices - centre, np.asarray(mesh.faces, dtype=np.int64), "reference")
     return surface.closest(np.asarray(points, dtype=np.float64) - centre)[0]
+
+
+def mask_surface(mask: np.ndarray, affine: np.ndarray) -> trimesh.Trimesh:
+    """The boundary of a voxel mask (the 0.5 level of the mask padded with empty voxels, so it is closed) as a
+    mesh in the world frame of ``affine`` (index -> world): the reference a label-map result is compared with."""
+    from fieldstudio.mesh import marching_cubes
+
+    if not np.any(mask):
+        raise FieldStudioError("the mask is empty: no surface to compare with")
+    padded = np.pad(np.asarray(mask, dtype=np.float32), 1)
+    n = np.array(padded.shape)
+    # Inside is below the level: -mask; grid index i of the padded array is voxel index i - 1.
+    surface = marching_cubes(-padded, level=-0.5, bounds=[(-1.0, float(k) - 2.0) for k in n])
+    vertices = np.asarray(surface.vertices) @ affine[:3, :3].T + affine[:3, 3]
+    return trimesh.Trimesh(vertices, np.asarray(surface.faces), process=False)
 
 
 def mesh_metrics(

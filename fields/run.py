@@ -112,6 +112,13 @@ def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[s
     result = FitResult(run_dir, cfg, 0, 0.0, False, False)
     rows, failed = [], []
     control = current_control()
+
+    def status(i: int, text: str) -> None:  # each object's status, for faces that list them
+        if control is not None:
+            control.sink("object", object=objects[i][0], message=text, done=i, total=len(objects))
+
+    for i in range(len(objects)):
+        status(i, "done" if finished[i] else "waiting")
     for i, (name, label) in enumerate(objects):
         sub_dir = run_dir / name
         if finished[i]:
@@ -135,6 +142,7 @@ def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[s
             except FieldStudioError as err:  # one object failing must not cost the others
                 failed.append(f"{name}: {str(err).split(';')[0]}")
                 rows.append({"name": name, "label": label, "error": str(err)})
+                status(i, f"failed: {str(err).split(';')[0]}")
                 continue
         result.objects.append(sub)
         result.steps += sub.steps
@@ -144,6 +152,7 @@ def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[s
             result.interrupted, result.cancelled, result.ended_by = sub.interrupted, sub.cancelled, sub.ended_by
             return result
         result.files[name] = sub.files["mesh"]
+        status(i, "done")
         rows.append({"name": name, "label": label, "mesh_file": str(sub.files["mesh"]),
                      **{k: sub.metrics[k] for k in ("params", "steps", "total_seconds", "mesh", "ended_by")
                         if k in sub.metrics}})
@@ -372,6 +381,18 @@ def preview_mesh(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int 
     except FieldStudioError:
         return trimesh.Trimesh()
     return transform_mesh(mesh, frame.to_world_matrix())
+
+
+def preview_values(model: Field, cfg: RunConfig, frame: BoxFrame, points: np.ndarray) -> np.ndarray:
+    """The field's values (negative inside) at ``points`` (N, 3) in the input's frame, as a float32 array; points
+    outside the field's box get +1 (outside)."""
+    box = frame.to_box(np.asarray(points, dtype=np.float64))
+    values = np.ones(len(box), np.float32)
+    inside = np.all(np.abs(box) <= 1.0, axis=1)
+    if inside.any():
+        fn = field_function(model, cfg)
+        values[inside] = fn(torch.as_tensor(box[inside], dtype=torch.float32)).numpy()
+    return values
 
 
 def preview_slice(model: Field, cfg: RunConfig, frame: BoxFrame, axis: int = 2, position: float = 0.0,

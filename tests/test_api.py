@@ -190,6 +190,10 @@ def test_preview_from_another_thread_during_training(sphere_file, tmp_path):
     assert image["values"].shape == (32, 32) and np.isfinite(image["values"]).all()
     assert image["values"].min() < 0 < image["values"].max()  # the sphere's inside and outside
     assert len(mesh.faces) > 0 and np.allclose(mesh.bounds.mean(axis=0), [5, -3, 40], atol=5)
+    centre = mesh.bounds.mean(axis=0)
+    far = centre + [1e4, 0, 0]  # outside the field's box: outside by definition
+    values = job.preview("values", points=np.array([centre, far]))
+    assert values.dtype == np.float32 and values[0] < 0 < values[1]
     job.cancel()
     job.wait(30)
     assert job.status == "cancelled"

@@ -92,7 +92,7 @@ def test_fit_to_the_end_then_export_and_reopen_the_run(window, qtbot, tmp_path, 
     assert np.allclose(mesh.bounds.mean(axis=0), [5, -3, 40], atol=2.0)  # the input's frame
 
     assert window.open_path(run)  # a run folder: its mesh and metrics, and the settings it was made with
-    assert "result" in window.view.items_by_name and "steps" in window.metrics.text()
+    assert "result" in window.view.items_by_name and window.metrics.cell("steps") == "60"
     assert window.panel.edits["steps"].text() == "60" and window.panel.edits["params"].text() == "20000"
     assert window.panel.output.text() == str(run)
 
@@ -208,6 +208,77 @@ def test_result_coloured_by_distance_to_the_input(window, qtbot, tmp_path, spher
     colours = item.opts["meshdata"].vertexColors()
     assert colours is not None and len(colours) == len(item.opts["meshdata"].vertexes())
     assert colours[:, 2].max() > colours[:, 0].min()  # a range of colours, not one
-    assert "distance to the input" in window.metrics.text()
+    assert "distance to the input" in window.legend.text()
     window.distance_action.setChecked(False)
     assert window.view.items_by_name["result"][0].opts["meshdata"].vertexColors() is None
+
+
+def test_labels_fitted_one_by_one_are_listed_with_their_status(window, qtbot, tmp_path, two_label_csl):
+    window.open_path(two_label_csl[0])
+    set_fast(window, tmp_path / "run", steps="200", labels="each")
+    statuses = []
+    original = window._set_object_status
+    window._set_object_status = lambda name, status, index=None: (statuses.append((name, status)),
+                                                                  original(name, status, index))
+    assert fit_and_wait(qtbot, window) == "finished", window.errors
+    names = {name for name, _ in statuses}
+    assert names == {"label_1", "label_2"}
+    for name in names:  # each went from waiting through training to done, in that order
+        seen = [s.split(",")[0] for n, s in statuses if n == name]
+        assert seen[0] == "waiting" and "training" in seen and seen[-1] == "done"
+        assert seen.index("training") < seen.index("done")
+    assert {"label_1", "label_2"} <= set(window.view.items_by_name)
+    assert "watertight" in window.metrics.cell("label_1")
+    # each mesh in its label's colour, as the contours are drawn
+    c1, c2 = (window.view.items_by_name[n][0].opts["color"] for n in ("label_1", "label_2"))
+    assert c1 != c2
+
+
+def test_a_second_run_is_compared_over_the_first(window, qtbot, tmp_path, sphere_file):
+    window.open_path(sphere_file)
+    set_fast(window, tmp_path / "a", steps="30")
+    assert fit_and_wait(qtbot, window) == "finished"
+    first_run = window.run_dir
+    set_fast(window, tmp_path / "b", steps="60")
+    assert fit_and_wait(qtbot, window) == "finished"
+    assert not window.compare_with(tmp_path / "nothing_here") and "no finished mesh" in window.errors[-1]
+    assert window.compare_with(first_run)
+    assert "compare: result" in window.view.items_by_name
+    assert window.metrics.columnCount() == 2
+    assert (window.metrics.cell("steps", 0), window.metrics.cell("steps", 1)) == ("60", "30")
+    assert window.compare_with(None)
+    assert "compare: result" not in window.view.items_by_name and window.metrics.columnCount() == 1
+
+
+def test_named_structures_are_picked_in_a_dialog(window, qtbot, tmp_path):
+    from PySide6.QtCore import Qt
+
+    from test_medical import circle, write_rtstruct
+
+    zs = np.arange(-12.0, 13.0, 3.0)
+    path = write_rtstruct(tmp_path / "rs.dcm", {"Ball": [circle(z, 10.0) for z in zs],
+                                                "Rod": [circle(z, 3.0, (50.0, 0.0)) for z in zs[:4]]})
+    assert window.open_path(path)
+    window.pick_rois()
+    dialog = window.roi_dialog
+    assert [dialog.list.item(i).text() for i in range(dialog.list.count())] == ["Ball", "Rod"]
+    dialog.list.item(1).setCheckState(Qt.Unchecked)
+    dialog.accept()
+    assert window.panel.edits["roi"].text() == "Ball" and window.panel.resolved.slices.rois == "Ball"
+    window.pick_rois()  # reopened: the current choice is ticked; ticking all means "all" (the empty default)
+    dialog = window.roi_dialog
+    assert dialog.list.item(1).checkState() == Qt.Unchecked
+    dialog.list.item(1).setCheckState(Qt.Checked)
+    dialog.accept()
+    assert window.panel.edits["roi"].text() == ""
+
+
+def test_label_map_result_coloured_by_distance_to_the_full_mask(window, qtbot, tmp_path):
+    window.open_path(label_map(tmp_path))
+    set_fast(window, tmp_path / "run", steps="150", every="3")
+    assert fit_and_wait(qtbot, window) == "finished", window.errors
+    window.distance_action.setChecked(True)
+    (item,) = window.view.items_by_name["result"]
+    assert item.opts["meshdata"].vertexColors() is not None
+    scale = float(window.legend.text().split("red ")[1].split(" ")[0])
+    assert 0 < scale < 3.0  # mm: the 95th percentile of the distance to the mask's surface, a voxel or two

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 
@@ -23,18 +24,33 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 
 from fieldstudio.errors import FieldStudioError
 
+from fieldstudio.app.gui.dialogs import PickDialog
+from fieldstudio.app.gui.metrics_table import MetricsTable
 from fieldstudio.app.gui.settings import SettingsPanel
 from fieldstudio.app.gui.slice_view import SliceView
 from fieldstudio.app.gui.view3d import View3D, colour
 from fieldstudio.app.gui.worker import FitWorker
 
 STAGE_TITLES = {"prepare": "Preparing", "train": "Training", "mesh": "Meshing", "score": "Scoring"}
+COMPARE_COLOUR = 4  # palette index of a second run's meshes (violet), drawn translucent over the first
 MAX_RECENT = 8
 PLOT_EVERY_S = 0.5  # loss plot and progress text redraws while training
 
 
 def is_run_folder(path: Path) -> bool:
     return path.is_dir() and ((path / "config.toml").exists() or any(path.glob("*/checkpoint.pt")))
+
+
+def object_key(text: str) -> str:
+    """An event's object ("liver (2/9)") as the object's name ("liver")."""
+    return re.sub(r" \(\d+/\d+\)$", "", text)
+
+
+def run_meshes(run_dir: Path) -> list[tuple[str, Path]]:
+    """(object name, mesh file) of a run folder: "result" for a run of one object, else one per object folder."""
+    if (run_dir / "mesh.ply").exists():
+        return [("result", run_dir / "mesh.ply")]
+    return [(p.parent.name, p) for p in sorted(run_dir.glob("*/mesh.ply"))]
 
 
 class MainWindow(QMainWindow):
@@ -47,6 +63,11 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.worker: FitWorker | None = None
         self.run_dir: Path | None = None
+        self.compare_dir: Path | None = None  # a second run shown over the first
+        self.input_labels: list[int] = []  # the input's labels, in colour order
+        self.input_names: dict[int, str] = {}  # their structure names (RTSTRUCT / SEG)
+        self.object_rows: dict[str, QListWidgetItem] = {}  # per-object status rows of a running fit
+        self.preview_colour = 0  # the colour of the object being fitted
         self.losses: list[tuple[int, float]] = []
         self._last_plot = 0.0
         self.settings_store = QSettings("fieldstudio", "fieldstudio")
@@ -85,10 +106,10 @@ class MainWindow(QMainWindow):
         self.objects = QListWidget()  # the objects shown, with visibility check boxes
         self.objects.itemChanged.connect(lambda item: self.view.set_visible(item.data(Qt.UserRole),
                                                                             item.checkState() == Qt.Checked))
-        self.objects.setMaximumHeight(120)
-        self.metrics = QLabel()
-        self.metrics.setWordWrap(True)
-        self.metrics.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.objects.setMaximumHeight(140)
+        self.metrics = MetricsTable()
+        self.legend = QLabel()  # what the colours of a distance map mean
+        self.legend.setWordWrap(True)
 
         side = QVBoxLayout()
         side.addWidget(self.panel)
@@ -99,6 +120,7 @@ class MainWindow(QMainWindow):
         side.addWidget(QLabel("Objects"))
         side.addWidget(self.objects)
         side.addWidget(self.metrics)
+        side.addWidget(self.legend)
         side.addStretch(1)
         left = QWidget()
         left.setLayout(side)
@@ -118,6 +140,8 @@ class MainWindow(QMainWindow):
         file = self.menuBar().addMenu("&File")
         for text, keys, slot in (("&Open file...", QKeySequence.Open, self.open_file_dialog),
                                  ("Open &folder (DICOM series or run)...", None, self.open_folder_dialog),
+                                 ("&Compare with another run...", None, self.compare_dialog),
+                                 ("Choose &ROIs / segments...", None, self.pick_rois),
                                  ("&Export mesh...", QKeySequence.SaveAs, self.export_mesh_dialog),
                                  ("Save &screenshot...", None, self.screenshot_dialog)):
             action = QAction(text, self)
@@ -136,11 +160,15 @@ class MainWindow(QMainWindow):
         self.wire_action = QAction("&Wireframe", self, checkable=True)
         self.wire_action.toggled.connect(self.view.set_wireframe)
         view.addAction(self.wire_action)
-        self.distance_action = QAction("Colour by &distance to the input mesh", self, checkable=True)
+        self.distance_action = QAction("Colour by &distance to the input (mesh or full label mask)", self,
+                                       checkable=True)
         self.distance_action.setToolTip("the result's error: blue on the input's surface, red at the 95th "
                                         "percentile of the distance and beyond")
         self.distance_action.toggled.connect(lambda _: self.run_dir is not None and self._show_results(self.run_dir))
         view.addAction(self.distance_action)
+        clear = QAction("Clear the &comparison", self)
+        clear.triggered.connect(lambda: self.compare_with(None))
+        view.addAction(clear)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -188,6 +216,8 @@ class MainWindow(QMainWindow):
         except FieldStudioError as err:
             self.error(str(err))
             return False
+        if len(self.input_names) > 1 and not self.quiet and not is_run_folder(path):
+            self.pick_rois()
         self._remember(path)
         self.setWindowTitle(f"fieldstudio - {path.name}")
         self.stage.setText(f"{path.name}: ready. Press Fit to reconstruct it "
@@ -202,6 +232,8 @@ class MainWindow(QMainWindow):
         label_map = False
         self.view.clear_all()
         self.objects.clear()
+        self.object_rows.clear()
+        self.input_labels, self.input_names, self.compare_dir = [], {}, None
         if cfg.task == "sdf":
             from fieldstudio.data.meshes import load_mesh
 
@@ -218,13 +250,15 @@ class MainWindow(QMainWindow):
                 cs, names = load_sections(cfg)
                 volume = read_volume(path) if label_map else None
             labels = cs.labels()
+            self.input_labels, self.input_names = labels, dict(names)
             self.view.show_contours("input", cs, labels)
             for i, lab in enumerate(labels):
                 self._add_object("input", f"label {lab} {names.get(lab, '')}".strip(), i, checkable=i == 0)
             if volume is not None:
                 self.slices.set_volume(volume, labels)
         self.slices.setVisible(cfg.task == "slices" and label_map)
-        self.metrics.setText("")
+        self.metrics.show_runs([])
+        self.legend.setText("")
 
     def _update_kept_slices(self, valid: bool) -> None:
         """Draw the slices the current settings keep (every k-th along the acquisition axis) on the slice view."""
@@ -250,49 +284,114 @@ class MainWindow(QMainWindow):
         self._show_results(run_dir)
 
     def _show_results(self, run_dir: Path) -> None:
+        """A run's meshes (coloured as their labels' contours, or by distance to the input when asked), the second
+        run's over them when one is compared, and the metrics table."""
         import trimesh
 
-        meshes = [run_dir / "mesh.ply"] if (run_dir / "mesh.ply").exists() else sorted(run_dir.glob("*/mesh.ply"))
-        reference = self._reference(run_dir) if self.distance_action.isChecked() else None
-        legend = ""
-        names = {"result" if p.parent == run_dir else p.parent.name for p in meshes}
+        meshes = run_meshes(run_dir)
         for row in reversed(range(self.objects.count())):  # the results' rows are redrawn; the input's stay
-            if self.objects.item(row).data(Qt.UserRole) in names:
+            if self.objects.item(row).data(Qt.UserRole) != "input":
                 self.objects.takeItem(row)
-        for i, path in enumerate(meshes):
-            name = "result" if path.parent == run_dir else path.parent.name
+        self.object_rows.clear()
+        legend = ""
+        for name, path in meshes:
             mesh = trimesh.load(path, process=False)
             colours = None
-            if reference is not None:
-                from fieldstudio.app.gui.view3d import distance_colours
-                from fieldstudio.metrics import distances_to
+            if self.distance_action.isChecked():
+                reference = self._reference(run_dir, name)
+                if reference is not None:
+                    from fieldstudio.app.gui.view3d import distance_colours
+                    from fieldstudio.metrics import distances_to
 
-                d = distances_to(np.asarray(mesh.vertices), reference)
-                scale = float(np.percentile(d, 95))
-                colours = distance_colours(d, scale)
-                legend = (f"\ncolour: distance to the input, blue 0 to red {scale:.3g} (95th percentile; "
-                          f"largest {d.max():.3g}, input units)")
-            self.view.show_mesh(name, mesh, index=i, frame=i == len(meshes) - 1, vertex_colors=colours)
-            self._add_object(name, name, i)
+                    d = distances_to(np.asarray(mesh.vertices), reference)
+                    scale = float(np.percentile(d, 95))
+                    colours = distance_colours(d, scale)
+                    legend = (f"colour: distance to the input, blue 0 to red {scale:.3g} (95th percentile; largest "
+                              f"{d.max():.3g}, input units)")
+            index = self._colour_index(run_dir, name)
+            self.view.show_mesh(name, mesh, index=index, frame=name == meshes[-1][0], vertex_colors=colours)
+            self._add_object(name, name, index)
+        self._show_failed_objects(run_dir)
         if meshes:  # the result in front: the input stays listed, hidden (tick it to compare)
             for row in range(self.objects.count()):
                 item = self.objects.item(row)
                 if item.data(Qt.UserRole) == "input" and item.flags() & Qt.ItemIsUserCheckable:
                     item.setCheckState(Qt.Unchecked)
-        metrics_path = run_dir / "metrics.json"
-        if metrics_path.exists():
-            self.metrics.setText(metrics_text(json.loads(metrics_path.read_text())) + legend)
+        runs = []
+        for folder in filter(None, (run_dir, self.compare_dir)):
+            if (folder / "metrics.json").exists():
+                runs.append((folder.name if folder != run_dir or self.compare_dir else "this run",
+                             json.loads((folder / "metrics.json").read_text())))
+        if self.compare_dir is not None:
+            for name, path in run_meshes(self.compare_dir):
+                key = f"compare: {name}"
+                self.view.show_mesh(key, trimesh.load(path, process=False), index=COMPARE_COLOUR, alpha=0.45,
+                                    frame=False)
+                self._add_object(key, f"{self.compare_dir.name}: {name}", COMPARE_COLOUR)
+        self.metrics.show_runs(runs)
+        self.legend.setText(legend)
 
-    def _reference(self, run_dir: Path):
-        """The mesh a run reconstructs (its input, for SDF runs), in the input's frame; None for other inputs."""
+    def _show_failed_objects(self, run_dir: Path) -> None:
+        """Objects of a run of several that ended without a mesh, listed with why."""
+        try:
+            rows = json.loads((run_dir / "metrics.json").read_text()).get("objects", [])
+        except (OSError, ValueError):
+            return
+        for row in rows:
+            if "error" in row:
+                self._set_object_status(row["name"], "failed: " + row["error"].split(";")[0])
+
+    def _colour_index(self, run_dir: Path, name: str) -> int:
+        """An object's colour: its label's (as the input's contours are drawn), else its place among the run's."""
+        try:
+            rows = json.loads((run_dir / "metrics.json").read_text()).get("objects", [])
+            label = next(r["label"] for r in rows if r["name"] == name)
+            return self.input_labels.index(label)
+        except (OSError, ValueError, StopIteration, KeyError):
+            names = [n for n, _ in run_meshes(run_dir)]
+            return names.index(name) if name in names else 0
+
+    def _reference(self, run_dir: Path, name: str):
+        """What a run reconstructs, as a mesh in the input's frame: the input mesh (SDF runs) or the surface of the
+        full label mask of the object's labels (label maps). None (with a message) for other inputs."""
         from fieldstudio.config import load_run_config
-        from fieldstudio.data.meshes import load_mesh
 
         cfg = load_run_config(run_dir / "config.toml")
-        if cfg.task != "sdf" or not Path(cfg.input).exists():
-            self.statusBar().showMessage("distance colouring needs a mesh input (an SDF run)", 8_000)
+        if not Path(cfg.input).exists():
+            self.statusBar().showMessage(f"distance colouring: the input {cfg.input} is gone", 8_000)
             return None
-        return load_mesh(cfg.input)[0]
+        if cfg.task == "sdf":
+            from fieldstudio.data.meshes import load_mesh
+
+            return load_mesh(cfg.input)[0]
+        from fieldstudio.data.medical_readers import is_label_map
+
+        if not is_label_map(cfg.input):
+            self.statusBar().showMessage("distance colouring needs a mesh or a label map input", 8_000)
+            return None
+        from fieldstudio.control import Control, active
+        from fieldstudio.metrics import mask_surface
+        from fieldstudio.tasks.sections_input import read_volume
+
+        metrics_path = (run_dir if name == "result" else run_dir / name) / "metrics.json"
+        with active(Control()):
+            vol = read_volume(Path(cfg.input))
+        try:
+            labels = json.loads(metrics_path.read_text())["scored_labels"]
+        except (OSError, ValueError, KeyError):
+            labels = vol.labels()
+        return mask_surface(np.isin(vol.data, labels), vol.affine)
+
+    def _set_object_status(self, name: str, status: str, index: int | None = None) -> None:
+        """One object's row in a run of several: "liver: training, step 120", "spleen: failed: ..."."""
+        item = self.object_rows.get(name)
+        if item is None:
+            if index is None:
+                index = len(self.object_rows)
+            self._add_object(name, name, index, checkable=False)
+            item = self.objects.item(self.objects.count() - 1)
+            self.object_rows[name] = item
+        item.setText(f"{name}: {status}")
 
     def _add_object(self, key: str, text: str, index: int, checkable: bool = True) -> None:
         item = QListWidgetItem(text)
@@ -317,9 +416,12 @@ class MainWindow(QMainWindow):
             return
         self.losses.clear()
         self.loss_curve.setData([], [])
+        self.preview_colour = 0
+        for name in list(self.object_rows):  # a new fit lists its own objects
+            self.objects.takeItem(self.objects.row(self.object_rows.pop(name)))
         self.worker.event.connect(self._on_event)
-        self.worker.preview.connect(lambda mesh: self.view.show_mesh("preview", mesh, index=0, alpha=0.85,
-                                                                     frame=False))
+        self.worker.preview.connect(lambda mesh: self.view.show_mesh("preview", mesh, index=self.preview_colour,
+                                                                     alpha=0.85, frame=False))
         self.worker.ended.connect(self._on_ended)
         self.worker.start()
         self.pause_button.setText("Pause")
@@ -340,7 +442,31 @@ class MainWindow(QMainWindow):
             self.stage.setText("Cancelling: saving what can be resumed ...")
             self.worker.cancel()
 
+    def _object_colour(self, name: str) -> int:
+        """The colour of an object being fitted: its label's, as the input's contours are drawn."""
+        from fieldstudio.tasks.sections_input import object_names
+
+        names = object_names(self.input_labels, self.input_names)
+        return names.index(name) if name in names else 0
+
+    def _on_object(self, e) -> None:
+        """An object of a run of several changed status: its row, and its mesh as soon as it is done."""
+        self._set_object_status(e.object, e.message, self._object_colour(e.object))
+        mesh_path = self.run_dir / e.object / "mesh.ply" if self.run_dir is not None else None
+        if e.message == "done" and mesh_path is not None and mesh_path.exists():
+            import trimesh
+
+            self.view.show_mesh(e.object, trimesh.load(mesh_path, process=False),
+                                index=self._object_colour(e.object), frame=False)
+
     def _on_event(self, e) -> None:
+        if e.kind == "object":
+            self._on_object(e)
+            return
+        if e.object and e.kind == "stage":
+            name = object_key(e.object)
+            self._set_object_status(name, STAGE_TITLES.get(e.stage, e.stage).lower(), self._object_colour(name))
+            self.preview_colour = self._object_colour(name)
         if e.kind == "stage":
             self.stage.setText(STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else ""))
             self.progress.setRange(0, 0 if e.stage in ("prepare", "score") else 1000)  # busy indicator
@@ -358,6 +484,8 @@ class MainWindow(QMainWindow):
                 xs, ys = zip(*[(s, math.log10(v)) for s, v in self.losses if v > 0]) if self.losses else ((), ())
                 self.loss_curve.setData(list(xs), list(ys))
                 self.stage.setText(f"{title}: step {e.step}, loss {e.loss:.4g}{eta}")
+                if e.object:
+                    self._set_object_status(object_key(e.object), f"training, step {e.step}")
             else:
                 self.stage.setText(f"{title}{eta}")
         elif e.kind == "note":
@@ -388,6 +516,48 @@ class MainWindow(QMainWindow):
         self.fit_button.setEnabled(valid and not running)
         self.pause_button.setEnabled(running)
         self.cancel_button.setEnabled(running)
+
+    # ------------------------------------------------------------------------------------------------ compare
+    def compare_dialog(self) -> None:
+        if self.run_dir is None:
+            self.error("open or fit a run first, then compare another run with it")
+            return
+        path = QFileDialog.getExistingDirectory(self, "Open a second run folder to compare")
+        if path:
+            self.compare_with(Path(path))
+
+    def compare_with(self, run_dir: Path | None) -> bool:
+        """Show a second finished run's meshes over this one's (translucent) and its metrics in a second column;
+        None clears the comparison."""
+        if run_dir is not None and not run_meshes(run_dir):
+            self.error(f"{run_dir} holds no finished mesh to compare with; pick a run folder with mesh.ply")
+            return False
+        for row in reversed(range(self.objects.count())):
+            key = self.objects.item(row).data(Qt.UserRole)
+            if key.startswith("compare: "):
+                self.view.remove(key)
+                self.objects.takeItem(row)
+        self.compare_dir = run_dir
+        if self.run_dir is not None:
+            self._show_results(self.run_dir)
+        return True
+
+    def pick_rois(self) -> None:
+        """Choose the ROIs / segments of an RTSTRUCT or SEG to reconstruct (sets the panel's ROI field)."""
+        names = [self.input_names[lab] for lab in self.input_labels if lab in self.input_names]
+        if not names:
+            self.error("this input has no named structures (ROIs / segments) to choose from")
+            return
+        current = [t.strip() for t in self.panel.edits["roi"].text().split(",") if t.strip()]
+        dialog = PickDialog("Structures", f"{len(names)} structures in {self.panel.input.name}: tick the ones to "
+                            "reconstruct (each becomes its own mesh).", names, current or None, self)
+        self.roi_dialog = dialog
+
+        def chosen():
+            picked = dialog.chosen()
+            self.panel.edits["roi"].setText("" if len(picked) == len(names) else ",".join(picked))
+        dialog.accepted.connect(chosen)
+        dialog.open()  # window-modal, without blocking the event loop
 
     # ------------------------------------------------------------------------------------------------ output
     def copy_command(self) -> None:
@@ -431,17 +601,3 @@ class MainWindow(QMainWindow):
             self.worker.cancel()
             self.worker.job.wait(10)
         super().closeEvent(event)
-
-
-def metrics_text(m: dict) -> str:
-    """A few lines of a run's metrics.json for the side panel."""
-    if "objects" in m:
-        return "\n".join(f"{r['name']}: " + (r.get("error") or f"{r['steps']} steps, "
-                                             f"watertight {r['mesh']['watertight']}") for r in m["objects"])
-    lines = [f"{m['steps']} steps in {m['total_seconds']:.1f} s, {m['params']:,} parameters"]
-    if "iou" in m:
-        lines.append(f"IoU {m['iou']:.4f}  Chamfer {m['chamfer_l1']:.2e}  NAE {m['nae_deg']:.2f}°")
-    if "dice" in m:
-        lines.append(f"Dice {m['dice']:.4f}  HD95 {m['hd95_mm']:.2f} mm  volume {m['volume_ml']:.1f} ml")
-    lines.append(f"mesh: {m['mesh']['n_faces']:,} faces, watertight {m['mesh']['watertight']}")
-    return "\n".join(lines)
