@@ -1,8 +1,9 @@
 """view3d.py
 ==========
 The 3D view: meshes (shaded, per-object colour and visibility, wireframe) and cross-section contours (coloured by
-label), in the input's world frame. pyqtgraph's OpenGL view: it renders under Xvfb with Mesa's llvmpipe (measured in
-``../shared/docs/gui_testing.md``); VTK was not checked there yet.
+label), in the input's world frame, with an optional clipping plane (``View3D.set_clip``; ``ClipControls`` drives it).
+pyqtgraph's OpenGL view: it renders under Xvfb with Mesa's llvmpipe (measured in ``../shared/docs/gui_testing.md``);
+VTK through pyvista/pyvistaqt was measured against it in ``docs/vtk_evaluation.md``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph.opengl as gl
 from pyqtgraph.opengl import shaders
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QVector3D
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider, QWidget
 
 # Colours by object index (label order): distinct under the default lighting.
 PALETTE = [(0.90, 0.62, 0.35), (0.36, 0.62, 0.90), (0.55, 0.80, 0.40), (0.85, 0.40, 0.55), (0.65, 0.50, 0.85),
@@ -21,6 +24,11 @@ PALETTE = [(0.90, 0.62, 0.35), (0.36, 0.62, 0.90), (0.55, 0.80, 0.40), (0.85, 0.
 # the object (light (1, -1, -1) in eye space), which leaves surfaces that face the viewer nearly black.
 # pyqtgraph compiles a program once per ShaderProgram object, and each view has an OpenGL context of its own (not
 # shared), so every view registers its own copy (a program compiled in another context is invalid there).
+# The clipping plane is the uniform u_clip = (normal, offset): fragments with dot(normal, world) > offset are dropped.
+# Mesh vertices are given in world coordinates and mesh items have no transform, so a_position is the world position.
+# pyqtgraph loads a program's uniform data (ShaderProgram[name] = floats) with glUniform1fv at every draw, so changing
+# it takes effect at the next repaint; (0, 0, 0, 1) clips nothing.
+_NO_CLIP = [0.0, 0.0, 0.0, 1.0]
 _HEADLIGHT = [
     shaders.VertexShader("""
         uniform mat4 u_mvp;
@@ -30,19 +38,28 @@ _HEADLIGHT = [
         attribute vec4 a_color;
         varying vec4 v_color;
         varying vec3 v_normal;
+        varying vec3 v_world;
         void main() {
             v_normal = normalize(u_normal * a_normal);
             v_color = a_color;
+            v_world = a_position.xyz;
             gl_Position = u_mvp * a_position;
         }
     """),
     shaders.FragmentShader("""
         #ifdef GL_ES
+        #ifdef GL_FRAGMENT_PRECISION_HIGH
+        precision highp float;
+        #else
         precision mediump float;
         #endif
+        #endif
+        uniform float u_clip[4];
         varying vec4 v_color;
         varying vec3 v_normal;
+        varying vec3 v_world;
         void main() {
+            if (dot(vec3(u_clip[0], u_clip[1], u_clip[2]), v_world) > u_clip[3]) discard;
             vec3 n = normalize(v_normal);
             float head = abs(n.z);
             float key = max(dot(n, normalize(vec3(-0.4, 0.6, 0.7))), 0.0);
@@ -65,29 +82,58 @@ def distance_colours(distance: np.ndarray, scale: float) -> np.ndarray:
     return np.concatenate([rgb, np.ones_like(t)], axis=1)
 
 
+def clip_segments(segments: np.ndarray, axis: int, position: float, flip: bool = False) -> np.ndarray:
+    """The parts of line segments ((N, 2, 3), or (2N, 3) point pairs; same shape back with M <= N) on the kept side
+    of the plane x[axis] = position: x[axis] <= position, or >= with ``flip``. A crossing segment ends on the plane."""
+    pairs = np.asarray(segments).reshape(-1, 2, 3)
+    side = pairs[:, :, axis] - position  # > 0: the hidden side
+    if flip:
+        side = -side
+    hidden = side > 0
+    keep = ~(hidden[:, 0] & hidden[:, 1])
+    pairs, side, hidden = pairs[keep].copy(), side[keep], hidden[keep]
+    for end in (0, 1):  # move the hidden end of a crossing segment onto the plane
+        rows = hidden[:, end]
+        a, b = pairs[rows, end], pairs[rows, 1 - end]
+        t = side[rows, end] / (side[rows, end] - side[rows, 1 - end])
+        point = a + (b - a) * t[:, None]
+        point[:, axis] = position
+        pairs[rows, end] = point
+    return pairs.reshape(-1, 2, 3) if np.asarray(segments).ndim == 3 else pairs.reshape(-1, 3)
+
+
 class View3D(gl.GLViewWidget):
     """Named items (``show_mesh(name, mesh)``, ``show_contours(name, cs)``) over a neutral background; the camera
-    frames everything shown."""
+    frames everything shown. ``set_clip`` cuts everything by an axis-aligned plane: meshes in the fragment shader,
+    lines (contours, and mesh edges in wireframe) on the CPU."""
+
+    contents_changed = Signal()  # items shown, removed, shown or hidden: what clip_range spans may have changed
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setBackgroundColor((38, 41, 46))
         self.items_by_name: dict[str, list] = {}
         self.wireframe = False
+        self.clip: tuple[int, float, bool] | None = None  # (axis, position, flip)
         self.shader = f"fieldstudio_headlight_{id(self)}"
-        shaders.ShaderProgram(self.shader, [type(s)(s.code) for s in _HEADLIGHT])  # fresh, uncompiled copies
+        self.program = shaders.ShaderProgram(self.shader, [type(s)(s.code) for s in _HEADLIGHT],  # fresh copies
+                                             uniforms={"u_clip": list(_NO_CLIP)})
 
     def clear_all(self) -> None:
         for name in list(self.items_by_name):
             self.remove(name)
 
     def remove(self, name: str) -> None:
-        for item in self.items_by_name.pop(name, []):
+        items = self.items_by_name.pop(name, [])
+        for item in items:
             self.removeItem(item)
+        if items:
+            self.contents_changed.emit()
 
     def set_visible(self, name: str, visible: bool) -> None:
         for item in self.items_by_name.get(name, []):
             item.setVisible(visible)
+        self.contents_changed.emit()
 
     def show_mesh(self, name: str, mesh, index: int = 0, alpha: float = 1.0, frame: bool = True,
                   vertex_colors: np.ndarray | None = None) -> None:
@@ -99,10 +145,14 @@ class View3D(gl.GLViewWidget):
         item = gl.GLMeshItem(meshdata=data, smooth=True, shader=self.shader, color=colour(index, alpha),
                              drawEdges=self.wireframe, edgeColor=(0.1, 0.1, 0.1, 1.0),
                              glOptions="opaque" if alpha >= 1 else "translucent")
+        item.world_bounds = np.asarray(mesh.bounds, np.float64)
+        item.edge_lines = None  # wireframe edges as a line item, drawn instead of the mesh's own while clipping
         self.addItem(item)
         self.items_by_name[name] = [item]
+        self._clip_edges(item)
         if frame:
             self.frame(np.asarray(mesh.bounds))
+        self.contents_changed.emit()
 
     def show_contours(self, name: str, cs, labels: list[int] | None = None) -> None:
         """Every loop of a ``CrossSections`` as closed lines, coloured by its label's place in ``labels``. One line
@@ -118,22 +168,87 @@ class View3D(gl.GLViewWidget):
                 segments.setdefault(labels.index(loop.label) if loop.label in labels else 0, []).append(pairs)
         items = []
         for index, parts in segments.items():
-            item = gl.GLLinePlotItem(pos=np.concatenate(parts).astype(np.float32), color=colour(index), width=2.0,
-                                     antialias=True, mode="lines")
+            pos = np.concatenate(parts).astype(np.float32)
+            item = gl.GLLinePlotItem(pos=pos, color=colour(index), width=2.0, antialias=True, mode="lines")
+            item.full_pos = pos  # what clipping cuts from
+            item.world_bounds = np.array([pos.min(axis=0), pos.max(axis=0)], np.float64)
+            self._clip_lines(item)
             self.addItem(item)
             items.append(item)
         self.items_by_name[name] = items
         vertices = cs.all_vertices()
         if len(vertices):
             self.frame(np.array([vertices.min(axis=0), vertices.max(axis=0)]))
+        self.contents_changed.emit()
 
     def set_wireframe(self, on: bool) -> None:
         self.wireframe = on
-        for items in self.items_by_name.values():
-            for item in items:
-                if isinstance(item, gl.GLMeshItem):
-                    item.opts["drawEdges"] = on
-                    item.update()
+        for item in self._all_items():
+            if isinstance(item, gl.GLMeshItem):
+                self._clip_edges(item)
+                item.update()
+
+    def set_clip(self, axis: int | None, position: float = 0.0, flip: bool = False) -> None:
+        """Cut everything shown by the world plane x[axis] = position, hiding the side x[axis] > position (x[axis] <
+        position with ``flip``); ``axis=None`` shows everything again. Items shown later are cut too."""
+        if axis is None:
+            self.clip = None
+            self.program["u_clip"] = list(_NO_CLIP)
+        else:
+            axis, position, sign = int(axis), float(position), -1.0 if flip else 1.0
+            if axis not in (0, 1, 2):
+                raise ValueError(f"clip axis must be 0, 1, 2 or None, not {axis}")
+            self.clip = (axis, position, bool(flip))
+            normal = [0.0, 0.0, 0.0]
+            normal[axis] = sign
+            self.program["u_clip"] = [*normal, sign * position]
+        for item in self._all_items():
+            if isinstance(item, gl.GLMeshItem):
+                self._clip_edges(item)
+            elif isinstance(item, gl.GLLinePlotItem):
+                self._clip_lines(item)
+        self.update()
+
+    def clip_range(self, axis: int) -> tuple[float, float]:
+        """(lo, hi): the world extent along ``axis`` of every visible item (uncut), or of every item when none is
+        visible; (0.0, 0.0) when nothing is shown."""
+        items = [item for item in self._all_items() if getattr(item, "world_bounds", None) is not None]
+        visible = [item for item in items if item.visible()] or items
+        if not visible:
+            return 0.0, 0.0
+        return (float(min(item.world_bounds[0, axis] for item in visible)),
+                float(max(item.world_bounds[1, axis] for item in visible)))
+
+    def _all_items(self):
+        return [item for items in self.items_by_name.values() for item in items]
+
+    def _clip_lines(self, item) -> None:
+        pos = item.full_pos if self.clip is None else clip_segments(item.full_pos, *self.clip)
+        if len(pos):
+            item.setData(pos=pos)
+        else:  # GLLinePlotItem draws nothing without positions (an empty buffer cannot be uploaded)
+            item.pos = None
+            item.update()
+
+    def _clip_edges(self, item) -> None:
+        """A mesh's wireframe: pyqtgraph draws a mesh's edges with its own shared shader, which knows no clipping,
+        so while clipping the edges are a child line item cut on the CPU instead."""
+        cut = self.wireframe and self.clip is not None
+        item.opts["drawEdges"] = self.wireframe and not cut
+        if item.opts["drawEdges"] and item.vertexes is not None and item.edges is None:
+            item.meshDataChanged()  # pyqtgraph makes the edge buffers only when it parses the mesh with edges on
+        if cut:
+            if item.edge_lines is None:
+                data = item.opts["meshdata"]
+                faces = np.asarray(data.faces(), np.int64)
+                pairs = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+                edges = np.asarray(data.vertexes(), np.float32)[np.unique(pairs, axis=0)].reshape(-1, 3)
+                item.edge_lines = gl.GLLinePlotItem(parentItem=item, pos=edges, color=item.opts["edgeColor"],
+                                                    width=1.0, mode="lines", glOptions="opaque")
+                item.edge_lines.full_pos = edges
+            self._clip_lines(item.edge_lines)
+        if item.edge_lines is not None:
+            item.edge_lines.setVisible(cut)
 
     def frame(self, bounds: np.ndarray) -> None:
         """Look at the box ``bounds`` (2, 3) from a three-quarter view."""
@@ -141,3 +256,53 @@ class View3D(gl.GLViewWidget):
         size = float(np.linalg.norm(bounds[1] - bounds[0]))
         self.setCameraPosition(pos=QVector3D(*map(float, centre)), distance=1.6 * max(size, 1e-6),
                                elevation=25, azimuth=-60)
+
+
+class ClipControls(QWidget):
+    """Axis (off / x / y / z), a slider over the view's ``clip_range`` (0..1000) and a flip box, driving
+    ``view.set_clip``. The slider keeps its place (a fraction of the range) when the view's contents change."""
+
+    AXES = ("off", "x", "y", "z")
+
+    def __init__(self, view: View3D, parent=None):
+        super().__init__(parent)
+        self.view = view
+        self.axis = QComboBox()
+        self.axis.addItems(self.AXES)
+        self.axis.setToolTip("Clip the 3D view by a plane across this axis")
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setRange(0, 1000)
+        self.slider.setValue(500)
+        self.slider.setToolTip("Where the plane cuts, across everything shown")
+        self.flip = QCheckBox("flip")
+        self.flip.setToolTip("Hide the other side of the plane")
+        self.where = QLabel()
+        self.where.setMinimumWidth(70)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QLabel("Clip"))
+        for widget in (self.axis, self.slider, self.flip, self.where):
+            layout.addWidget(widget)
+        layout.setStretch(2, 1)
+        self.axis.currentIndexChanged.connect(self.apply)
+        self.slider.valueChanged.connect(self.apply)
+        self.flip.toggled.connect(self.apply)
+        view.contents_changed.connect(self.apply)
+        self.apply()
+
+    def apply(self, *_) -> None:
+        """Set the view's plane from the controls."""
+        axis = self.axis.currentIndex() - 1
+        on = axis >= 0
+        self.slider.setEnabled(on)
+        self.flip.setEnabled(on)
+        if not on:
+            if self.view.clip is not None:
+                self.view.set_clip(None)
+            self.where.setText("")
+            return
+        lo, hi = self.view.clip_range(axis)
+        position = lo + (hi - lo) * self.slider.value() / 1000.0
+        if self.view.clip != (axis, position, self.flip.isChecked()):
+            self.view.set_clip(axis, position, self.flip.isChecked())
+        self.where.setText(f"{self.AXES[axis + 1]} = {position:.4g}")

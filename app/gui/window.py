@@ -28,7 +28,7 @@ from fieldstudio.app.gui.dialogs import PickDialog
 from fieldstudio.app.gui.metrics_table import MetricsTable
 from fieldstudio.app.gui.settings import SettingsPanel
 from fieldstudio.app.gui.slice_view import SliceView
-from fieldstudio.app.gui.view3d import View3D, colour
+from fieldstudio.app.gui.view3d import ClipControls, View3D, colour
 from fieldstudio.app.gui.worker import FitWorker
 
 STAGE_TITLES = {"prepare": "Preparing", "train": "Training", "mesh": "Meshing", "score": "Scoring"}
@@ -119,6 +119,8 @@ class MainWindow(QMainWindow):
         side.addWidget(self.loss_plot)
         side.addWidget(QLabel("Objects"))
         side.addWidget(self.objects)
+        self.clip_controls = ClipControls(self.view)
+        side.addWidget(self.clip_controls)
         side.addWidget(self.metrics)
         side.addWidget(self.legend)
         side.addStretch(1)
