@@ -172,3 +172,16 @@ def test_clip_controls_move_the_plane(view, qtbot, gl_ok):
     assert view.clip[1] == pytest.approx(5.0)  # the plane follows the new contents at the slider's place
     controls.axis.setCurrentText("off")
     assert view.clip is None and not controls.slider.isEnabled()
+
+
+def test_vertex_normals_point_outwards_and_match_a_sphere():
+    from fieldstudio.app.gui.view3d import vertex_normals
+
+    sphere = trimesh.creation.icosphere(3, radius=2.0)
+    n = vertex_normals(sphere.vertices, sphere.faces)
+    radial = sphere.vertices / np.linalg.norm(sphere.vertices, axis=1, keepdims=True)
+    assert n.dtype == np.float32 and np.allclose(np.linalg.norm(n, axis=1), 1, atol=1e-5)
+    assert (np.sum(n * radial, axis=1) > 0.995).all()
+    box = trimesh.creation.box()  # a corner's normal points out between its three faces
+    corner = np.argmax(box.vertices.sum(axis=1))
+    assert (vertex_normals(box.vertices, box.faces)[corner] > 0.3).all()

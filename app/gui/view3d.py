@@ -82,6 +82,19 @@ def distance_colours(distance: np.ndarray, scale: float) -> np.ndarray:
     return np.concatenate([rgb, np.ones_like(t)], axis=1)
 
 
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V, 3) float32 unit normals, the area-weighted mean of the faces around each vertex. pyqtgraph computes
+    them in a Python loop over vertices at the first paint (1.4 s for a 340k-face result on 2 cores, the window
+    frozen meanwhile); this is vectorised (about 0.05 s)."""
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    face_n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = twice the area: the weight
+    normals = np.stack([np.bincount(f.reshape(-1), weights=np.repeat(face_n[:, k], 3), minlength=len(v))
+                        for k in range(3)], axis=1)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return (normals / np.where(length > 0, length, 1.0)).astype(np.float32)
+
+
 def clip_segments(segments: np.ndarray, axis: int, position: float, flip: bool = False) -> np.ndarray:
     """The parts of line segments ((N, 2, 3), or (2N, 3) point pairs; same shape back with M <= N) on the kept side
     of the plane x[axis] = position: x[axis] <= position, or >= with ``flip``. A crossing segment ends on the plane."""
@@ -142,6 +155,7 @@ class View3D(gl.GLViewWidget):
         self.remove(name)
         data = gl.MeshData(vertexes=np.asarray(mesh.vertices, np.float32), faces=np.asarray(mesh.faces, np.int32),
                            vertexColors=None if vertex_colors is None else np.asarray(vertex_colors, np.float32))
+        data._vertexNormals = vertex_normals(mesh.vertices, mesh.faces)  # MeshData's own cache, filled here
         item = gl.GLMeshItem(meshdata=data, smooth=True, shader=self.shader, color=colour(index, alpha),
                              drawEdges=self.wireframe, edgeColor=(0.1, 0.1, 0.1, 1.0),
                              glOptions="opaque" if alpha >= 1 else "translucent")
