@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-budget", type=float, help="seconds for the fit (the panel's field)")
     ap.add_argument("--steps", type=int, help="training steps (the panel's field)")
     ap.add_argument("-o", "--output", type=Path, help="run folder of the fit")
+    ap.add_argument("--background", type=Path, help="a CT / MR image shown under a label map's slices")
+    ap.add_argument("--slice", help="the slice view's direction and slice, e.g. coronal:120")
     ap.add_argument("--screenshot", type=Path, help="save a grab of the window when loaded (or fitted) and exit")
     ap.add_argument("--colour-by-distance", action="store_true",
                     help="colour the result by its distance to the input mesh (View menu)")
@@ -45,6 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     window.distance_action.setChecked(args.colour_by_distance)
     if args.input is not None and not window.open_path(args.input):
         status["code"] = 2
+    if args.background is not None and status["code"] == 0 and not window.open_background(args.background):
+        status["code"] = 2
+    if args.slice:
+        direction, _, index = args.slice.partition(":")
+        if direction not in ("axial", "coronal", "sagittal") or not (index.isdigit() or index == ""):
+            ap.error(f"--slice {args.slice!r}: write a direction (axial, coronal, sagittal) and a slice number, "
+                     "e.g. coronal:120")
+        window.slices.direction.setCurrentText(direction)
+        if index:
+            window.slices.slider.setValue(int(index))
     if args.time_budget is not None:
         window.panel.edits["time_budget"].setText(str(args.time_budget))
     if args.steps is not None:

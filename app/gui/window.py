@@ -104,8 +104,7 @@ class MainWindow(QMainWindow):
         self.loss_plot.getAxis("left").enableAutoSIPrefix(False)  # log10 values: no "(x0.001)"
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen((230, 160, 90), width=2))
         self.objects = QListWidget()  # the objects shown, with visibility check boxes
-        self.objects.itemChanged.connect(lambda item: self.view.set_visible(item.data(Qt.UserRole),
-                                                                            item.checkState() == Qt.Checked))
+        self.objects.itemChanged.connect(self._object_toggled)
         self.objects.setMaximumHeight(140)
         self.metrics = MetricsTable()
         self.legend = QLabel()  # what the colours of a distance map mean
@@ -142,6 +141,8 @@ class MainWindow(QMainWindow):
         file = self.menuBar().addMenu("&File")
         for text, keys, slot in (("&Open file...", QKeySequence.Open, self.open_file_dialog),
                                  ("Open &folder (DICOM series or run)...", None, self.open_folder_dialog),
+                                 ("Open a &background image (CT / MR) for the slices...", None,
+                                  self.background_dialog),
                                  ("&Compare with another run...", None, self.compare_dialog),
                                  ("Choose &ROIs / segments...", None, self.pick_rois),
                                  ("&Export mesh...", QKeySequence.SaveAs, self.export_mesh_dialog),
@@ -258,20 +259,58 @@ class MainWindow(QMainWindow):
                 self._add_object("input", f"label {lab} {names.get(lab, '')}".strip(), i, checkable=i == 0)
             if volume is not None:
                 self.slices.set_volume(volume, labels)
+                self.slices.set_background(None)
+                self.slices.set_meshes({})
         self.slices.setVisible(cfg.task == "slices" and label_map)
         self.metrics.show_runs([])
         self.legend.setText("")
 
     def _update_kept_slices(self, valid: bool) -> None:
-        """Draw the slices the current settings keep (every k-th along the acquisition axis) on the slice view."""
+        """Draw the planes the current settings keep (every k-th slice, or plane families at any orientation) where
+        they cross the shown slice; the library chooses them, as a fit would."""
+        from fieldstudio.data.medical_planes import kept_planes
+
         vol, cfg = self.slices.volume, self.panel.resolved
         if vol is None or not self.slices.isVisible():
             return
-        if not valid or cfg is None or cfg.slices.families:
-            self.slices.set_kept(None, [])
+        planes = []
+        if valid and cfg is not None:
+            labels = [cfg.slices.label] if cfg.slices.label is not None else None
+            try:
+                planes = kept_planes(vol, labels, cfg.slices.every, cfg.slices.slice_offset, cfg.slices.families)
+            except FieldStudioError:
+                planes = []
+        self.slices.set_kept_planes(planes)
+
+    def _object_toggled(self, item) -> None:
+        name, visible = item.data(Qt.UserRole), item.checkState() == Qt.Checked
+        self.view.set_visible(name, visible)
+        self.slices.set_mesh_visible(name, visible)
+
+    def background_dialog(self) -> None:
+        if self.slices.volume is None:
+            self.error("open a label map first; its CT or MR image then goes under the slices")
             return
-        axis = vol.slice_axis()
-        self.slices.set_kept(axis, range(cfg.slices.slice_offset, vol.data.shape[axis], cfg.slices.every))
+        path, _ = QFileDialog.getOpenFileName(self, "Open the CT / MR image of this label map", "",
+                                              "Images (*.nii *.nii.gz *.nrrd *.nhdr);;All files (*)")
+        if path:
+            self.open_background(Path(path))
+
+    def open_background(self, path: Path) -> bool:
+        """A CT / MR volume (NIfTI, NRRD or a DICOM series folder) shown grey under the label map's slices."""
+        from fieldstudio.data.medical_readers import read_intensity_volume
+
+        if self.slices.volume is None:
+            self.error("open a label map first; its CT or MR image then goes under the slices")
+            return False
+        try:
+            self.slices.set_background(read_intensity_volume(path))
+        except FieldStudioError as err:
+            self.error(str(err))
+            return False
+        self.statusBar().showMessage(f"{path.name} under the slices: right-drag or the presets set window/level",
+                                     8_000)
+        return True
 
     def _open_run(self, run_dir: Path) -> None:
         """A run folder: its meshes and metrics; the settings take its input, so Fit resumes an unfinished run."""
@@ -332,6 +371,13 @@ class MainWindow(QMainWindow):
                 self._add_object(key, f"{self.compare_dir.name}: {name}", COMPARE_COLOUR)
         self.metrics.show_runs(runs)
         self.legend.setText(legend)
+        if self.slices.volume is not None and self.slices.isVisible():  # each mesh cut by the shown slice
+            cut = {name: (trimesh.load(path, process=False), self._colour_index(run_dir, name))
+                   for name, path in meshes}
+            if self.compare_dir is not None:
+                cut.update({f"compare: {name}": (trimesh.load(path, process=False), COMPARE_COLOUR)
+                            for name, path in run_meshes(self.compare_dir)})
+            self.slices.set_meshes(cut)
 
     def _show_failed_objects(self, run_dir: Path) -> None:
         """Objects of a run of several that ended without a mesh, listed with why."""
@@ -425,6 +471,10 @@ class MainWindow(QMainWindow):
         self.worker.preview.connect(lambda mesh: self.view.show_mesh("preview", mesh, index=self.preview_colour,
                                                                      alpha=0.85, frame=False))
         self.worker.ended.connect(self._on_ended)
+        if self.slices.volume is not None and self.slices.isVisible():  # the field's inside on the shown slice
+            self.worker.slice_points = lambda: (self.slices.slice_points_world(), self.slices.shown_slice)
+            self.worker.live_values.connect(lambda values, at: self.slices.set_live(values, at=at))
+            self.slices.slice_changed.connect(self.worker.request_values)
         self.worker.start()
         self.pause_button.setText("Pause")
         self._update_buttons(True)
@@ -499,7 +549,11 @@ class MainWindow(QMainWindow):
         worker, self.worker = self.worker, None
         if worker is not None:
             worker.timer.stop()
+            if worker.slice_points is not None:
+                self.slices.slice_changed.disconnect(worker.request_values)
+                worker.slice_points = None
         self.view.remove("preview")
+        self.slices.set_live(None)
         self.progress.setRange(0, 1000)
         if status == "finished":
             self.progress.setValue(1000)

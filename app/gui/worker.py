@@ -26,6 +26,7 @@ class FitWorker(QObject):
 
     event = Signal(object)
     preview = Signal(object)
+    live_values = Signal(object, object)  # the field's values at the slice view's points, and that slice's key
     ended = Signal(str, object)
     _training_started = Signal()  # job thread -> window thread: start previewing soon
 
@@ -34,6 +35,9 @@ class FitWorker(QObject):
         self.job = fit_job(request, run_dir, overwrite=overwrite)  # resolves: a bad request raises here
         self.job.subscribe(self._on_event)
         self._preview_busy = threading.Lock()
+        # () -> (points (N, 3) in the input's frame, key of the slice they lie on) or None: where the window wants
+        # the field's values with each preview (the slice view's voxel centres). Called in the window's thread.
+        self.slice_points = None
         self.timer = QTimer(self)
         self.timer.setInterval(int(preview_every_s * 1000))
         self.timer.timeout.connect(self.request_preview)
@@ -59,14 +63,27 @@ class FitWorker(QObject):
     def request_preview(self) -> None:
         """A coarse mesh of the field as it is now, computed off the window's thread (skipped while one is
         still being made)."""
+        self._request(mesh=True)
+
+    def request_values(self) -> None:
+        """Only the field's values on the slice view (the user scrolled to another slice)."""
+        self._request(mesh=False)
+
+    def _request(self, mesh: bool) -> None:
         if self.job.stage != "train" or not self._preview_busy.acquire(blocking=False):
             return
+        where = self.slice_points() if self.slice_points is not None else None
 
         def make():
             try:
-                mesh = self.job.preview("mesh", resolution=PREVIEW_RESOLUTION)
-                if mesh is not None and len(mesh.faces):
-                    self.preview.emit(mesh)
+                if where is not None:
+                    values = self.job.preview("values", points=where[0])
+                    if values is not None:
+                        self.live_values.emit(values, where[1])
+                if mesh:
+                    shape = self.job.preview("mesh", resolution=PREVIEW_RESOLUTION)
+                    if shape is not None and len(shape.faces):
+                        self.preview.emit(shape)
             except Exception:  # a preview is a courtesy: it must never take the fit down
                 pass
             finally:

@@ -10,6 +10,8 @@ label's extent, along the array axis closest to that anatomical direction), or o
 marching squares at level 0.5 on the zero-padded slice (contourpy), so a label cut by the edge of the volume is
 closed along that edge (noted); along the slice axis the padding is an empty plane one slice beyond a border slice
 that holds the label. Slices without the label stay in as planes where it is known to be absent.
+
+:func:`kept_planes` gives the same choice of planes as world plane equations (for drawing them).
 """
 
 from __future__ import annotations
@@ -56,10 +58,17 @@ def _slice_plane(vol: LabelVolume, axis: int, index: int, labels: list[int], pid
             ijk = np.zeros((len(q), 3))
             ijk[:, others[0]], ijk[:, others[1]], ijk[:, axis] = q[:, 0], q[:, 1], index
             loops.append(Polygon(vol.to_world(ijk), label=lab))
+    n, d = slice_plane(vol, axis, index)
+    return Plane.through(n, loops, offset=d, id=pid)
+
+
+def slice_plane(vol: LabelVolume, axis: int, index: float) -> tuple[np.ndarray, float]:
+    """World plane (unit normal n, offset d: n . x + d = 0) of slice ``index`` along array ``axis``."""
+    others = [a for a in range(3) if a != axis]
     normal = np.cross(vol.affine[:3, others[0]], vol.affine[:3, others[1]])
     origin = vol.to_world(np.eye(3)[axis][None] * index)[0]
     n = normal / np.linalg.norm(normal)
-    return Plane.through(n, loops, offset=-float(n.dot(origin)), id=pid)
+    return n, -float(n.dot(origin))
 
 
 def parse_families(text: str) -> list[tuple[str | np.ndarray, int]]:
@@ -99,25 +108,36 @@ def _label_box(vol: LabelVolume, labels: list[int]) -> tuple[np.ndarray, np.ndar
     return nonzero_bounds(np.isin(vol.data, labels))
 
 
-def _oblique_planes(vol: LabelVolume, labels: list[int], box: tuple[np.ndarray, np.ndarray], normal: np.ndarray,
-                    count: int, first_id: int) -> list[Plane]:
-    """``count`` planes with world ``normal`` evenly through the labels' extent (half a step in from each end).
+def _widened(vol: LabelVolume, box: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The labels' index bounds (_label_box), widened by a voxel of background."""
+    lo, hi = box
+    return np.maximum(lo - 1, 0), np.minimum(hi + 1, np.array(vol.data.shape) - 1)
 
-    The volume is resampled on each plane: every label's mask is interpolated trilinearly on a grid of the
-    smallest voxel spacing, and its 0.5 level traced by marching squares, so a boundary between voxel centres
-    falls where it does on acquired slices.
-    """
-    from scipy.ndimage import map_coordinates
 
-    lo, hi = box  # the labels' index bounds (_label_box), widened by a voxel of background
-    lo, hi = np.maximum(lo - 1, 0), np.minimum(hi + 1, np.array(vol.data.shape) - 1)
-    corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
-    world = vol.to_world(corners)
-    u, v = plane_basis(normal)
+def _oblique_offsets(vol: LabelVolume, labels: list[int], box: tuple[np.ndarray, np.ndarray], normal: np.ndarray,
+                     count: int) -> np.ndarray:
+    """``count`` positions along the world ``normal`` evenly through the labels' extent (half a step in from each
+    end): the planes are ``normal . x = offset``."""
+    lo, hi = _widened(vol, box)
     t = vol.to_world(np.argwhere(np.isin(vol.data[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1], labels))
                      + lo) @ normal  # the labels' own extent along the normal, not their box's
     step = (t.max() - t.min()) / count
-    offsets = t.min() + (np.arange(count) + 0.5) * step
+    return t.min() + (np.arange(count) + 0.5) * step
+
+
+def _oblique_planes(vol: LabelVolume, labels: list[int], box: tuple[np.ndarray, np.ndarray], normal: np.ndarray,
+                    offsets: np.ndarray, first_id: int) -> list[Plane]:
+    """The planes ``normal . x = offset`` (world), the volume resampled on each.
+
+    Every label's mask is interpolated trilinearly on a grid of the smallest voxel spacing, and its 0.5 level
+    traced by marching squares, so a boundary between voxel centres falls where it does on acquired slices.
+    """
+    from scipy.ndimage import map_coordinates
+
+    lo, hi = _widened(vol, box)
+    corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
+    world = vol.to_world(corners)
+    u, v = plane_basis(normal)
     h = float(vol.spacing.min())
     a = np.arange((world @ u).min(), (world @ u).max() + h, h)
     b = np.arange((world @ v).min(), (world @ v).max() + h, h)
@@ -138,9 +158,8 @@ def _oblique_planes(vol: LabelVolume, labels: list[int], box: tuple[np.ndarray, 
     return planes
 
 
-def volume_sections(vol: LabelVolume, labels: list[int] | None = None, every: int = 1, offset: int = 0,
-                    families: str = "") -> CrossSections:
-    """The chosen slices of ``vol`` as cross-sections in world mm, loops labelled by their label value."""
+def _checked_labels(vol: LabelVolume, labels: list[int] | None, every: int, offset: int) -> list[int]:
+    """The labels to cut (all present ones by default), after checking them and the slice choice."""
     present = vol.labels()
     if not present:
         raise FieldStudioError(f"{Path(vol.source).name} holds no label (every voxel is 0); nothing to reconstruct")
@@ -150,15 +169,20 @@ def volume_sections(vol: LabelVolume, labels: list[int] | None = None, every: in
         raise FieldStudioError(f"label(s) {missing} do not occur in {Path(vol.source).name}; its labels are {present}")
     if every < 1 or not 0 <= offset < every:
         raise FieldStudioError(f"--every {every} with offset {offset}: need every >= 1 and 0 <= offset < every")
-    notes = list(vol.notes)
+    return labels
+
+
+def _choose(vol: LabelVolume, labels: list[int], every: int, offset: int, families: str):
+    """The one rule for which planes are kept: acquired slices [(axis, index)] and oblique families
+    [(world unit normal, offsets)], in plane order (acquired first)."""
     chosen: list[tuple[int, int]] = []  # (axis, index) of acquired slices
-    oblique: list[tuple[np.ndarray, int]] = []
+    oblique: list[tuple[np.ndarray, np.ndarray]] = []
     if families:
         box = _label_box(vol, labels)
         lo, hi = box
         for direction, count in parse_families(families):
             if not isinstance(direction, str):
-                oblique.append((direction, count))
+                oblique.append((direction, _oblique_offsets(vol, labels, box, direction, count)))
                 continue
             axis = axis_for(vol, direction)
             # Evenly through the extent, half a step in from each end so the first and last planes cut the shape.
@@ -177,10 +201,31 @@ def volume_sections(vol: LabelVolume, labels: list[int] | None = None, every: in
             chosen.insert(0, (axis, -1))
         if np.isin(np.take(vol.data, n - 1, axis=axis), labels).any():
             chosen.append((axis, n))
+    return chosen, oblique
+
+
+def kept_planes(vol: LabelVolume, labels: list[int] | None = None, every: int = 1, offset: int = 0,
+                families: str = "") -> list[tuple[np.ndarray, float]]:
+    """The world planes (unit normal n, offset d: n . x + d = 0) that :func:`volume_sections` cuts, in its order,
+    without tracing any boundary (cheap: for drawing them)."""
+    labels = _checked_labels(vol, labels, every, offset)
+    chosen, oblique = _choose(vol, labels, every, offset, families)
+    planes = [slice_plane(vol, axis, index) for axis, index in chosen]
+    return planes + [(normal, -float(off)) for normal, offsets in oblique for off in offsets]
+
+
+def volume_sections(vol: LabelVolume, labels: list[int] | None = None, every: int = 1, offset: int = 0,
+                    families: str = "") -> CrossSections:
+    """The chosen slices of ``vol`` as cross-sections in world mm, loops labelled by their label value."""
+    labels = _checked_labels(vol, labels, every, offset)
+    notes = list(vol.notes)
+    chosen, oblique = _choose(vol, labels, every, offset, families)
     _note_border(vol, labels, notes)
     planes = [_slice_plane(vol, axis, index, labels, pid) for pid, (axis, index) in enumerate(chosen, start=1)]
-    for normal, count in oblique:
-        planes += _oblique_planes(vol, labels, box, normal, count, len(planes) + 1)
+    if oblique:
+        box = _label_box(vol, labels)
+        for normal, offsets in oblique:
+            planes += _oblique_planes(vol, labels, box, normal, offsets, len(planes) + 1)
     cs = CrossSections(planes, notes, vol.source)
     orient_loops(cs, report=False)
     return cs
@@ -196,4 +241,4 @@ def _note_border(vol: LabelVolume, labels: list[int], notes: list[str]) -> None:
                          "data; the mesh is closed along the border (as if the volume were padded with background)")
 
 
-__all__ = ["volume_sections", "parse_families", "DIRECTIONS"]
+__all__ = ["volume_sections", "kept_planes", "slice_plane", "parse_families", "axis_for", "DIRECTIONS"]

@@ -1,7 +1,8 @@
 """medical_readers.py
 ===================
 Medical files as label maps or contours in patient millimetres: NIfTI, NRRD, a folder holding a DICOM series, a
-DICOM SEG (label maps, :class:`LabelVolume`) and DICOM RTSTRUCT (planar contours, :class:`CrossSections`).
+DICOM SEG (label maps, :class:`LabelVolume`) and DICOM RTSTRUCT (planar contours, :class:`CrossSections`); CT and
+MR images to show under the labels (:class:`IntensityVolume`).
 
 World frames: every reader keeps its format's patient frame and says which. NIfTI world axes increase towards
 the patient's Right, Anterior, Superior (RAS); DICOM's towards Left, Posterior, Superior (LPS); NRRD states its
@@ -186,18 +187,7 @@ def read_label_volume(path: str | Path) -> LabelVolume:
                                        f"memory at once ({MAX_VOXELS:,}); crop it, or save it as NIfTI (large NIfTI "
                                        "files are cropped to their labels while reading)")
             data, header = nrrd.read(str(path))
-            directions = np.asarray(header.get("space directions"), dtype=np.float64)
-            origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
-            if directions.shape != (3, 3):
-                raise FieldStudioError(f"{path.name}: the NRRD header has no 3-D 'space directions'; cannot place "
-                                       "it in patient coordinates")
-            space = str(header.get("space", "left-posterior-superior")).lower()
-            world = {"left-posterior-superior": "LPS", "right-anterior-superior": "RAS"}.get(space)
-            if world is None:
-                raise FieldStudioError(f"{path.name}: NRRD space {space!r} is not supported; use "
-                                       "left-posterior-superior or right-anterior-superior")
-            affine = np.eye(4)
-            affine[:3, :3], affine[:3, 3] = directions.T, origin  # NRRD lists one row per axis
+            affine, world = _nrrd_geometry(path.name, header)
         else:
             raise FieldStudioError(f"{path.name} is not a label map this tool reads (NIfTI .nii/.nii.gz, NRRD, "
                                    "a DICOM SEG, or a folder with a DICOM series)")
@@ -205,9 +195,30 @@ def read_label_volume(path: str | Path) -> LabelVolume:
         raise
     except Exception as err:  # a corrupt or foreign file
         raise FieldStudioError(f"cannot read {path.name} as {suffix} ({type(err).__name__}: {err})") from None
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise FieldStudioError(f"{path.name}: its voxel-to-world affine is degenerate; the file's geometry is broken")
+    _check_affine(path.name, affine)
     return LabelVolume(_as_labels(data, path.name), affine, world, str(path), notes)
+
+
+def _nrrd_geometry(name: str, header: dict) -> tuple[np.ndarray, str]:
+    """A NRRD header's voxel-to-world affine and world frame ("LPS" or "RAS")."""
+    directions = np.asarray(header.get("space directions"), dtype=np.float64)
+    origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
+    if directions.shape != (3, 3):
+        raise FieldStudioError(f"{name}: the NRRD header has no 3-D 'space directions'; cannot place "
+                               "it in patient coordinates")
+    space = str(header.get("space", "left-posterior-superior")).lower()
+    world = {"left-posterior-superior": "LPS", "right-anterior-superior": "RAS"}.get(space)
+    if world is None:
+        raise FieldStudioError(f"{name}: NRRD space {space!r} is not supported; use "
+                               "left-posterior-superior or right-anterior-superior")
+    affine = np.eye(4)
+    affine[:3, :3], affine[:3, 3] = directions.T, origin  # NRRD lists one row per axis
+    return affine, world
+
+
+def _check_affine(name: str, affine: np.ndarray) -> None:
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise FieldStudioError(f"{name}: its voxel-to-world affine is degenerate; the file's geometry is broken")
 
 
 def _pixel_array(ds, name: str) -> np.ndarray:
@@ -290,8 +301,8 @@ def _series_geometry(folder: Path, slices: list, paths: list[Path]):
     return order, affine, notes
 
 
-def read_dicom_series(folder: Path) -> LabelVolume:
-    """A folder of single-frame DICOM images of one series (pixel values = labels), sorted by position."""
+def _series_headers(folder: Path) -> tuple[list, list[Path]]:
+    """The headers (no pixels) of the DICOM images with a position in ``folder``, and their files: one series."""
     import pydicom
 
     files = [p for p in sorted(folder.iterdir()) if p.is_file()]
@@ -309,6 +320,14 @@ def read_dicom_series(folder: Path) -> LabelVolume:
                                "two slices")
     if len({str(ds.get("SeriesInstanceUID", "")) for ds in slices}) > 1:
         raise FieldStudioError(f"{folder} mixes several DICOM series; put one series per folder")
+    return slices, paths
+
+
+def read_dicom_series(folder: Path) -> LabelVolume:
+    """A folder of single-frame DICOM images of one series (pixel values = labels), sorted by position."""
+    import pydicom
+
+    slices, paths = _series_headers(folder)
     order, affine, notes = _series_geometry(folder, slices, paths)
 
     def pixels(k: int) -> np.ndarray:
@@ -325,6 +344,97 @@ def read_dicom_series(folder: Path) -> LabelVolume:
             affine)
         notes.append(note)
     return LabelVolume(_as_labels(data, folder.name), affine, "LPS", str(folder), notes)
+
+
+# ------------------------------------------------------------------------------------------------ intensity images
+
+@dataclass
+class IntensityVolume:
+    """A grey-value image (CT in HU, MR in its own units) with its voxel-to-world affine, shown under labels."""
+
+    data: np.ndarray  # float32, 3-D
+    affine: np.ndarray
+    world: str
+    source: str = ""
+
+
+def _as_image(data: np.ndarray, name: str) -> np.ndarray:
+    data = np.asarray(data)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3 or not np.issubdtype(data.dtype, np.number):
+        raise FieldStudioError(f"{name}: expected a 3-D grey-value image, got an array of shape {data.shape} "
+                               f"({data.dtype}); give one 3-D CT or MR volume")
+    data = data.astype(np.float32)
+    bad = ~np.isfinite(data)
+    if bad.all():
+        raise FieldStudioError(f"{name}: every voxel is NaN or infinite; the image holds no values to show")
+    if bad.any():  # shown as the darkest value rather than refusing the whole image
+        data[bad] = data[~bad].min()
+    return data
+
+
+def _too_large_image(name: str, n: int) -> FieldStudioError:
+    return FieldStudioError(f"{name}: {n:,} voxels is more than this tool shows at once ({MAX_VOXELS:,}); crop or "
+                            "downsample the image first")
+
+
+def read_intensity_volume(path: str | Path) -> IntensityVolume:
+    """A CT or MR image (NIfTI, NRRD or a DICOM series folder) as float32 values in its world frame; a DICOM
+    series gets its RescaleSlope / RescaleIntercept (CT: Hounsfield units)."""
+    path = Path(path)
+    if not path.exists():
+        raise FieldStudioError(f"image not found: {path}")
+    if path.is_dir():
+        return _read_dicom_intensity(path)
+    suffix = suffix_of(path)
+    try:
+        if suffix in (".nii", ".nii.gz"):
+            import nibabel
+
+            img = nibabel.load(str(path))
+            if np.prod(img.shape) > MAX_VOXELS:
+                raise _too_large_image(path.name, int(np.prod(img.shape)))
+            data = img.get_fdata(dtype=np.float32)  # applies the file's scl_slope / scl_inter
+            affine, world = np.asarray(img.affine, dtype=np.float64), "RAS"
+        elif suffix in (".nrrd", ".nhdr"):
+            import nrrd
+
+            sizes = [int(v) for v in nrrd.read_header(str(path)).get("sizes", [])]
+            if np.prod(sizes) > MAX_VOXELS:
+                raise _too_large_image(path.name, int(np.prod(sizes)))
+            data, header = nrrd.read(str(path))
+            affine, world = _nrrd_geometry(path.name, header)
+        else:
+            raise FieldStudioError(f"{path.name} is not an image this tool shows (NIfTI .nii/.nii.gz, NRRD, or a "
+                                   "folder with a DICOM series)")
+    except FieldStudioError:
+        raise
+    except Exception as err:  # a corrupt or foreign file
+        raise FieldStudioError(f"cannot read {path.name} as {suffix} ({type(err).__name__}: {err}); give a NIfTI, "
+                               "NRRD or DICOM series image") from None
+    _check_affine(path.name, affine)
+    return IntensityVolume(_as_image(data, path.name), affine, world, str(path))
+
+
+def _read_dicom_intensity(folder: Path) -> IntensityVolume:
+    import pydicom
+
+    slices, paths = _series_headers(folder)
+    order, affine, _ = _series_geometry(folder, slices, paths)
+    shape = (int(slices[0].Rows), int(slices[0].Columns), len(slices))
+    if np.prod(shape) > MAX_VOXELS:
+        raise _too_large_image(folder.name, int(np.prod(shape)))
+    data = np.empty(shape, np.float32)
+    for k, i in enumerate(order):
+        ds = pydicom.dcmread(str(paths[i]))
+        pixels = _pixel_array(ds, f"{folder.name}/{paths[i].name}")
+        if pixels.shape != shape[:2]:
+            raise FieldStudioError(f"{folder.name}/{paths[i].name}: {pixels.shape} pixels is not one grey-value "
+                                   "slice (colour or multi-frame); give a CT or MR series")
+        # Each slice may have its own rescale (CT: stored value -> Hounsfield units).
+        data[:, :, k] = pixels * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+    return IntensityVolume(data, affine, "LPS", str(folder))
 
 
 def _frame_item(ds, frame, name: str):
@@ -458,5 +568,6 @@ def read_rtstruct(path: str | Path) -> tuple[CrossSections, dict[int, str]]:
     return cs, names
 
 
-__all__ = ["LabelVolume", "read_label_volume", "read_dicom_series", "read_dicom_seg", "read_rtstruct", "is_medical",
-           "is_label_map", "dicom_modality", "suffix_of", "nonzero_bounds", "VOLUME_SUFFIXES", "RTSTRUCT_SUFFIXES"]
+__all__ = ["LabelVolume", "IntensityVolume", "read_label_volume", "read_intensity_volume", "read_dicom_series",
+           "read_dicom_seg", "read_rtstruct", "is_medical", "is_label_map", "dicom_modality", "suffix_of",
+           "nonzero_bounds", "VOLUME_SUFFIXES", "RTSTRUCT_SUFFIXES"]
