@@ -11,6 +11,7 @@ import json
 import math
 import re
 import sys
+import threading
 import time
 
 import numpy as np
@@ -72,6 +73,9 @@ class MainWindow(QMainWindow):
         self._last_plot = 0.0
         self.settings_store = QSettings("fieldstudio", "fieldstudio")
         self.quiet = False  # screenshot runs and tests: errors in the status bar instead of a modal dialog
+        from fieldstudio.api import warm_up
+
+        threading.Thread(target=warm_up, name="fieldstudio-warm-up", daemon=True).start()
 
         self.view = View3D()
         self.slices = SliceView()  # label maps only

@@ -16,7 +16,8 @@ from fieldstudio.api import Event, fit_job
 # 40^3 points: about 0.15 s of a 40k MLP on 2 cores, taken between two training steps (training waits meanwhile:
 # evaluating beside it would make the two fight over the cores).
 PREVIEW_RESOLUTION = 40
-FIRST_PREVIEW_MS = 800  # after training starts: a few steps, so that the field has a surface to show
+FIRST_PREVIEW_MS = 300  # after training starts, then again every RETRY_MS until the field has a surface to show
+RETRY_MS = 400
 
 
 class FitWorker(QObject):
@@ -29,6 +30,7 @@ class FitWorker(QObject):
     live_values = Signal(object, object)  # the field's values at the slice view's points, and that slice's key
     ended = Signal(str, object)
     _training_started = Signal()  # job thread -> window thread: start previewing soon
+    _retry = Signal()  # preview thread -> window thread: no surface yet, look again soon
 
     def __init__(self, request, run_dir, overwrite: bool = False, preview_every_s: float = 2.5, parent=None):
         super().__init__(parent)
@@ -42,6 +44,8 @@ class FitWorker(QObject):
         self.timer.setInterval(int(preview_every_s * 1000))
         self.timer.timeout.connect(self.request_preview)
         self._training_started.connect(self._preview_soon)
+        self._retry.connect(lambda: QTimer.singleShot(RETRY_MS, self.request_preview))
+        self.shown_one = False  # until the first preview mesh: retried quickly, not at the regular rhythm
 
     @property
     def config(self):
@@ -83,16 +87,21 @@ class FitWorker(QObject):
                 if mesh:
                     shape = self.job.preview("mesh", resolution=PREVIEW_RESOLUTION)
                     if shape is not None and len(shape.faces):
+                        self.shown_one = True
                         self.preview.emit(shape)
             except Exception:  # a preview is a courtesy: it must never take the fit down
                 pass
             finally:
                 self._preview_busy.release()
+                if mesh and not self.shown_one:
+                    self._retry.emit()
 
         threading.Thread(target=make, name="fieldstudio-preview", daemon=True).start()
 
     def _preview_soon(self) -> None:
-        """Training has begun: a first preview after a few steps, then the regular rhythm."""
+        """Training has begun (again, for each object of a run of several): a first preview after a few steps,
+        then the regular rhythm."""
+        self.shown_one = False
         QTimer.singleShot(FIRST_PREVIEW_MS, self.request_preview)
         self.timer.start()
 
