@@ -326,8 +326,10 @@ class Job:
         live = self._control.live
         if not live:
             return None
-        with torch.no_grad():  # the lock is taken per evaluated chunk: training waits for chunks, not for meshing
-            return makers[kind](live["model"], live["cfg"], live["frame"], guard=self._control.lock, **options)
+        # The whole preview between two steps, marching cubes included: work beside training's threads on the same
+        # cores slows both far more than taking turns (measured: GUI/headless steps/s 0.62 against 0.79).
+        with self._control.lock, torch.no_grad():
+            return makers[kind](live["model"], live["cfg"], live["frame"], **options)
 
 
 def fit_job(request: Request | RunConfig, run_dir: str | Path, overwrite: bool = False,

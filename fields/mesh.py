@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import trimesh
 
+from fieldstudio.control import check_cancel
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.io import atomic_write
 
@@ -250,7 +251,6 @@ def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0),
     FieldStudioError
         If the volume has non-finite values or no crossing of ``level``.
     """
-    import mcubes
 
     vol = np.asarray(volume)
     if vol.ndim != 3 or min(vol.shape) < 2:
@@ -281,7 +281,7 @@ def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0),
             if not copied:
                 vol, copied = vol.copy(), True
             vol[i][near] = level + eps
-    vertices, faces = mcubes.marching_cubes(vol, level)
+    vertices, faces = _marching_cubes_in_slabs(vol, level)
     if len(faces) == 0:
         raise FieldStudioError(
             f"the field has no surface at level {level:g}: it touches the level only at isolated grid points "
@@ -294,6 +294,52 @@ def marching_cubes(volume: np.ndarray, level: float = 0.0, bounds=(-1.0, 1.0),
     scale = (b[:, 1] - b[:, 0]) / (np.asarray(vol.shape, dtype=np.float64) - 1.0)
     vertices = np.asarray(vertices, dtype=np.float64) * scale + b[:, 0]
     return trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
+
+
+SLAB = 32  # grid layers per PyMCubes call: it holds the GIL, and a window's thread must not wait 0.3 s for it
+
+
+def _marching_cubes_in_slabs(vol: np.ndarray, level: float, slab: int = SLAB) -> tuple[np.ndarray, np.ndarray]:
+    """PyMCubes on slabs of ``slab`` cell layers along axis 0, joined into one mesh. Each call holds the GIL for a
+    fraction of the volume (a GUI thread stays responsive while a job meshes). Vertices on a shared layer are
+    computed by both neighbouring slabs; they are welded by position (they agree to rounding, far below the
+    distance between two distinct vertices of a layer)."""
+    import mcubes
+
+    n = vol.shape[0]
+    if n <= slab + 1:
+        return mcubes.marching_cubes(vol, level)
+    parts_v, parts_f, count = [], [], 0
+    for start in range(0, n - 1, slab):
+        stop = min(start + slab, n - 1)
+        check_cancel()
+        v, f = mcubes.marching_cubes(np.ascontiguousarray(vol[start:stop + 1]), level)
+        if len(f):
+            v = np.asarray(v, dtype=np.float64)
+            v[:, 0] += start
+            parts_v.append(v)
+            parts_f.append(np.asarray(f, dtype=np.int64) + count)
+            count += len(v)
+    if not parts_f:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
+    vertices, faces = np.concatenate(parts_v), np.concatenate(parts_f)
+    # Weld: a vertex on a layer shared by two slabs is made once by each. It lies on an edge inside that layer,
+    # named exactly by integers: the layer, the floor of its other two coordinates, and which of them is whole.
+    x = vertices[:, 0]
+    shared = (x == np.round(x)) & (x % slab == 0) & (x > 0) & (x < n - 1)
+    rows = np.flatnonzero(shared)
+    keep = np.ones(len(vertices), bool)
+    target = np.arange(len(vertices))
+    if len(rows):
+        v = vertices[rows]
+        key = np.stack([v[:, 0], np.floor(v[:, 1]), np.floor(v[:, 2]), v[:, 2] == np.floor(v[:, 2])],
+                       axis=1).astype(np.int64)
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        target[rows] = rows[first][inverse.reshape(-1)]
+        keep[rows] = False
+        keep[rows[first]] = True
+    new_index = np.cumsum(keep) - 1
+    return vertices[keep], new_index[target][faces]
 
 
 def drop_small_components(mesh: trimesh.Trimesh, min_ratio: float) -> tuple[trimesh.Trimesh, int]:

@@ -52,6 +52,8 @@ __all__ = [
 
 # Rays per occupancy query (odd: majority vote of ray parity over random directions).
 _OCCUPANCY_RAYS = 3
+# Points per open3d query: each call holds the GIL, so a window's thread waits at most for one (~30 ms).
+_QUERY_CHUNK = 20_000
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -156,15 +158,24 @@ class _Surface:
 
     def closest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact closest points on this surface: (distances (n,) float64, face ids (n,) int64)."""
-        result = self.scene.compute_closest_points(_o3d_points(points))
-        closest = result["points"].numpy().astype(np.float64)
-        prim = result["primitive_ids"].numpy().astype(np.int64)
-        return np.linalg.norm(points - closest, axis=1), self.keep[prim]
+        distance, face = np.empty(len(points)), np.empty(len(points), np.int64)
+        for s in range(0, len(points), _QUERY_CHUNK):
+            check_cancel()
+            part = points[s:s + _QUERY_CHUNK]
+            result = self.scene.compute_closest_points(_o3d_points(part))
+            closest = result["points"].numpy().astype(np.float64)
+            distance[s:s + _QUERY_CHUNK] = np.linalg.norm(part - closest, axis=1)
+            face[s:s + _QUERY_CHUNK] = self.keep[result["primitive_ids"].numpy().astype(np.int64)]
+        return distance, face
 
     def occupancy(self, points: np.ndarray) -> np.ndarray:
         """Inside test by ray parity, majority of ``_OCCUPANCY_RAYS`` random rays: (n,) bool."""
-        occ = self.scene.compute_occupancy(_o3d_points(points), nsamples=_OCCUPANCY_RAYS)
-        return occ.numpy() > 0.5
+        inside = np.empty(len(points), bool)
+        for s in range(0, len(points), _QUERY_CHUNK):
+            check_cancel()
+            occ = self.scene.compute_occupancy(_o3d_points(points[s:s + _QUERY_CHUNK]), nsamples=_OCCUPANCY_RAYS)
+            inside[s:s + _QUERY_CHUNK] = occ.numpy() > 0.5
+        return inside
 
 
 def _prepare(pred: trimesh.Trimesh, ref: trimesh.Trimesh) -> tuple[_Surface, _Surface, float, np.ndarray]:

@@ -370,24 +370,12 @@ def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | N
 
 # ------------------------------------------------------------------------------------------------ previews
 
-def _guarded(fn, guard):
-    """``fn`` evaluated while holding ``guard`` (a lock: training waits for each chunk, not for the whole preview)."""
-    if guard is None:
-        return fn
-
-    def locked(x: torch.Tensor) -> torch.Tensor:
-        with guard, torch.no_grad():
-            return fn(x)
-    return locked
-
-
-def preview_mesh(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int = 48, guard=None):
+def preview_mesh(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int = 48):
     """A coarse mesh of the field as it is now, in the input's frame (no narrow band, no refinement, no clean-up).
-    Cheap: 48^3 points; an empty trimesh when the field has no surface yet. ``guard``: a lock held while the
-    field is evaluated (chunk by chunk; marching cubes runs without it)."""
+    Cheap: 48^3 points; an empty trimesh when the field has no surface yet."""
     import trimesh
 
-    fn = _guarded(field_function(model, cfg), guard)
+    fn = field_function(model, cfg)
     try:
         mesh = extract_mesh(fn, resolution)
     except FieldStudioError:
@@ -395,22 +383,22 @@ def preview_mesh(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int 
     return transform_mesh(mesh, frame.to_world_matrix())
 
 
-def preview_values(model: Field, cfg: RunConfig, frame: BoxFrame, points: np.ndarray, guard=None) -> np.ndarray:
+def preview_values(model: Field, cfg: RunConfig, frame: BoxFrame, points: np.ndarray) -> np.ndarray:
     """The field's values (negative inside) at ``points`` (N, 3) in the input's frame, as a float32 array; points
     outside the field's box get +1 (outside)."""
     box = frame.to_box(np.asarray(points, dtype=np.float64))
     values = np.ones(len(box), np.float32)
     inside = np.all(np.abs(box) <= 1.0, axis=1)
-    fn = _guarded(field_function(model, cfg), guard)
+    fn = field_function(model, cfg)
     rows = np.flatnonzero(inside)
-    for s in range(0, len(rows), 2**15):  # chunks: training waits for one at a time
+    for s in range(0, len(rows), 2**15):  # chunks: bounded memory on large slices
         part = rows[s:s + 2**15]
         values[part] = fn(torch.as_tensor(box[part], dtype=torch.float32)).numpy()
     return values
 
 
 def preview_slice(model: Field, cfg: RunConfig, frame: BoxFrame, axis: int = 2, position: float = 0.0,
-                  size: int = 128, guard=None) -> dict:
+                  size: int = 128) -> dict:
     """The field's values on the box plane ``x[axis] = position`` (box units, -1..1), ``size`` x ``size`` samples.
 
     Returns ``{"values": (size, size) float32 array (rows: the first other axis, columns: the second; negative
@@ -421,7 +409,7 @@ def preview_slice(model: Field, cfg: RunConfig, frame: BoxFrame, axis: int = 2, 
     a, b = torch.meshgrid(t, t, indexing="ij")
     x = torch.zeros(size * size, 3)
     x[:, others[0]], x[:, others[1]], x[:, axis] = a.reshape(-1), b.reshape(-1), position
-    values = _guarded(field_function(model, cfg), guard)(x).reshape(size, size).numpy().astype(np.float32)
+    values = field_function(model, cfg)(x).reshape(size, size).numpy().astype(np.float32)
     corners = np.zeros((4, 3))
     for i, (u, v) in enumerate(((-1, -1), (-1, 1), (1, -1), (1, 1))):
         corners[i, others[0]], corners[i, others[1]], corners[i, axis] = u, v, position

@@ -155,7 +155,10 @@ class View3D(gl.GLViewWidget):
         self.remove(name)
         data = gl.MeshData(vertexes=np.asarray(mesh.vertices, np.float32), faces=np.asarray(mesh.faces, np.int32),
                            vertexColors=None if vertex_colors is None else np.asarray(vertex_colors, np.float32))
-        data._vertexNormals = vertex_normals(mesh.vertices, mesh.faces)  # MeshData's own cache, filled here
+        normals = mesh.metadata.get("vertex_normals")  # computed ahead, off the window's thread, when it could be
+        if normals is None or len(normals) != len(mesh.vertices):
+            normals = vertex_normals(mesh.vertices, mesh.faces)
+        data._vertexNormals = normals  # MeshData's own cache, filled here
         item = gl.GLMeshItem(meshdata=data, smooth=True, shader=self.shader, color=colour(index, alpha),
                              drawEdges=self.wireframe, edgeColor=(0.1, 0.1, 0.1, 1.0),
                              glOptions="opaque" if alpha >= 1 else "translucent")

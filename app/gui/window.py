@@ -18,7 +18,7 @@ import numpy as np
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
@@ -35,7 +35,10 @@ from fieldstudio.app.gui.worker import FitWorker
 STAGE_TITLES = {"prepare": "Preparing", "train": "Training", "mesh": "Meshing", "score": "Scoring"}
 COMPARE_COLOUR = 4  # palette index of a second run's meshes (violet), drawn translucent over the first
 MAX_RECENT = 8
-PLOT_EVERY_S = 0.5  # loss plot and progress text redraws while training
+# Loss plot, progress bar and text redraws while a job runs. Each repaint of the window costs the job's threads on
+# a 2-core machine far more than its own time (a window holding an OpenGL view is composed through software
+# OpenGL): a label redrawn 10 times a second took 27 % of a training's steps per second, once a second 4 %.
+PLOT_EVERY_S = 1.0
 
 
 def is_run_folder(path: Path) -> bool:
@@ -54,6 +57,18 @@ def run_meshes(run_dir: Path) -> list[tuple[str, Path]]:
     return [(p.parent.name, p) for p in sorted(run_dir.glob("*/mesh.ply"))]
 
 
+def load_mesh_for_view(path: Path):
+    """A result mesh with its vertex normals computed (``metadata["vertex_normals"]``, used by View3D): the
+    part of showing a large result that can run outside the window's thread."""
+    import trimesh
+
+    from fieldstudio.app.gui.view3d import vertex_normals
+
+    mesh = trimesh.load(path, process=False)
+    mesh.metadata["vertex_normals"] = vertex_normals(mesh.vertices, mesh.faces)
+    return mesh
+
+
 class MainWindow(QMainWindow):
     fit_ended = Signal(str)  # "finished" | "cancelled" | "failed", after the window has shown the outcome
 
@@ -69,6 +84,7 @@ class MainWindow(QMainWindow):
         self.input_names: dict[int, str] = {}  # their structure names (RTSTRUCT / SEG)
         self.object_rows: dict[str, QListWidgetItem] = {}  # per-object status rows of a running fit
         self.preview_colour = 0  # the colour of the object being fitted
+        self.preloaded: dict = {}  # mesh file -> mesh, read by the worker's thread at the end of a fit
         self.losses: list[tuple[int, float]] = []
         self._last_plot = 0.0
         self.settings_store = QSettings("fieldstudio", "fieldstudio")
@@ -101,6 +117,11 @@ class MainWindow(QMainWindow):
         self.stage.setWordWrap(True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
+        self.stage_title, self.stage_started = "", 0.0
+        self.stage_clock = QTimer(self)  # "Preparing: 3 s" in stages that report no progress
+        self.stage_clock.setInterval(1000)
+        self.stage_clock.timeout.connect(lambda: self.stage.setText(
+            f"{self.stage_title}: {time.perf_counter() - self.stage_started:.0f} s"))
         self.loss_plot = pg.PlotWidget(background=(38, 41, 46))
         self.loss_plot.setLabel("bottom", "step")
         self.loss_plot.setLabel("left", "loss (log10)")
@@ -331,16 +352,16 @@ class MainWindow(QMainWindow):
     def _show_results(self, run_dir: Path) -> None:
         """A run's meshes (coloured as their labels' contours, or by distance to the input when asked), the second
         run's over them when one is compared, and the metrics table."""
-        import trimesh
 
         meshes = run_meshes(run_dir)
+        loaded = {path: self._load(path) for _, path in meshes}
         for row in reversed(range(self.objects.count())):  # the results' rows are redrawn; the input's stay
             if self.objects.item(row).data(Qt.UserRole) != "input":
                 self.objects.takeItem(row)
         self.object_rows.clear()
         legend = ""
         for name, path in meshes:
-            mesh = trimesh.load(path, process=False)
+            mesh = loaded[path]
             colours = None
             if self.distance_action.isChecked():
                 reference = self._reference(run_dir, name)
@@ -370,18 +391,25 @@ class MainWindow(QMainWindow):
         if self.compare_dir is not None:
             for name, path in run_meshes(self.compare_dir):
                 key = f"compare: {name}"
-                self.view.show_mesh(key, trimesh.load(path, process=False), index=COMPARE_COLOUR, alpha=0.45,
+                self.view.show_mesh(key, self._load(path), index=COMPARE_COLOUR, alpha=0.45,
                                     frame=False)
                 self._add_object(key, f"{self.compare_dir.name}: {name}", COMPARE_COLOUR)
         self.metrics.show_runs(runs)
         self.legend.setText(legend)
         if self.slices.volume is not None and self.slices.isVisible():  # each mesh cut by the shown slice
-            cut = {name: (trimesh.load(path, process=False), self._colour_index(run_dir, name))
+            cut = {name: (loaded[path], self._colour_index(run_dir, name))
                    for name, path in meshes}
             if self.compare_dir is not None:
-                cut.update({f"compare: {name}": (trimesh.load(path, process=False), COMPARE_COLOUR)
+                cut.update({f"compare: {name}": (self._load(path), COMPARE_COLOUR)
                             for name, path in run_meshes(self.compare_dir)})
             self.slices.set_meshes(cut)
+
+    def _load(self, path: Path):
+        """A mesh file for the views: the one the worker loaded in its thread when the fit ended, else read now."""
+        ready = self.preloaded.pop(Path(path), None)
+        if ready is None and self.worker is not None:  # an object of a running fit, done
+            ready = self.worker.loaded.pop(Path(path), None)
+        return ready if ready is not None else load_mesh_for_view(Path(path))
 
     def _show_failed_objects(self, run_dir: Path) -> None:
         """Objects of a run of several that ended without a mesh, listed with why."""
@@ -510,9 +538,8 @@ class MainWindow(QMainWindow):
         self._set_object_status(e.object, e.message, self._object_colour(e.object))
         mesh_path = self.run_dir / e.object / "mesh.ply" if self.run_dir is not None else None
         if e.message == "done" and mesh_path is not None and mesh_path.exists():
-            import trimesh
 
-            self.view.show_mesh(e.object, trimesh.load(mesh_path, process=False),
+            self.view.show_mesh(e.object, self._load(mesh_path),
                                 index=self._object_colour(e.object), frame=False)
 
     def _on_event(self, e) -> None:
@@ -524,19 +551,26 @@ class MainWindow(QMainWindow):
             self._set_object_status(name, STAGE_TITLES.get(e.stage, e.stage).lower(), self._object_colour(name))
             self.preview_colour = self._object_colour(name)
         if e.kind == "stage":
-            self.stage.setText(STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else ""))
-            self.progress.setRange(0, 0 if e.stage in ("prepare", "score") else 1000)  # busy indicator
+            # Stages without a measure of progress show their elapsed seconds, ticking once a second: Qt's busy
+            # animation repaints continuously, and on software OpenGL that took 2 s of CPU from a 6 s set-up.
+            self.stage_title = STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else "")
+            self.stage_started = time.perf_counter()
+            self.stage.setText(self.stage_title)
+            self.progress.setValue(0)
+            if e.stage in ("prepare", "score"):
+                self.stage_clock.start()
         elif e.kind in ("progress", "step") and e.total:
-            self.progress.setRange(0, 1000)
+            self.stage_clock.stop()
+            if e.kind == "step":
+                self.losses.append((e.step, e.loss))
+            now = time.perf_counter()
+            if now - self._last_plot < PLOT_EVERY_S and e.done < e.total:
+                return  # every repaint costs the training's CPU (see PLOT_EVERY_S): once a second is enough to watch
+            self._last_plot = now
             self.progress.setValue(int(1000 * e.done / e.total))
             eta = f", about {e.eta:.0f} s left" if e.eta is not None else ""
             title = STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else "")
             if e.kind == "step":
-                self.losses.append((e.step, e.loss))
-                now = time.perf_counter()
-                if now - self._last_plot < PLOT_EVERY_S and e.done < e.total:
-                    return  # redraws cost the training's CPU: a few per second are enough to watch
-                self._last_plot = now
                 xs, ys = zip(*[(s, math.log10(v)) for s, v in self.losses if v > 0]) if self.losses else ((), ())
                 self.loss_curve.setData(list(xs), list(ys))
                 self.stage.setText(f"{title}: step {e.step}, loss {e.loss:.4g}{eta}")
@@ -553,12 +587,13 @@ class MainWindow(QMainWindow):
         worker, self.worker = self.worker, None
         if worker is not None:
             worker.timer.stop()
+            self.preloaded = worker.loaded
             if worker.slice_points is not None:
                 self.slices.slice_changed.disconnect(worker.request_values)
                 worker.slice_points = None
         self.view.remove("preview")
         self.slices.set_live(None)
-        self.progress.setRange(0, 1000)
+        self.stage_clock.stop()
         if status == "finished":
             self.progress.setValue(1000)
             self.stage.setText(f"Done: {self.run_dir}")
