@@ -248,7 +248,7 @@ def slice_command(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def gui(ctx: typer.Context) -> None:
-    """Open the window (optional INPUT; --fit, --time-budget S, --steps N, -o RUN, --screenshot out.png)."""
+    """Open the window (optional INPUT; --fit, -o RUN, the fit options, --background CT, --screenshot out.png)."""
     from fieldstudio.app.gui import main as gui_main
 
     raise typer.Exit(gui_main(list(ctx.args)))

@@ -370,17 +370,31 @@ def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | N
 
 # ------------------------------------------------------------------------------------------------ previews
 
+EARLY_PREVIEW_SHARE = 10.0  # percent of the box shown as inside while a field has no zero level yet
+
+
 def preview_mesh(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int = 48):
     """A coarse mesh of the field as it is now, in the input's frame (no narrow band, no refinement, no clean-up).
-    Cheap: 48^3 points; an empty trimesh when the field has no surface yet."""
+    Cheap: 48^3 points; an empty trimesh when the field has no surface at all.
+
+    A field that has no zero level yet (an occupancy field starts everywhere "outside" and crosses zero only
+    after some training) is shown at the level that puts its lowest ``EARLY_PREVIEW_SHARE`` % inside, so the
+    shape it is forming shows from the first steps; ``mesh.metadata["level"]`` then says which level it is."""
     import trimesh
 
-    fn = field_function(model, cfg)
+    from fieldstudio.mesh import evaluate_grid, marching_cubes
+
+    volume = evaluate_grid(field_function(model, cfg), resolution)
+    level = 0.0
+    if not volume.min() < 0.0 < volume.max():
+        level = float(np.percentile(volume, EARLY_PREVIEW_SHARE))
     try:
-        mesh = extract_mesh(fn, resolution)
+        mesh = marching_cubes(volume, level=level, overwrite_input=True)
     except FieldStudioError:
         return trimesh.Trimesh()
-    return transform_mesh(mesh, frame.to_world_matrix())
+    mesh = transform_mesh(mesh, frame.to_world_matrix())
+    mesh.metadata["level"] = level
+    return mesh
 
 
 def preview_values(model: Field, cfg: RunConfig, frame: BoxFrame, points: np.ndarray) -> np.ndarray:

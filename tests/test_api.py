@@ -258,3 +258,31 @@ def test_log_records_of_the_job_become_notes(tmp_path):
         for e in w.events:
             listener(e)
     assert "note: compiling the fused CPU kernels" in out.getvalue()
+
+
+def test_a_field_without_a_zero_level_yet_previews_its_lowest_part():
+    """An occupancy field starts everywhere outside: its preview is the level set that puts the lowest 10 % of the
+    box inside (the shape it is forming), and says which level that is."""
+    import torch
+
+    from fieldstudio.api import Request, resolve
+    from fieldstudio.data.meshes import BoxFrame
+    from fieldstudio.run import preview_mesh
+
+    from fieldstudio.resources import assets
+
+    class Blob(torch.nn.Module):  # positive everywhere: lowest around (0.3, 0, 0)
+        def __init__(self):
+            super().__init__()
+            self.centre = torch.nn.Parameter(torch.tensor([0.3, 0.0, 0.0]))
+
+        def forward(self, x):
+            return 1.0 + ((x - self.centre) ** 2).sum(dim=1, keepdim=True)
+
+    cfg = resolve(Request(assets() / "trefoil.ply", steps=1))
+    frame = BoxFrame.fit(np.array([[-1.0, -1, -1], [1, 1, 1]]), extent=1.0)
+    mesh = preview_mesh(Blob(), cfg, frame, resolution=32)
+    assert len(mesh.faces) > 0 and mesh.metadata["level"] > 1.0
+    assert np.allclose(mesh.bounds.mean(axis=0), [0.3, 0, 0], atol=0.1)
+    share = mesh.volume / 8.0  # of the box's volume
+    assert 0.05 < share < 0.15

@@ -185,3 +185,12 @@ def test_vertex_normals_point_outwards_and_match_a_sphere():
     box = trimesh.creation.box()  # a corner's normal points out between its three faces
     corner = np.argmax(box.vertices.sum(axis=1))
     assert (vertex_normals(box.vertices, box.faces)[corner] > 0.3).all()
+
+
+def test_an_object_takes_a_colour_of_its_own(view):
+    sphere = trimesh.creation.icosphere(2)
+    view.show_mesh("a", sphere, vertex_colors=np.tile([1.0, 0.0, 0.0, 1.0], (len(sphere.vertices), 1)))
+    view.set_colour("a", (0.1, 0.9, 0.2, 1.0))
+    (item,) = view.items_by_name["a"]
+    assert item.opts["meshdata"].vertexColors() is None and np.allclose(item.opts["color"], (0.1, 0.9, 0.2, 1.0))
+    assert len(item.opts["meshdata"].vertexes()) == len(sphere.vertices)

@@ -1,7 +1,8 @@
 """The desktop face: ``fieldstudio gui [INPUT]`` (or ``fieldstudio-gui``). A main window over ``fieldstudio.api``.
 
 ``--screenshot out.png`` loads INPUT, runs the fit with the panel's defaults when ``--fit`` is given, saves a grab of
-the window when done and exits (0 on success): the README's pictures are made this way.
+the window when done and exits (0 on success): the README's pictures are made this way. The panel's fields are
+options too (``--time-budget``, ``--labels``, ``--every`` ...), spelled as ``fieldstudio fit`` spells them.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from fieldstudio.app.gui.options import FIELDS, NUMBERS
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fieldstudio gui", description="The fieldstudio window.")
     ap.add_argument("input", nargs="?", type=Path, help="an input or a run folder to open")
     ap.add_argument("--fit", action="store_true", help="start fitting INPUT at once")
-    ap.add_argument("--time-budget", type=float, help="seconds for the fit (the panel's field)")
-    ap.add_argument("--steps", type=int, help="training steps (the panel's field)")
+    for name, _, option, tip in FIELDS:  # the settings panel's fields, as `fieldstudio fit` spells them
+        ap.add_argument(option, dest=name, type=NUMBERS.get(name, str), help=f"{tip} (the panel's field)")
     ap.add_argument("-o", "--output", type=Path, help="run folder of the fit")
     ap.add_argument("--background", type=Path, help="a CT / MR image shown under a label map's slices")
     ap.add_argument("--slice", help="the slice view's direction and slice, e.g. coronal:120")
@@ -57,10 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         window.slices.direction.setCurrentText(direction)
         if index:
             window.slices.slider.setValue(int(index))
-    if args.time_budget is not None:
-        window.panel.edits["time_budget"].setText(str(args.time_budget))
-    if args.steps is not None:
-        window.panel.edits["steps"].setText(str(args.steps))
+    for name, *_ in FIELDS:
+        if getattr(args, name) is not None:
+            window.panel.edits[name].setText(str(getattr(args, name)))
     if args.output is not None:
         window.panel.output.setText(str(args.output))
 

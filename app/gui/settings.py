@@ -14,26 +14,10 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QLabel, QLineEdit, QWidget)
 
 from fieldstudio.api import Request, resolve
+from fieldstudio.app.gui.options import FIELDS, NUMBERS
 from fieldstudio.config import FIELD_KINDS
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.tasks import registry
-
-# (attribute of Request, label, CLI option, tooltip)
-FIELDS = [
-    ("params", "Parameters", "--params", "total parameter budget"),
-    ("time_budget", "Time budget (s)", "--time-budget", "seconds for the whole fit; alone: train until it runs out"),
-    ("steps", "Steps", "--steps", "training steps; with a time budget, whichever ends first"),
-    ("resolution", "Mesh resolution", "--resolution", "marching-cubes grid"),
-    ("seed", "Seed", "--seed", "random seed"),
-    ("labels", "Labels", "--labels", "each | union | 1,4"),
-    ("every", "Every k-th slice", "--every", "label maps: keep every k-th slice"),
-    ("offset", "Slice offset", "--offset", "label maps: first kept slice"),
-    ("planes", "Plane families", "--planes", "label maps, e.g. axial:6,sagittal:6 or 1/0/1:6"),
-    ("roi", "ROIs / segments", "--roi", "RTSTRUCT / SEG structure names, comma-separated"),
-]
-NUMBERS = {"params": int, "time_budget": float, "steps": int, "resolution": int, "seed": int, "every": int,
-           "offset": int}
-
 
 class SettingsPanel(QWidget):
     """Emits ``changed(ok)`` whenever the request changes (``ok``: it resolves)."""

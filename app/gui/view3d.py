@@ -12,7 +12,7 @@ import numpy as np
 import pyqtgraph.opengl as gl
 from pyqtgraph.opengl import shaders
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QVector3D
+from PySide6.QtGui import QOpenGLContext, QVector3D
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider, QWidget
 
 # Colours by object index (label order): distinct under the default lighting.
@@ -93,6 +93,24 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
                         for k in range(3)], axis=1)
     length = np.linalg.norm(normals, axis=1, keepdims=True)
     return (normals / np.where(length > 0, length, 1.0)).astype(np.float32)
+
+
+class LineItem(gl.GLLinePlotItem):
+    """pyqtgraph's line item with its shader program cached per OpenGL context: pyqtgraph caches one program for the
+    class, but a program belongs to the context it was compiled in, so a second view (a second window in one
+    process: tests, benchmarks) drew no lines ("GLError invalid value, glUseProgram")."""
+
+    _programs: dict = {}
+
+    def getShaderProgram(self):
+        context = QOpenGLContext.currentContext()
+        key = id(context)
+        if key not in LineItem._programs:
+            gl.GLLinePlotItem._shaderProgram = None  # pyqtgraph compiles one in the current context ...
+            LineItem._programs[key] = gl.GLLinePlotItem.getShaderProgram()
+            gl.GLLinePlotItem._shaderProgram = None  # ... which is kept here, by context, not for the class
+            context.aboutToBeDestroyed.connect(lambda: LineItem._programs.pop(key, None))
+        return LineItem._programs[key]
 
 
 def clip_segments(segments: np.ndarray, axis: int, position: float, flip: bool = False) -> np.ndarray:
@@ -186,7 +204,7 @@ class View3D(gl.GLViewWidget):
         items = []
         for index, parts in segments.items():
             pos = np.concatenate(parts).astype(np.float32)
-            item = gl.GLLinePlotItem(pos=pos, color=colour(index), width=2.0, antialias=True, mode="lines")
+            item = LineItem(pos=pos, color=colour(index), width=2.0, antialias=True, mode="lines")
             item.full_pos = pos  # what clipping cuts from
             item.world_bounds = np.array([pos.min(axis=0), pos.max(axis=0)], np.float64)
             self._clip_lines(item)
@@ -197,6 +215,19 @@ class View3D(gl.GLViewWidget):
         if len(vertices):
             self.frame(np.array([vertices.min(axis=0), vertices.max(axis=0)]))
         self.contents_changed.emit()
+
+    def set_colour(self, name: str, rgba: tuple[float, float, float, float]) -> None:
+        """One colour (floats 0-1) for the meshes and lines of ``name`` (a distance colouring is replaced)."""
+        for item in self.items_by_name.get(name, []):
+            if isinstance(item, gl.GLMeshItem):
+                data = item.opts["meshdata"]
+                if data is not None and data.hasVertexColor():  # the same mesh without its per-vertex colours
+                    plain = gl.MeshData(vertexes=data.vertexes(), faces=data.faces())
+                    plain._vertexNormals = data.vertexNormals()
+                    item.setMeshData(meshdata=plain)
+                item.setColor(rgba)
+            elif isinstance(item, gl.GLLinePlotItem):
+                item.setData(color=rgba)
 
     def set_wireframe(self, on: bool) -> None:
         self.wireframe = on
@@ -260,7 +291,7 @@ class View3D(gl.GLViewWidget):
                 faces = np.asarray(data.faces(), np.int64)
                 pairs = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
                 edges = np.asarray(data.vertexes(), np.float32)[np.unique(pairs, axis=0)].reshape(-1, 3)
-                item.edge_lines = gl.GLLinePlotItem(parentItem=item, pos=edges, color=item.opts["edgeColor"],
+                item.edge_lines = LineItem(parentItem=item, pos=edges, color=item.opts["edgeColor"],
                                                     width=1.0, mode="lines", glOptions="opaque")
                 item.edge_lines.full_pos = edges
             self._clip_lines(item.edge_lines)

@@ -130,6 +130,8 @@ class MainWindow(QMainWindow):
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen((230, 160, 90), width=2))
         self.objects = QListWidget()  # the objects shown, with visibility check boxes
         self.objects.itemChanged.connect(self._object_toggled)
+        self.objects.itemDoubleClicked.connect(self._choose_colour)
+        self.objects.setToolTip("tick to show, double-click to change the colour")
         self.objects.setMaximumHeight(140)
         self.metrics = MetricsTable()
         self.legend = QLabel()  # what the colours of a distance map mean
@@ -311,6 +313,22 @@ class MainWindow(QMainWindow):
         name, visible = item.data(Qt.UserRole), item.checkState() == Qt.Checked
         self.view.set_visible(name, visible)
         self.slices.set_mesh_visible(name, visible)
+
+    def _choose_colour(self, item) -> None:
+        from PySide6.QtWidgets import QColorDialog
+
+        colour_now = item.foreground().color()
+        chosen = QColorDialog.getColor(colour_now, self, f"Colour of {item.text()}")
+        if chosen.isValid():
+            self.set_object_colour(item.data(Qt.UserRole), chosen)
+
+    def set_object_colour(self, key: str, colour) -> None:
+        """Draw object ``key`` (its meshes or contours) in the QColor ``colour``; its row takes the colour too."""
+        self.view.set_colour(key, (colour.redF(), colour.greenF(), colour.blueF(), colour.alphaF()))
+        for row in range(self.objects.count()):
+            item = self.objects.item(row)
+            if item.data(Qt.UserRole) == key:
+                item.setForeground(colour)
 
     def background_dialog(self) -> None:
         if self.slices.volume is None:
@@ -500,8 +518,7 @@ class MainWindow(QMainWindow):
         for name in list(self.object_rows):  # a new fit lists its own objects
             self.objects.takeItem(self.objects.row(self.object_rows.pop(name)))
         self.worker.event.connect(self._on_event)
-        self.worker.preview.connect(lambda mesh: self.view.show_mesh("preview", mesh, index=self.preview_colour,
-                                                                     alpha=0.85, frame=False))
+        self.worker.preview.connect(self._show_preview)
         self.worker.ended.connect(self._on_ended)
         if self.slices.volume is not None and self.slices.isVisible():  # the field's inside on the shown slice
             self.worker.slice_points = lambda: (self.slices.slice_points_world(), self.slices.shown_slice)
@@ -510,6 +527,14 @@ class MainWindow(QMainWindow):
         self.worker.start()
         self.pause_button.setText("Pause")
         self._update_buttons(True)
+
+    def _show_preview(self, mesh) -> None:
+        self.view.show_mesh("preview", mesh, index=self.preview_colour, alpha=0.85, frame=False)
+        if mesh.metadata.get("level", 0.0) != 0.0:
+            from fieldstudio.run import EARLY_PREVIEW_SHARE
+
+            self.statusBar().showMessage(f"early preview: the field has no surface yet, shown is its lowest "
+                                         f"{EARLY_PREVIEW_SHARE:.0f} % (the shape it is forming)", 3_000)
 
     def toggle_pause(self) -> None:
         if self.worker is None:
