@@ -184,11 +184,14 @@ def test_the_gl_view_draws_the_mesh(window, qtbot, sphere_file):
     assert centre.red() > 80  # a lit grey surface, not the dark background
 
 
-def test_label_maps_get_a_slice_view_with_the_kept_slices(window, tmp_path, sphere_file):
+def test_label_maps_get_a_slice_view_with_the_kept_slices(window, qtbot, tmp_path, sphere_file):
     assert window.open_path(label_map(tmp_path))  # 24^3, spacing 1.5 x 1.5 x 2 mm: slices along the last axis
     view = window.slices
     assert view.isVisible() and view.image.image.shape[:2] == (24, 24)
-    window.panel.edits["every"].setText("4")
+    points_before = sum(len(item.pos) for item in window.view.items_by_name["input"])
+    window.panel.edits["every"].setText("4")  # the 3D view's contours follow the kept slices (after a pause)
+    qtbot.waitUntil(lambda: sum(len(item.pos) for item in window.view.items_by_name["input"]) < points_before / 2,
+                    timeout=5_000)
     view.direction.setCurrentText("coronal")  # looks along the second axis: kept slices are lines across it
     assert len(view.lines) == 6
     view.direction.setCurrentText("axial")
@@ -318,3 +321,22 @@ def test_qt_signals_do_not_leak_python_references():
     for _ in range(200):
         emitter.ping.emit(1)
     assert abs(sys.getrefcount(True) - before) < 20
+
+
+def test_dicom_series_folders_and_seg_files_open_with_their_slices(window, tmp_path):
+    from test_medical import ellipsoid_volume, write_seg, write_series
+
+    data, _ = ellipsoid_volume(labels=2)
+    folder = write_series(tmp_path / "series", data)
+    assert window.open_path(folder), window.errors
+    assert window.slices.isVisible() and window.panel.resolved.task == "slices"
+    assert window.slices.volume.data.shape[2] <= data.shape[2]  # the series, cropped to its labels
+
+    seg = write_seg(tmp_path / "seg.dcm", data, {1: "Liver", 2: "Lesion"})
+    assert window.open_path(seg), window.errors
+    assert window.input_names == {1: "Liver", 2: "Lesion"}
+    window.pick_rois()  # the segments by name
+    names = [window.roi_dialog.list.item(i).text() for i in range(window.roi_dialog.list.count())]
+    assert names == ["Liver", "Lesion"]
+    window.roi_dialog.reject()
+    assert not window.errors

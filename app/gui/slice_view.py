@@ -20,6 +20,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from fieldstudio.app.gui.view3d import colour
+from fieldstudio.data.medical_planes import index_along
 
 DIRECTIONS = ("axial", "coronal", "sagittal")
 PRESETS = {"auto (1-99 %)": None, "CT soft tissue W400 L40": (400.0, 40.0), "CT bone W1800 L400": (1800.0, 400.0),
@@ -306,7 +307,7 @@ class SliceView(QWidget):
             return
         axis, index = self.shown_slice
         o0, o1 = self._others()
-        plane = np.take(self.volume.data, index, axis=axis)
+        plane = index_along(self.volume.data, index, axis)
         labelled = np.isin(plane, self.labels)
         paint = np.zeros(plane.shape + (3,), np.float32)
         for i, lab in enumerate(self.labels):

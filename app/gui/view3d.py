@@ -189,7 +189,7 @@ class View3D(gl.GLViewWidget):
             self.frame(np.asarray(mesh.bounds))
         self.contents_changed.emit()
 
-    def show_contours(self, name: str, cs, labels: list[int] | None = None) -> None:
+    def show_contours(self, name: str, cs, labels: list[int] | None = None, frame: bool = True) -> None:
         """Every loop of a ``CrossSections`` as closed lines, coloured by its label's place in ``labels``. One line
         item per label (segment pairs): a label map's thousands of loops as separate items made every repaint in
         software OpenGL slow enough to take time from training."""
@@ -212,7 +212,7 @@ class View3D(gl.GLViewWidget):
             items.append(item)
         self.items_by_name[name] = items
         vertices = cs.all_vertices()
-        if len(vertices):
+        if frame and len(vertices):
             self.frame(np.array([vertices.min(axis=0), vertices.max(axis=0)]))
         self.contents_changed.emit()
 

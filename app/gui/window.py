@@ -71,6 +71,7 @@ def load_mesh_for_view(path: Path):
 
 class MainWindow(QMainWindow):
     fit_ended = Signal(str)  # "finished" | "cancelled" | "failed", after the window has shown the outcome
+    _contours_ready = Signal(object, object)  # (choice of planes, CrossSections) traced in a thread
 
     def __init__(self):
         super().__init__()
@@ -99,6 +100,12 @@ class MainWindow(QMainWindow):
         self.panel = SettingsPanel()
         self.panel.changed.connect(self._update_buttons)
         self.panel.changed.connect(self._update_kept_slices)
+        self.contour_timer = QTimer(self)
+        self.contour_timer.setSingleShot(True)
+        self.contour_timer.setInterval(400)
+        self.contour_timer.timeout.connect(self._refresh_input_contours)
+        self.contours_key = None  # the choice of planes the 3D view's contours show
+        self._contours_ready.connect(self._show_traced_contours)
 
         self.fit_button = QPushButton("Fit")
         self.pause_button = QPushButton("Pause")
@@ -285,6 +292,7 @@ class MainWindow(QMainWindow):
             for i, lab in enumerate(labels):
                 self._add_object("input", f"label {lab} {names.get(lab, '')}".strip(), i, checkable=i == 0)
             if volume is not None:
+                self.contours_key = (id(volume), cfg.slices.every, cfg.slices.slice_offset, cfg.slices.families)
                 self.slices.set_volume(volume, labels)
                 self.slices.set_background(None)
                 self.slices.set_meshes({})
@@ -308,6 +316,36 @@ class MainWindow(QMainWindow):
             except FieldStudioError:
                 planes = []
         self.slices.set_kept_planes(planes)
+        self.contour_timer.start()  # the 3D view's contours follow, once the typing stops
+
+    def _refresh_input_contours(self) -> None:
+        """The label map's contours on the planes the current settings keep, in the 3D view (as a fit sees them):
+        traced in a thread (a large label map at every slice takes seconds), only when the choice of planes
+        changed."""
+        vol, cfg = self.slices.volume, self.panel.resolved
+        if vol is None or cfg is None or not self.slices.isVisible():
+            return
+        key = (id(vol), cfg.slices.every, cfg.slices.slice_offset, cfg.slices.families)
+        if key == self.contours_key:
+            return
+        self.contours_key = key
+
+        def trace():
+            from fieldstudio.data.medical_planes import volume_sections
+
+            try:
+                cs = volume_sections(vol, None, key[1], key[2], key[3])
+            except FieldStudioError:
+                return
+            self._contours_ready.emit(key, cs)
+        threading.Thread(target=trace, name="fieldstudio-contours", daemon=True).start()
+
+    def _show_traced_contours(self, key, cs) -> None:
+        if key != self.contours_key:  # the settings changed again meanwhile
+            return
+        visible = all(item.visible() for item in self.view.items_by_name.get("input", []))
+        self.view.show_contours("input", cs, self.input_labels, frame=False)
+        self.view.set_visible("input", visible)
 
     def _object_toggled(self, item) -> None:
         name, visible = item.data(Qt.UserRole), item.checkState() == Qt.Checked

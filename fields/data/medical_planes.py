@@ -27,6 +27,12 @@ from fieldstudio.errors import FieldStudioError
 
 DIRECTIONS = {"sagittal": 0, "coronal": 1, "axial": 2}  # anatomical normal: world axis x, y, z (RAS and LPS alike)
 
+def index_along(a: np.ndarray, index: int, axis: int) -> np.ndarray:
+    """``a``'s slice ``index`` along ``axis``, as a view (np.take copies element by element: 21 ms per slice of a
+    233 x 167 x 191 label map along its last axis, 4 s for all of them)."""
+    return a[(slice(None),) * axis + (index,)]
+
+
 def _loops_2d(mask: np.ndarray) -> list[np.ndarray]:
     """Closed boundary loops (m, 2) of a 2-D boolean mask in its index coordinates (row, col), via marching
     squares at 0.5 on the mask padded with one empty voxel all round (so every loop closes)."""
@@ -48,7 +54,7 @@ def _slice_plane(vol: LabelVolume, axis: int, index: int, labels: list[int], pid
     """Slice ``index`` along ``axis``; an index just outside the volume gives an empty plane (zero padding)."""
     others = [a for a in range(3) if a != axis]
     inside = 0 <= index < vol.data.shape[axis]
-    plane_data = np.take(vol.data, index, axis=axis) if inside else None
+    plane_data = index_along(vol.data, index, axis) if inside else None
     loops = []
     for lab in labels if inside else []:
         mask = plane_data == lab
@@ -197,9 +203,9 @@ def _choose(vol: LabelVolume, labels: list[int], every: int, offset: int, famili
         # it, as marching squares closes it half a voxel beyond the edge in-plane. Without it only the hull's
         # margin (5 % of the distance to the centre: 0.03 mm on a 3-slice SEG) bounds it: the cap is cut off at
         # the last slice, and outside samples that close to inside ones slow training down.
-        if np.isin(np.take(vol.data, 0, axis=axis), labels).any():
+        if np.isin(index_along(vol.data, 0, axis), labels).any():
             chosen.insert(0, (axis, -1))
-        if np.isin(np.take(vol.data, n - 1, axis=axis), labels).any():
+        if np.isin(index_along(vol.data, n - 1, axis), labels).any():
             chosen.append((axis, n))
     return chosen, oblique
 
@@ -235,7 +241,7 @@ def _note_border(vol: LabelVolume, labels: list[int], notes: list[str]) -> None:
     for lab in labels:
         mask = vol.data == lab
         faces = [f"{'ijk'[a]}={'0' if side == 0 else vol.data.shape[a] - 1}" for a in range(3) for side in (0, -1)
-                 if np.take(mask, side, axis=a).any()]
+                 if index_along(mask, side, a).any()]
         if faces:
             notes.append(f"label {lab} touches the volume border ({', '.join(faces)}): it is cut open there in the "
                          "data; the mesh is closed along the border (as if the volume were padded with background)")
