@@ -7,7 +7,8 @@ under Xvfb:
 * how late the window's event loop answers: a 50 ms timer's lateness, 95th percentile and maximum (target: the
   window answers input within 100 ms);
 * training steps per second in the window against the same fit run headless through the API, as the CLI runs it
-  (target >= 80 %).
+  (target >= 80 %), in a window run of its own: the 50 ms timer that measures the lateness wakes the process 20
+  times a second, which alone costs the training about 15 % on 2 cores (its own row shows it).
 
     xvfb-run -a python scripts/bench_gui.py [--input PATH ...] [--steps 600] [--repeat 3] [--out results]
 
@@ -39,7 +40,7 @@ def headless(path: Path, steps: int, run_dir: Path) -> float:
     return m["steps"] / m["train_seconds"]
 
 
-def in_window(path: Path, steps: int, run_dir: Path) -> dict:
+def in_window(path: Path, steps: int, run_dir: Path, probe: bool = True) -> dict:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -63,7 +64,8 @@ def in_window(path: Path, steps: int, run_dir: Path) -> dict:
 
     heartbeat = QTimer()
     heartbeat.timeout.connect(on_tick)
-    heartbeat.start(50)
+    if probe:  # the probe itself costs the training ~15 % on 2 cores: steps/s are measured in a run without it
+        heartbeat.start(50)
     done = {}
     window.fit_ended.connect(lambda status: (done.update(status=status), app.quit()))
     t0 = time.perf_counter()
@@ -104,7 +106,9 @@ def main() -> None:
             for i in range(args.repeat):
                 cli = headless(path, args.steps, Path(tmp) / f"cli{i}")
                 gui = in_window(path, args.steps, Path(tmp) / f"gui{i}")
-                rows.append({"cli_steps_per_s": cli, **gui, "gui_over_cli": gui["steps_per_s"] / cli})
+                plain = in_window(path, args.steps, Path(tmp) / f"plain{i}", probe=False)
+                rows.append({"cli_steps_per_s": cli, **gui, "gui_probed_over_cli": gui["steps_per_s"] / cli,
+                             "gui_over_cli": plain["steps_per_s"] / cli})
                 print(json.dumps(rows[-1]), flush=True)
         results[str(path)] = rows
 
@@ -119,7 +123,8 @@ def main() -> None:
                                    ("max_preview_gap_s", "longest gap between previews (s)", "<= 3"),
                                    ("late_p95_ms", "event-loop lateness, p95 (ms)", "< 100"),
                                    ("late_max_ms", "event-loop lateness, max (ms)", "< 100"),
-                                   ("gui_over_cli", "steps/s in the window / headless", ">= 0.8")):
+                                   ("gui_over_cli", "steps/s in the window / headless", ">= 0.8"),
+                                   ("gui_probed_over_cli", "the same, in the runs with the 50 ms probe", "-")):
             m, lo, hi = med(key)
             lines.append(f"| {label} | {m:.3g} | {lo:.3g} | {hi:.3g} | {target} |" if m is not None else
                          f"| {label} | - | - | - | {target} |")
