@@ -340,3 +340,26 @@ def test_dicom_series_folders_and_seg_files_open_with_their_slices(window, tmp_p
     assert names == ["Liver", "Lesion"]
     window.roi_dialog.reject()
     assert not window.errors
+
+
+def test_a_bad_file_opens_a_dialog_with_the_library_message(window, qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    bad = tmp_path / "broken.csl"
+    bad.write_text("not a csl file\n")
+    seen = []
+
+    def close_the_dialog():
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            seen.append(box.text())
+            box.accept()
+        else:
+            QTimer.singleShot(100, close_the_dialog)
+
+    window.quiet = False
+    QTimer.singleShot(100, close_the_dialog)
+    assert not window.open_path(bad)  # returns once the dialog is closed
+    assert seen and "broken.csl" in seen[0] and "\n" not in seen[0]
+    assert window.isVisible()
