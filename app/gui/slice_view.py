@@ -121,6 +121,8 @@ class SliceView(QWidget):
         for widget in (self.preset, QLabel("W"), self.window_box, QLabel("L"), self.level_box, QLabel("labels"),
                        self.opacity):
             row.addWidget(widget)
+        self.opacity.setMinimumWidth(80)
+        self.opacity.setToolTip("opacity of the labels over the image")
         self.controls.hide()
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -184,6 +186,11 @@ class SliceView(QWidget):
             sample = image.data.ravel()[::max(1, image.data.size // 1_000_000)]  # percentiles of a sample: fast
             p1, p99 = (float(v) for v in np.percentile(sample, [1, 99]))
             self._auto = (max(p99 - p1, 0.01), (p1 + p99) / 2)
+            # Air at about -1000 HU says CT: start at the soft-tissue window, as CT viewers do (the 1-99 % range of
+            # a CT, air to bone, leaves organs one flat grey).
+            self.preset.blockSignals(True)
+            self.preset.setCurrentText("CT soft tissue W400 L40" if p1 < -500 else "auto (1-99 %)")
+            self.preset.blockSignals(False)
             self._apply_preset()  # also redraws
         else:
             self._show_image()

@@ -33,6 +33,7 @@ from fieldstudio.app.gui.view3d import ClipControls, View3D, colour
 from fieldstudio.app.gui.worker import FitWorker
 
 STAGE_TITLES = {"prepare": "Preparing", "train": "Training", "mesh": "Meshing", "score": "Scoring"}
+MAX_LABEL_ROWS = 8  # inputs with more labels get one row for their contours (the results list their objects)
 COMPARE_COLOUR = 4  # palette index of a second run's meshes (violet), drawn translucent over the first
 MAX_RECENT = 8
 # Loss plot, progress bar and text redraws while a job runs. Each repaint of the window costs the job's threads on
@@ -86,7 +87,8 @@ class MainWindow(QMainWindow):
         self.object_rows: dict[str, QListWidgetItem] = {}  # per-object status rows of a running fit
         self.preview_colour = 0  # the colour of the object being fitted
         self.preloaded: dict = {}  # mesh file -> mesh, read by the worker's thread at the end of a fit
-        self.losses: list[tuple[int, float]] = []
+        self.losses: list[tuple[int, float]] = []  # (step, loss) of the object being fitted
+        self.loss_curves: dict[str, object] = {}  # one curve per object, in its colour
         self._last_plot = 0.0
         self.settings_store = QSettings("fieldstudio", "fieldstudio")
         self.quiet = False  # screenshot runs and tests: errors in the status bar instead of a modal dialog
@@ -134,7 +136,6 @@ class MainWindow(QMainWindow):
         self.loss_plot.setLabel("left", "loss (log10)")
         self.loss_plot.setMinimumHeight(150)
         self.loss_plot.getAxis("left").enableAutoSIPrefix(False)  # log10 values: no "(x0.001)"
-        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen((230, 160, 90), width=2))
         self.objects = QListWidget()  # the objects shown, with visibility check boxes
         self.objects.itemChanged.connect(self._object_toggled)
         self.objects.itemDoubleClicked.connect(self._choose_colour)
@@ -289,8 +290,11 @@ class MainWindow(QMainWindow):
             labels = cs.labels()
             self.input_labels, self.input_names = labels, dict(names)
             self.view.show_contours("input", cs, labels)
-            for i, lab in enumerate(labels):
-                self._add_object("input", f"label {lab} {names.get(lab, '')}".strip(), i, checkable=i == 0)
+            if len(labels) <= MAX_LABEL_ROWS:  # a legend of the labels' colours; the first row's box shows/hides
+                for i, lab in enumerate(labels):
+                    self._add_object("input", f"label {lab} {names.get(lab, '')}".strip(), i, checkable=i == 0)
+            else:
+                self._add_object("input", f"input: {len(labels)} labels", 0)
             if volume is not None:
                 self.contours_key = (id(volume), cfg.slices.every, cfg.slices.slice_offset, cfg.slices.families)
                 self.slices.set_volume(volume, labels)
@@ -431,8 +435,11 @@ class MainWindow(QMainWindow):
                     legend = (f"colour: distance to the input, blue 0 to red {scale:.3g} (95th percentile; largest "
                               f"{d.max():.3g}, input units)")
             index = self._colour_index(run_dir, name)
-            self.view.show_mesh(name, mesh, index=index, frame=name == meshes[-1][0], vertex_colors=colours)
+            self.view.show_mesh(name, mesh, index=index, frame=False, vertex_colors=colours)
             self._add_object(name, name, index)
+        if meshes:  # the camera frames all of the results
+            bounds = np.array([loaded[p].bounds for _, p in meshes])
+            self.view.frame(np.array([bounds[:, 0].min(axis=0), bounds[:, 1].max(axis=0)]))
         self._show_failed_objects(run_dir)
         if meshes:  # the result in front: the input stays listed, hidden (tick it to compare)
             for row in range(self.objects.count()):
@@ -550,8 +557,10 @@ class MainWindow(QMainWindow):
         except FieldStudioError as err:
             self.error(str(err))
             return
-        self.losses.clear()
-        self.loss_curve.setData([], [])
+        self.losses = []
+        for curve in self.loss_curves.values():
+            self.loss_plot.removeItem(curve)
+        self.loss_curves.clear()
         self.preview_colour = 0
         for name in list(self.object_rows):  # a new fit lists its own objects
             self.objects.takeItem(self.objects.row(self.object_rows.pop(name)))
@@ -589,6 +598,14 @@ class MainWindow(QMainWindow):
             self.stage.setText("Cancelling: saving what can be resumed ...")
             self.worker.cancel()
 
+    def _loss_curve(self, name: str):
+        """The loss curve of object ``name`` ("" for a run of one), in the object's colour."""
+        if name not in self.loss_curves:
+            r, g, b, _ = colour(self._object_colour(name) if name else 0)
+            self.loss_curves[name] = self.loss_plot.plot(pen=pg.mkPen((int(255 * r), int(255 * g), int(255 * b)),
+                                                                      width=2))
+        return self.loss_curves[name]
+
     def _object_colour(self, name: str) -> int:
         """The colour of an object being fitted: its label's, as the input's contours are drawn."""
         from fieldstudio.tasks.sections_input import object_names
@@ -611,6 +628,8 @@ class MainWindow(QMainWindow):
             return
         if e.object and e.kind == "stage":
             name = object_key(e.object)
+            if e.stage == "train":
+                self.losses = []  # each object's curve starts at its own step 0
             self._set_object_status(name, STAGE_TITLES.get(e.stage, e.stage).lower(), self._object_colour(name))
             self.preview_colour = self._object_colour(name)
         if e.kind == "stage":
@@ -635,7 +654,7 @@ class MainWindow(QMainWindow):
             title = STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else "")
             if e.kind == "step":
                 xs, ys = zip(*[(s, math.log10(v)) for s, v in self.losses if v > 0]) if self.losses else ((), ())
-                self.loss_curve.setData(list(xs), list(ys))
+                self._loss_curve(object_key(e.object)).setData(list(xs), list(ys))
                 self.stage.setText(f"{title}: step {e.step}, loss {e.loss:.4g}{eta}")
                 if e.object:
                     self._set_object_status(object_key(e.object), f"training, step {e.step}")
