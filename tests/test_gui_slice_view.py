@@ -234,3 +234,28 @@ def test_an_oblique_family_gives_slanted_lines_on_its_plane(view, volume):
         ijk[:, 0], ijk[:, 2], ijk[:, axis] = seg[:, 0] / s[0] - 0.5, seg[:, 1] / s[2] - 0.5, index
         world = volume.to_world(ijk)
         assert min(np.abs(world @ n + d).max() for n, d in planes) < 1e-6  # the end points lie on a kept plane
+
+
+@pytest.mark.parametrize("world, flip_x", [("RAS", 1.0), ("LPS", 1.0), ("RAS", -1.0)])
+def test_slices_are_shown_as_radiologists_read_them(view, world, flip_x):
+    """Axial: the patient's right on the screen's left, anterior up; coronal: superior up; sagittal: anterior
+    on the left. Only the view is mirrored, whatever the file's axes and frame."""
+    from fieldstudio.data.medical_readers import LabelVolume
+
+    affine = np.diag([flip_x * 2.0, 2.0, 3.0, 1.0])
+    view.set_volume(LabelVolume(np.ones((8, 9, 10), np.uint8), affine, world), [1])
+    ras = np.array([-1.0, -1.0, 1.0]) if world == "LPS" else np.ones(3)
+    vb = view.plot.getViewBox()
+
+    def screen_direction(image_axis):  # world (RAS) direction that points right (0) or up (1) on the screen
+        o = [a for a in range(3) if a != view.axis][image_axis]
+        d = ras * affine[:3, o]
+        inverted = vb.xInverted() if image_axis == 0 else vb.yInverted()
+        return -d if inverted else d
+
+    view.direction.setCurrentText("axial")
+    assert screen_direction(0)[0] < 0 and screen_direction(1)[1] > 0  # right of screen: patient's left; up: anterior
+    view.direction.setCurrentText("coronal")
+    assert screen_direction(0)[0] < 0 and screen_direction(1)[2] > 0
+    view.direction.setCurrentText("sagittal")
+    assert screen_direction(0)[1] < 0 and screen_direction(1)[2] > 0  # right of screen: posterior

@@ -276,8 +276,23 @@ class SliceView(QWidget):
         self.slider.setRange(0, n - 1)
         self.slider.setValue(n // 2)
         self.slider.blockSignals(False)
+        self._orient()
         self._draw()
         self.plot.getViewBox().autoRange(items=[self.image])  # the slice, not meshes sticking out of it
+
+    def _orient(self) -> None:
+        """Radiological display, as CT viewers and 3D Slicer show slices: the patient's right on the screen's left
+        (axial, coronal), anterior on the left (sagittal), anterior (axial) or superior (coronal, sagittal) up.
+        The image's axes are the array's; only the view is mirrored, so everything drawn on it follows."""
+        o0, o1 = self._others()
+        to_ras = np.array([-1.0, -1.0, 1.0]) if self.volume.world == "LPS" else np.ones(3)
+        across = to_ras * self.volume.affine[:3, o0]  # world direction of the image's horizontal axis (RAS)
+        upward = to_ras * self.volume.affine[:3, o1]  # ... and of its vertical axis
+        direction = self.direction.currentText()
+        screen_right = np.array([0.0, -1.0, 0.0]) if direction == "sagittal" else np.array([-1.0, 0.0, 0.0])
+        screen_up = np.array([0.0, 1.0, 0.0]) if direction == "axial" else np.array([0.0, 0.0, 1.0])
+        self.plot.invertX(bool(across @ screen_right < 0))
+        self.plot.invertY(bool(upward @ screen_up < 0))  # pyqtgraph's y grows upwards unless inverted
 
     def _draw(self) -> None:
         if self.volume is None:
