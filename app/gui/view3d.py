@@ -70,6 +70,9 @@ _HEADLIGHT = [
 ]
 
 
+THREE_QUARTER = (25.0, -60.0)  # the camera's elevation and azimuth (degrees) for shapes without a patient frame
+
+
 def colour(index: int, alpha: float = 1.0) -> tuple[float, float, float, float]:
     return (*PALETTE[index % len(PALETTE)], alpha)
 
@@ -146,6 +149,7 @@ class View3D(gl.GLViewWidget):
         self.items_by_name: dict[str, list] = {}
         self.wireframe = False
         self.clip: tuple[int, float, bool] | None = None  # (axis, position, flip)
+        self.angles = THREE_QUARTER  # camera elevation, azimuth (degrees) when framing
         self.shader = f"fieldstudio_headlight_{id(self)}"
         self.program = shaders.ShaderProgram(self.shader, [type(s)(s.code) for s in _HEADLIGHT],  # fresh copies
                                              uniforms={"u_clip": list(_NO_CLIP)})
@@ -299,11 +303,17 @@ class View3D(gl.GLViewWidget):
             item.edge_lines.setVisible(cut)
 
     def frame(self, bounds: np.ndarray) -> None:
-        """Look at the box ``bounds`` (2, 3) from a three-quarter view."""
+        """Look at the box ``bounds`` (2, 3) from ``self.angles`` (elevation, azimuth in degrees)."""
         centre = bounds.mean(axis=0)
         size = float(np.linalg.norm(bounds[1] - bounds[0]))
-        self.setCameraPosition(pos=QVector3D(*map(float, centre)), distance=1.6 * max(size, 1e-6),
-                               elevation=25, azimuth=-60)
+        elevation, azimuth = self.angles
+        self.setCameraPosition(pos=QVector3D(*map(float, centre)), distance=1.3 * max(size, 1e-6),
+                               elevation=elevation, azimuth=azimuth)
+
+    def face_patient(self, world: str) -> None:
+        """Frame later items from the patient's front, head up, the patient's right on the screen's left (as
+        3D Slicer's anterior view): the camera on the anterior side (+y in RAS, -y in LPS), z up."""
+        self.angles = (10.0, 90.0 if world == "RAS" else -90.0)
 
 
 class ClipControls(QWidget):

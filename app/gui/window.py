@@ -29,7 +29,7 @@ from fieldstudio.app.gui.dialogs import PickDialog
 from fieldstudio.app.gui.metrics_table import MetricsTable
 from fieldstudio.app.gui.settings import SettingsPanel
 from fieldstudio.app.gui.slice_view import SliceView
-from fieldstudio.app.gui.view3d import ClipControls, View3D, colour
+from fieldstudio.app.gui.view3d import THREE_QUARTER, ClipControls, View3D, colour
 from fieldstudio.app.gui.worker import FitWorker
 
 STAGE_TITLES = {"prepare": "Preparing", "train": "Training", "mesh": "Meshing", "score": "Scoring"}
@@ -268,6 +268,7 @@ class MainWindow(QMainWindow):
 
         cfg = resolve(Request(path))  # the task and its reading, as a fit would do it
         label_map = False
+        self.view.angles = THREE_QUARTER
         self.view.clear_all()
         self.objects.clear()
         self.object_rows.clear()
@@ -280,7 +281,7 @@ class MainWindow(QMainWindow):
             self._add_object("input", "input mesh", 7)
         else:
             from fieldstudio.control import Control, active
-            from fieldstudio.data.medical_readers import is_label_map
+            from fieldstudio.data.medical_readers import RTSTRUCT_SUFFIXES, is_label_map, suffix_of
             from fieldstudio.tasks.sections_input import load_sections, read_volume
 
             label_map = is_label_map(path)
@@ -289,6 +290,9 @@ class MainWindow(QMainWindow):
                 volume = read_volume(path) if label_map else None
             labels = cs.labels()
             self.input_labels, self.input_names = labels, dict(names)
+            world = volume.world if volume is not None else "LPS" if suffix_of(path) in RTSTRUCT_SUFFIXES else None
+            if world is not None:  # patients are shown from the front
+                self.view.face_patient(world)
             self.view.show_contours("input", cs, labels)
             if len(labels) <= MAX_LABEL_ROWS:  # a legend of the labels' colours; the first row's box shows/hides
                 for i, lab in enumerate(labels):
