@@ -194,3 +194,11 @@ def test_an_object_takes_a_colour_of_its_own(view):
     (item,) = view.items_by_name["a"]
     assert item.opts["meshdata"].vertexColors() is None and np.allclose(item.opts["color"], (0.1, 0.9, 0.2, 1.0))
     assert len(item.opts["meshdata"].vertexes()) == len(sphere.vertices)
+
+
+def test_many_labels_get_colours_of_their_own():
+    from fieldstudio.app.gui.view3d import colour
+
+    colours = [tuple(round(c, 3) for c in colour(i)[:3]) for i in range(41)]
+    assert len(set(colours)) == 41
+    assert all(0.0 <= c <= 1.0 for rgb in colours for c in rgb)

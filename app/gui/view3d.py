@@ -74,7 +74,14 @@ THREE_QUARTER = (25.0, -60.0)  # the camera's elevation and azimuth (degrees) fo
 
 
 def colour(index: int, alpha: float = 1.0) -> tuple[float, float, float, float]:
-    return (*PALETTE[index % len(PALETTE)], alpha)
+    """The palette's colours first; beyond them, hues a golden angle apart (a label map with 41 labels gets 41
+    colours, not the palette's 8 five times over), alternating in brightness."""
+    if index < len(PALETTE):
+        return (*PALETTE[index], alpha)
+    import colorsys
+
+    hue = (0.08 + 0.618034 * index) % 1.0
+    return (*colorsys.hsv_to_rgb(hue, 0.55, 0.92 if index % 2 else 0.72), alpha)
 
 
 def distance_colours(distance: np.ndarray, scale: float) -> np.ndarray:
