@@ -30,12 +30,13 @@ from fieldstudio.app.gui.metrics_table import MetricsTable
 from fieldstudio.app.gui.settings import SettingsPanel
 from fieldstudio.app.gui.slice_view import SliceView
 from fieldstudio.app.gui.view3d import THREE_QUARTER, ClipControls, View3D, colour
-from fieldstudio.app.gui.worker import FitWorker
+from fieldstudio.app.gui.worker import FitWorker, load_mesh_for_view, run_meshes
 
 STAGE_TITLES = {"prepare": "Preparing", "train": "Training", "mesh": "Meshing", "score": "Scoring"}
 MAX_LABEL_ROWS = 8  # inputs with more labels get one row for their contours (the results list their objects)
 COMPARE_COLOUR = 4  # palette index of a second run's meshes (violet), drawn translucent over the first
 MAX_RECENT = 8
+NO_LABEL_MAP = "open a label map first; its CT or MR image then goes under the slices"
 # Loss plot, progress bar and text redraws while a job runs. Each repaint of the window costs the job's threads on
 # a 2-core machine far more than its own time (a window holding an OpenGL view is composed through software
 # OpenGL): a label redrawn 10 times a second took 27 % of a training's steps per second, once a second 4 %.
@@ -51,23 +52,14 @@ def object_key(text: str) -> str:
     return re.sub(r" \(\d+/\d+\)$", "", text)
 
 
-def run_meshes(run_dir: Path) -> list[tuple[str, Path]]:
-    """(object name, mesh file) of a run folder: "result" for a run of one object, else one per object folder."""
-    if (run_dir / "mesh.ply").exists():
-        return [("result", run_dir / "mesh.ply")]
-    return [(p.parent.name, p) for p in sorted(run_dir.glob("*/mesh.ply"))]
+def stage_title(e) -> str:
+    """ "Training liver (2/9)" for an event of that stage and object."""
+    return STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else "")
 
 
-def load_mesh_for_view(path: Path):
-    """A result mesh with its vertex normals computed (``metadata["vertex_normals"]``, used by View3D): the
-    part of showing a large result that can run outside the window's thread."""
-    import trimesh
-
-    from fieldstudio.app.gui.view3d import vertex_normals
-
-    mesh = trimesh.load(path, process=False)
-    mesh.metadata["vertex_normals"] = vertex_normals(mesh.vertices, mesh.faces)
-    return mesh
+def planes_key(volume, cfg) -> tuple:
+    """What decides the planes a label map is cut on: the volume and the settings' choice of slices."""
+    return id(volume), cfg.slices.every, cfg.slices.slice_offset, cfg.slices.families
 
 
 class MainWindow(QMainWindow):
@@ -300,7 +292,7 @@ class MainWindow(QMainWindow):
             else:
                 self._add_object("input", f"input: {len(labels)} labels", 0)
             if volume is not None:
-                self.contours_key = (id(volume), cfg.slices.every, cfg.slices.slice_offset, cfg.slices.families)
+                self.contours_key = planes_key(volume, cfg)
                 self.slices.set_volume(volume, labels)
                 self.slices.set_background(None)
                 self.slices.set_meshes({})
@@ -333,7 +325,7 @@ class MainWindow(QMainWindow):
         vol, cfg = self.slices.volume, self.panel.resolved
         if vol is None or cfg is None or not self.slices.isVisible():
             return
-        key = (id(vol), cfg.slices.every, cfg.slices.slice_offset, cfg.slices.families)
+        key = planes_key(vol, cfg)
         if key == self.contours_key:
             return
         self.contours_key = key
@@ -342,7 +334,7 @@ class MainWindow(QMainWindow):
             from fieldstudio.data.medical_planes import volume_sections
 
             try:
-                cs = volume_sections(vol, None, key[1], key[2], key[3])
+                cs = volume_sections(vol, None, cfg.slices.every, cfg.slices.slice_offset, cfg.slices.families)
             except FieldStudioError:
                 return
             self._contours_ready.emit(key, cs)
@@ -378,7 +370,7 @@ class MainWindow(QMainWindow):
 
     def background_dialog(self) -> None:
         if self.slices.volume is None:
-            self.error("open a label map first; its CT or MR image then goes under the slices")
+            self.error(NO_LABEL_MAP)
             return
         path, _ = QFileDialog.getOpenFileName(self, "Open the CT / MR image of this label map", "",
                                               "Images (*.nii *.nii.gz *.nrrd *.nhdr);;All files (*)")
@@ -390,7 +382,7 @@ class MainWindow(QMainWindow):
         from fieldstudio.data.medical_readers import read_intensity_volume
 
         if self.slices.volume is None:
-            self.error("open a label map first; its CT or MR image then goes under the slices")
+            self.error(NO_LABEL_MAP)
             return False
         try:
             self.slices.set_background(read_intensity_volume(path))
@@ -416,17 +408,19 @@ class MainWindow(QMainWindow):
     def _show_results(self, run_dir: Path) -> None:
         """A run's meshes (coloured as their labels' contours, or by distance to the input when asked), the second
         run's over them when one is compared, and the metrics table."""
-
-        meshes = run_meshes(run_dir)
-        loaded = {path: self._load(path) for _, path in meshes}
+        meshes = {name: self._load(path) for name, path in run_meshes(run_dir)}
+        compared = {f"compare: {name}": self._load(path)
+                    for name, path in (run_meshes(self.compare_dir) if self.compare_dir is not None else [])}
+        metrics = {folder: json.loads((folder / "metrics.json").read_text())
+                   for folder in filter(None, (run_dir, self.compare_dir)) if (folder / "metrics.json").exists()}
         for row in reversed(range(self.objects.count())):  # the results' rows are redrawn; the input's stay
             if self.objects.item(row).data(Qt.UserRole) != "input":
                 self.objects.takeItem(row)
         self.object_rows.clear()
         legend = ""
-        for name, path in meshes:
-            mesh = loaded[path]
-            colours = None
+        colours = {name: self._object_colour(name, list(meshes)) for name in meshes}
+        for name, mesh in meshes.items():
+            vertex_colours = None
             if self.distance_action.isChecked():
                 reference = self._reference(run_dir, name)
                 if reference is not None:
@@ -435,68 +429,38 @@ class MainWindow(QMainWindow):
 
                     d = distances_to(np.asarray(mesh.vertices), reference)
                     scale = float(np.percentile(d, 95))
-                    colours = distance_colours(d, scale)
+                    vertex_colours = distance_colours(d, scale)
                     legend = (f"colour: distance to the input, blue 0 to red {scale:.3g} (95th percentile; largest "
                               f"{d.max():.3g}, input units)")
-            index = self._colour_index(run_dir, name)
-            self.view.show_mesh(name, mesh, index=index, frame=False, vertex_colors=colours)
-            self._add_object(name, name, index)
+            self.view.show_mesh(name, mesh, index=colours[name], frame=False, vertex_colors=vertex_colours)
+            self._add_object(name, name, colours[name])
         if meshes:  # the camera frames all of the results
-            bounds = np.array([loaded[p].bounds for _, p in meshes])
+            bounds = np.array([mesh.bounds for mesh in meshes.values()])
             self.view.frame(np.array([bounds[:, 0].min(axis=0), bounds[:, 1].max(axis=0)]))
-        self._show_failed_objects(run_dir)
+        for row in metrics.get(run_dir, {}).get("objects", []):  # objects of a run of several that have no mesh
+            if "error" in row:
+                self._set_object_status(row["name"], "failed: " + row["error"].split(";")[0])
         if meshes:  # the result in front: the input stays listed, hidden (tick it to compare)
             for row in range(self.objects.count()):
                 item = self.objects.item(row)
                 if item.data(Qt.UserRole) == "input" and item.flags() & Qt.ItemIsUserCheckable:
                     item.setCheckState(Qt.Unchecked)
-        runs = []
-        for folder in filter(None, (run_dir, self.compare_dir)):
-            if (folder / "metrics.json").exists():
-                runs.append((folder.name if folder != run_dir or self.compare_dir else "this run",
-                             json.loads((folder / "metrics.json").read_text())))
-        if self.compare_dir is not None:
-            for name, path in run_meshes(self.compare_dir):
-                key = f"compare: {name}"
-                self.view.show_mesh(key, self._load(path), index=COMPARE_COLOUR, alpha=0.45,
-                                    frame=False)
-                self._add_object(key, f"{self.compare_dir.name}: {name}", COMPARE_COLOUR)
-        self.metrics.show_runs(runs)
+        for key, mesh in compared.items():
+            self.view.show_mesh(key, mesh, index=COMPARE_COLOUR, alpha=0.45, frame=False)
+            self._add_object(key, f"{self.compare_dir.name}: {key.removeprefix('compare: ')}", COMPARE_COLOUR)
+        self.metrics.show_runs([(folder.name if self.compare_dir is not None else "this run", m)
+                                for folder, m in metrics.items()])
         self.legend.setText(legend)
         if self.slices.volume is not None and self.slices.isVisible():  # each mesh cut by the shown slice
-            cut = {name: (loaded[path], self._colour_index(run_dir, name))
-                   for name, path in meshes}
-            if self.compare_dir is not None:
-                cut.update({f"compare: {name}": (self._load(path), COMPARE_COLOUR)
-                            for name, path in run_meshes(self.compare_dir)})
-            self.slices.set_meshes(cut)
+            self.slices.set_meshes({**{name: (mesh, colours[name]) for name, mesh in meshes.items()},
+                                    **{key: (mesh, COMPARE_COLOUR) for key, mesh in compared.items()}})
 
     def _load(self, path: Path):
         """A mesh file for the views: the one the worker loaded in its thread when the fit ended, else read now."""
         ready = self.preloaded.pop(Path(path), None)
         if ready is None and self.worker is not None:  # an object of a running fit, done
-            ready = self.worker.loaded.pop(Path(path), None)
+            ready = self.worker.loaded.get(Path(path))
         return ready if ready is not None else load_mesh_for_view(Path(path))
-
-    def _show_failed_objects(self, run_dir: Path) -> None:
-        """Objects of a run of several that ended without a mesh, listed with why."""
-        try:
-            rows = json.loads((run_dir / "metrics.json").read_text()).get("objects", [])
-        except (OSError, ValueError):
-            return
-        for row in rows:
-            if "error" in row:
-                self._set_object_status(row["name"], "failed: " + row["error"].split(";")[0])
-
-    def _colour_index(self, run_dir: Path, name: str) -> int:
-        """An object's colour: its label's (as the input's contours are drawn), else its place among the run's."""
-        try:
-            rows = json.loads((run_dir / "metrics.json").read_text()).get("objects", [])
-            label = next(r["label"] for r in rows if r["name"] == name)
-            return self.input_labels.index(label)
-        except (OSError, ValueError, StopIteration, KeyError):
-            names = [n for n, _ in run_meshes(run_dir)]
-            return names.index(name) if name in names else 0
 
     def _reference(self, run_dir: Path, name: str):
         """What a run reconstructs, as a mesh in the input's frame: the input mesh (SDF runs) or the surface of the
@@ -521,8 +485,10 @@ class MainWindow(QMainWindow):
         from fieldstudio.tasks.sections_input import read_volume
 
         metrics_path = (run_dir if name == "result" else run_dir / name) / "metrics.json"
-        with active(Control()):
-            vol = read_volume(Path(cfg.input))
+        vol = self.slices.volume  # the label map on show is the run's input when the run folder was opened
+        if vol is None or Path(vol.source) != Path(cfg.input):
+            with active(Control()):
+                vol = read_volume(Path(cfg.input))
         try:
             labels = json.loads(metrics_path.read_text())["scored_labels"]
         except (OSError, ValueError, KeyError):
@@ -610,19 +576,21 @@ class MainWindow(QMainWindow):
                                                                       width=2))
         return self.loss_curves[name]
 
-    def _object_colour(self, name: str) -> int:
-        """The colour of an object being fitted: its label's, as the input's contours are drawn."""
+    def _object_colour(self, name: str, run_objects: list[str] | None = None) -> int:
+        """An object's colour: its label's, as the input's contours are drawn; else (the input is not open) its
+        place among ``run_objects``."""
         from fieldstudio.tasks.sections_input import object_names
 
         names = object_names(self.input_labels, self.input_names)
-        return names.index(name) if name in names else 0
+        if name in names:
+            return names.index(name)
+        return run_objects.index(name) if run_objects and name in run_objects else 0
 
     def _on_object(self, e) -> None:
         """An object of a run of several changed status: its row, and its mesh as soon as it is done."""
         self._set_object_status(e.object, e.message, self._object_colour(e.object))
         mesh_path = self.run_dir / e.object / "mesh.ply" if self.run_dir is not None else None
         if e.message == "done" and mesh_path is not None and mesh_path.exists():
-
             self.view.show_mesh(e.object, self._load(mesh_path),
                                 index=self._object_colour(e.object), frame=False)
 
@@ -639,7 +607,7 @@ class MainWindow(QMainWindow):
         if e.kind == "stage":
             # Stages without a measure of progress show their elapsed seconds, ticking once a second: Qt's busy
             # animation repaints continuously, and on software OpenGL that took 2 s of CPU from a 6 s set-up.
-            self.stage_title = STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else "")
+            self.stage_title = stage_title(e)
             self.stage_started = time.perf_counter()
             self.stage.setText(self.stage_title)
             self.progress.setValue(0)
@@ -655,7 +623,7 @@ class MainWindow(QMainWindow):
             self._last_plot = now
             self.progress.setValue(int(1000 * e.done / e.total))
             eta = f", about {e.eta:.0f} s left" if e.eta is not None else ""
-            title = STAGE_TITLES.get(e.stage, e.stage) + (f" {e.object}" if e.object else "")
+            title = stage_title(e)
             if e.kind == "step":
                 xs, ys = zip(*[(s, math.log10(v)) for s, v in self.losses if v > 0]) if self.losses else ((), ())
                 self._loss_curve(object_key(e.object)).setData(list(xs), list(ys))

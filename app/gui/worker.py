@@ -8,6 +8,7 @@ short-lived thread of their own (a preview waits for the end of a training step)
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -18,6 +19,25 @@ from fieldstudio.api import Event, fit_job
 PREVIEW_RESOLUTION = 32
 FIRST_PREVIEW_MS = 300  # after training starts, then again every RETRY_MS until the field has a surface to show
 RETRY_MS = 400
+
+
+def run_meshes(run_dir: Path) -> list[tuple[str, Path]]:
+    """(object name, mesh file) of a run folder: "result" for a run of one object, else one per object folder."""
+    if (run_dir / "mesh.ply").exists():
+        return [("result", run_dir / "mesh.ply")]
+    return [(p.parent.name, p) for p in sorted(run_dir.glob("*/mesh.ply"))]
+
+
+def load_mesh_for_view(path: Path):
+    """A result mesh with its vertex normals computed (``metadata["vertex_normals"]``, used by View3D): the
+    part of showing a large result that can run outside the window's thread."""
+    import trimesh
+
+    from fieldstudio.app.gui.view3d import vertex_normals
+
+    mesh = trimesh.load(path, process=False)
+    mesh.metadata["vertex_normals"] = vertex_normals(mesh.vertices, mesh.faces)
+    return mesh
 
 
 class FitWorker(QObject):
@@ -35,7 +55,7 @@ class FitWorker(QObject):
     def __init__(self, request, run_dir, overwrite: bool = False, preview_every_s: float = 2.5, parent=None):
         super().__init__(parent)
         self.job = fit_job(request, run_dir, overwrite=overwrite)  # resolves: a bad request raises here
-        self.run_dir = run_dir
+        self.run_dir = Path(run_dir)
         self.loaded: dict = {}  # mesh file -> mesh with normals, read in the job's thread (see _preload)
         self.job.subscribe(self._on_event)
         self._preview_busy = threading.Lock()
@@ -107,32 +127,23 @@ class FitWorker(QObject):
         QTimer.singleShot(FIRST_PREVIEW_MS, self.request_preview)
         self.timer.start()
 
-    def _preload(self) -> None:
-        """Read the run's meshes (and their normals) here, in the job's thread, so that showing a large result
-        does not hold up the window."""
-        from pathlib import Path
-
-        from fieldstudio.app.gui.window import load_mesh_for_view, run_meshes
-
+    def _preload(self, paths) -> None:
+        """Read meshes (and their normals) here, in the job's thread, so that showing a large result does not hold
+        up the window; each once (an object's mesh, read when it was done, serves the end of the fit too)."""
         try:
-            for _, path in run_meshes(Path(self.run_dir)):
-                self.loaded[path] = load_mesh_for_view(path)
+            for path in paths:
+                if path.exists() and path not in self.loaded:
+                    self.loaded[path] = load_mesh_for_view(path)
         except Exception:  # the window reads them itself then
-            self.loaded.clear()
+            pass
 
     def _on_event(self, e: Event) -> None:  # the job's thread
         if e.kind == "stage" and e.stage == "train":
             self._training_started.emit()
         if e.kind == "finished":
-            self._preload()
+            self._preload([path for _, path in run_meshes(self.run_dir)])
         if e.kind == "object" and e.message == "done":
-            from pathlib import Path
-
-            from fieldstudio.app.gui.window import load_mesh_for_view
-
-            path = Path(self.run_dir) / e.object / "mesh.ply"
-            if path.exists():
-                self.loaded[path] = load_mesh_for_view(path)
+            self._preload([self.run_dir / e.object / "mesh.ply"])
         self.event.emit(e)
         if e.kind in ("finished", "cancelled", "failed"):
             self.ended.emit(e.kind, self.job.result if e.kind != "failed" else e.message)

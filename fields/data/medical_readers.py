@@ -178,16 +178,9 @@ def read_label_volume(path: str | Path) -> LabelVolume:
                     lambda lo, hi: img.dataobj[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2], ...], affine)
                 notes.append(note)
         elif suffix in (".nrrd", ".nhdr"):
-            import nrrd
-
-            header = nrrd.read_header(str(path))
-            sizes = [int(v) for v in header.get("sizes", [])]
-            if np.prod(sizes) > MAX_VOXELS:  # pynrrd reads whole files only
-                raise FieldStudioError(f"{path.name}: {int(np.prod(sizes)):,} voxels is more than this tool holds in "
-                                       f"memory at once ({MAX_VOXELS:,}); crop it, or save it as NIfTI (large NIfTI "
-                                       "files are cropped to their labels while reading)")
-            data, header = nrrd.read(str(path))
-            affine, world = _nrrd_geometry(path.name, header)
+            data, affine, world = _read_nrrd(path, lambda n: FieldStudioError(
+                f"{path.name}: {n:,} voxels is more than this tool holds in memory at once ({MAX_VOXELS:,}); crop "
+                "it, or save it as NIfTI (large NIfTI files are cropped to their labels while reading)"))
         else:
             raise FieldStudioError(f"{path.name} is not a label map this tool reads (NIfTI .nii/.nii.gz, NRRD, "
                                    "a DICOM SEG, or a folder with a DICOM series)")
@@ -197,6 +190,18 @@ def read_label_volume(path: str | Path) -> LabelVolume:
         raise FieldStudioError(f"cannot read {path.name} as {suffix} ({type(err).__name__}: {err})") from None
     _check_affine(path.name, affine)
     return LabelVolume(_as_labels(data, path.name), affine, world, str(path), notes)
+
+
+def _read_nrrd(path: Path, too_large) -> tuple[np.ndarray, np.ndarray, str]:
+    """(data, affine, world) of a NRRD file; ``too_large(voxels)`` is the error raised, from the header alone,
+    when it holds more than ``MAX_VOXELS`` (pynrrd reads whole files only)."""
+    import nrrd
+
+    n = int(np.prod([int(v) for v in nrrd.read_header(str(path)).get("sizes", [])]))
+    if n > MAX_VOXELS:
+        raise too_large(n)
+    data, header = nrrd.read(str(path))
+    return (data, *_nrrd_geometry(path.name, header))
 
 
 def _nrrd_geometry(name: str, header: dict) -> tuple[np.ndarray, str]:
@@ -398,13 +403,7 @@ def read_intensity_volume(path: str | Path) -> IntensityVolume:
             data = img.get_fdata(dtype=np.float32)  # applies the file's scl_slope / scl_inter
             affine, world = np.asarray(img.affine, dtype=np.float64), "RAS"
         elif suffix in (".nrrd", ".nhdr"):
-            import nrrd
-
-            sizes = [int(v) for v in nrrd.read_header(str(path)).get("sizes", [])]
-            if np.prod(sizes) > MAX_VOXELS:
-                raise _too_large_image(path.name, int(np.prod(sizes)))
-            data, header = nrrd.read(str(path))
-            affine, world = _nrrd_geometry(path.name, header)
+            data, affine, world = _read_nrrd(path, lambda n: _too_large_image(path.name, n))
         else:
             raise FieldStudioError(f"{path.name} is not an image this tool shows (NIfTI .nii/.nii.gz, NRRD, or a "
                                    "folder with a DICOM series)")
