@@ -25,7 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True, soft_wrap=True)  # messages stay one line, whatever the width
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-STAGE_TITLES = {"prepare": "preparing", "train": "training", "mesh": "meshing", "score": "scoring"}
+STAGE_TITLES = {"prepare": "preparing", "train": "training", "mesh": "meshing", "render": "rendering",
+                "score": "scoring"}
 
 
 class JobProgress:
@@ -111,6 +112,11 @@ def _run_fit(request, run_dir: Path, overwrite: bool) -> dict:
         return m
     console.print(f"[green]done[/green] in {m['total_seconds']:.1f} s ({m['steps']} steps, {m['params']:,} parameters; "
                   f"training ended by {m['ended_by'].replace('_', ' ')})")
+    if "psnr" in m:  # a picture
+        console.print(f"  PSNR {m['psnr']:.2f} dB   SSIM {m['ssim']:.4f}   largest error {m['max_abs_error']:.3f}")
+        for name, path in result.files.items():
+            console.print(f"  {name:14s} {path}")
+        return m
     mesh = m["mesh"]
     if "iou" in m:  # scored against the input mesh
         console.print(f"  IoU {m['iou']:.4f}   Chamfer-L1 {m['chamfer_l1']:.2e}   Hausdorff {m['hausdorff']:.2e}   "
@@ -118,6 +124,10 @@ def _run_fit(request, run_dir: Path, overwrite: bool) -> dict:
     else:
         console.print(f"  mesh: {mesh['n_faces']:,} faces, watertight {mesh['watertight']}, "
                       f"Euler number {mesh['euler_number']}")
+    if "sample_l1" in m:  # signed distance inputs: against their own samples
+        agree = f"; signs agree at {100 * m['sign_agreement']:.2f} %" if "sign_agreement" in m else ""
+        console.print(f"  against the input's samples: mean distance error {m['sample_l1']:.3g} "
+                      f"{m['sample_units'].split(' (')[0]} ({m['sample_l1_rel']:.2e} of the diagonal){agree}")
     if "volume_ml" in m:  # medical inputs: patient mm
         line = f"  volume {m['volume_ml']:.1f} ml, area {m['area_mm2'] / 100:.1f} cm², frame {m['world_frame']} mm"
         if "dice" in m:
@@ -144,13 +154,18 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 @app.command()
 def fit(
-    input: Path = typer.Argument(..., help="Input: a mesh (.obj .ply .stl .off .glb), cross-sections (.csl), "
-                                "a label map (.nii .nii.gz .nrrd, a DICOM SEG .dcm, or a DICOM series folder) or "
-                                "an RTSTRUCT (.dcm)."),
+    input: Path = typer.Argument(..., help="Input: a picture (.png .jpg .tif .exr .bmp .webp .gif; 8/16-bit or "
+                                "float, grey/RGB/RGBA), a mesh (.obj .ply .stl .off .glb), cross-sections (.csl), "
+                                "a label map (.nii .nii.gz .nrrd, a DICOM SEG .dcm, or a DICOM series folder), "
+                                "an RTSTRUCT (.dcm), or signed distances, negative inside, in the input's units: a "
+                                "grid .npy (origin 0, spacing 1) or .npz (sdf indexed i,j,k along x,y,z; origin, "
+                                "spacing), a float .nii/.nii.gz (mm), samples .npz (points, sdf, normals)."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; an unfinished run there resumes)."),
-    task: str = typer.Option("auto", help="auto (from the input) | sdf | slices"),
+    task: str = typer.Option("auto", help="auto (from the input) | sdf | slices | image"),
     field: Optional[str] = typer.Option(None, help="hybrid (grid + adaptive RBF) | neurbf (RBF only) | grid | mlp | orex"),
-    params: Optional[int] = typer.Option(None, help="Total parameter budget (default: 450,000 for meshes, 40,000 for cross-sections)."),
+    params: Optional[int] = typer.Option(None, help="Total parameter budget (default: 450,000 for meshes, 40,000 "
+                                         "for cross-sections; pictures: 10 % of the pixel values W x H x C, within "
+                                         "20,000..2,000,000)."),
     steps: Optional[int] = typer.Option(None, help="Maximum training steps."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Wall-clock seconds for the whole fit."),
     resolution: Optional[int] = typer.Option(None, help="Marching-cubes grid resolution (default 256)."),
@@ -165,15 +180,18 @@ def fit(
                                          "x/y/z and a count, e.g. 1/0/1:6."),
     roi: Optional[str] = typer.Option(None, help="RTSTRUCT ROI or DICOM SEG segment names to reconstruct, e.g. "
                                       "'Heart,Lt Lung'."),
+    reference: Optional[Path] = typer.Option(None, help="Signed distance inputs: a mesh in the input's frame to "
+                                             "score the result against (IoU, Chamfer-L1, ...)."),
     config: Optional[Path] = typer.Option(None, help="TOML config; command-line options override it."),
     overwrite: bool = typer.Option(False, help="Replace a finished or unfinished run in the output folder."),
 ) -> None:
-    """Fit a neural field to INPUT and write config.toml, checkpoint.pt, metrics.json and mesh.ply."""
+    """Fit a neural field to INPUT and write config.toml, checkpoint.pt, metrics.json and mesh.ply (pictures:
+    reconstruction.png, error.png, PSNR and SSIM in metrics.json)."""
     from fieldstudio.api import Request
 
     request = Request(input, task=task, field=field, params=params, steps=steps, time_budget=time_budget,
                       resolution=resolution, seed=seed, labels=labels, every=every, offset=offset, planes=planes,
-                      roi=roi, config=config)
+                      roi=roi, reference=reference, config=config)
     _run_fit(request, output, overwrite)
 
 
@@ -192,6 +210,30 @@ def mesh(
     path, report = done
     console.print(f"wrote {path}: {report['n_vertices']:,} vertices, {report['n_faces']:,} faces, "
                   f"watertight {report['watertight']}")
+
+
+@app.command()
+def render(
+    run_dir: Path = typer.Argument(..., help="An image run folder written by `fieldstudio fit`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Picture to write: .png .tif .exr .jpg .bmp .webp."),
+    scale: Optional[float] = typer.Option(None, help="Output size as a multiple of the input's (or of the crop's); "
+                                          "default 1."),
+    size: Optional[str] = typer.Option(None, help="Output size WIDTHxHEIGHT in pixels, instead of --scale."),
+    crop: Optional[str] = typer.Option(None, help="Part of the input to render: x,y,w,h in input pixels."),
+    error: bool = typer.Option(False, "--error", help="Also write an error heat map, OUTPUT_error.png (at the "
+                               "input's resolution; black = exact, white = the 99th percentile of the error)."),
+    bits: Optional[int] = typer.Option(None, help="8, 16 or 32 (float); default: as the input was."),
+) -> None:
+    """Render a trained image run: the reconstruction (at any scale, or a crop of it), in the input's bit depth."""
+    from fieldstudio.api import render_job
+
+    done = _run_job(render_job(run_dir, output, scale, size, crop, error, bits))
+    if done is None:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    console.print(f"wrote {done['image']} ({done['width']} x {done['height']} pixels)")
+    if "error_map" in done:
+        console.print(f"wrote {done['error_map']} (white = {done['error_map_scale']:.4f}; "
+                      f"PSNR {done['psnr']:.2f} dB)")
 
 
 @app.command(name="eval")

@@ -57,6 +57,7 @@ class Request:
     offset: int | None = None
     planes: str | None = None       # label maps: plane families, e.g. "axial:6,1/0/1:4"
     roi: str | None = None          # RTSTRUCT / SEG structure names
+    reference: str | Path | None = None  # SDF inputs: a mesh to score the result against
     config: str | Path | None = None  # a TOML file (e.g. a run's config.toml)
     overrides: dict[str, Any] = dc_field(default_factory=dict)  # {"train.batch_size": 4096, ...}
 
@@ -85,14 +86,18 @@ def resolve(request: Request) -> RunConfig:
     if "field" not in tables or (request.field is not None and request.field != cfg.field.kind):
         # A config without a [field] table gets the task's default field, not the dataclass default.
         kind = request.field or spec.default_field
-        params = request.params or (cfg.field.params if "field" in tables else None) or spec.default_params
-        cfg.field = preset(kind, spec.name, params)
+        default_params = spec.default_params(path) if callable(spec.default_params) else spec.default_params
+        params = request.params or (cfg.field.params if "field" in tables else None) or default_params
+        dim, out_dim = spec.field_shape(path) if spec.field_shape else (3, 1)
+        cfg.field = preset(kind, spec.name, params, dim, out_dim)
+        if spec.tune_field is not None:
+            spec.tune_field(cfg.field, path)
     elif request.params is not None:  # the file's field, sized anew for the new budget
         cfg.field.params = request.params
         if cfg.field.kind in ("hybrid", "neurbf"):
             cfg.field.rbf.n_rbf = "auto"
     if "train" not in tables:
-        tune_training(cfg.field.kind, cfg.train)
+        tune_training(cfg.field.kind, cfg.train, spec.name)
 
     t = cfg.train
     if request.steps is not None or request.time_budget is not None:  # the request's limits replace the file's
@@ -102,12 +107,19 @@ def resolve(request: Request) -> RunConfig:
     for value, section, key in ((request.resolution, cfg.mesh, "resolution"), (request.seed, t, "seed"),
                                 (request.labels, cfg.slices, "labels"), (request.every, cfg.slices, "every"),
                                 (request.offset, cfg.slices, "slice_offset"), (request.planes, cfg.slices, "families"),
-                                (request.roi, cfg.slices, "rois")):
+                                (request.roi, cfg.slices, "rois"),
+                                (None if request.reference is None else str(request.reference), cfg.sdf,
+                                 "reference")):
         if value is not None:
             setattr(section, key, value)
     if request.overrides:
         cfg = _apply_overrides(cfg, request.overrides)
     validate(cfg)
+    if cfg.sdf.reference:  # checked here, not in validate: a run stays meshable after its reference moved
+        ref = Path(cfg.sdf.reference).expanduser()
+        if not ref.is_file():
+            raise FieldStudioError(f"reference mesh not found: {ref} (--reference, [sdf] reference)")
+        cfg.sdf.reference = str(ref.resolve())
     if cfg.sdf.loss == "auto":  # see SDFTaskConfig.loss
         cfg.sdf.loss = "l1" if cfg.field.kind == "mlp" else "mape"
     cfg.field = resolve_budget(cfg.field)
@@ -315,12 +327,13 @@ class Job:
         """The field as it is now, from another thread, between two training steps (training waits meanwhile):
         ``"mesh"`` (a coarse trimesh in the input's frame; ``resolution``), ``"slice"`` (a dict with an image of
         the field's values on a box plane; ``axis``, ``position``, ``size``), ``"values"`` (the field at
-        ``points`` (N, 3) in the input's frame, negative inside). None before the field exists."""
+        ``points`` (N, 3) in the input's frame, negative inside); for image runs ``"image"`` (an (h, w, C) float array;
+        ``max_side``, or ``crop`` (x, y, w, h input pixels) and ``size`` (w, h)). None before the field exists."""
         import torch
 
-        from fieldstudio.run import preview_mesh, preview_slice, preview_values
+        from fieldstudio.run import preview_image, preview_mesh, preview_slice, preview_values
 
-        makers = {"mesh": preview_mesh, "slice": preview_slice, "values": preview_values}
+        makers = {"mesh": preview_mesh, "slice": preview_slice, "values": preview_values, "image": preview_image}
         if kind not in makers:
             raise ValueError(f"preview kind {kind!r}; use one of {sorted(makers)}")
         live = self._control.live
@@ -344,6 +357,14 @@ def fit_job(request: Request | RunConfig, run_dir: str | Path, overwrite: bool =
     return job
 
 
+def render_job(run_dir: str | Path, out_path: str | Path, scale: float | None = None, size: str | None = None,
+               crop: str | None = None, error: bool = False, bits: int | None = None) -> Job:
+    """A job that renders a trained image run into ``out_path`` (see ``fieldstudio.tasks.image.render_run``)."""
+    from fieldstudio.tasks.image import render_run
+
+    return Job(lambda cbs: render_run(run_dir, out_path, scale, size, crop, error, bits))
+
+
 def mesh_job(run_dir: str | Path, out_path: str | Path, resolution: int | None = None) -> Job:
     """A job that meshes a trained run folder into ``out_path`` (in the input's frame)."""
     from fieldstudio.run import mesh_from_run
@@ -351,5 +372,6 @@ def mesh_job(run_dir: str | Path, out_path: str | Path, resolution: int | None =
     return Job(lambda cbs: mesh_from_run(run_dir, out_path, resolution))
 
 
-__all__ = ["Request", "resolve", "Job", "Event", "fit_job", "mesh_job", "configure_threads", "warm_up",
+__all__ = ["Request", "resolve", "Job", "Event", "fit_job", "mesh_job", "render_job", "configure_threads",
+           "warm_up",
            "DEFAULT_STEPS"]

@@ -135,7 +135,8 @@ class TrainConfig:
 
 @dataclass
 class SDFTaskConfig:
-    """Signed distance fitting of a mesh (negative inside, in the normalised [-1,1]^3 box)."""
+    """Signed distance fitting of a mesh or of a given SDF (grid or samples; negative inside, in the normalised
+    [-1,1]^3 box)."""
 
     pool_size: int = 2_000_000
     surface_noise: float = 0.01
@@ -146,6 +147,11 @@ class SDFTaskConfig:
     eikonal_weight: float = 0.0
     normalize_extent: float = 0.95
     kmeans_points: int = 200_000
+    # SDF inputs (grids, samples): a mesh file to score the result against (IoU, Chamfer, ...), in the input's
+    # world frame and units; "" = none.
+    reference: str = ""
+    # SDF inputs given positive inside: negate them on reading (fieldstudio expects negative inside).
+    flip_sign: bool = False
 
 
 @dataclass
@@ -175,6 +181,14 @@ class SlicesTaskConfig:
 
 
 @dataclass
+class ImageTaskConfig:
+    """Image fitting (NeuRBF's 2-D task)."""
+
+    frame: int = 0  # which frame of an animated GIF or page of a multi-page TIFF
+    kmeans_points: int = 262_144  # random pixels that place the RBFs (weighted by the picture's gradient)
+
+
+@dataclass
 class MeshConfig:
     """Marching cubes and clean-up of shape tasks."""
 
@@ -196,6 +210,7 @@ class RunConfig:
     train: TrainConfig = dc_field(default_factory=TrainConfig)
     sdf: SDFTaskConfig = dc_field(default_factory=SDFTaskConfig)
     slices: SlicesTaskConfig = dc_field(default_factory=SlicesTaskConfig)
+    image: ImageTaskConfig = dc_field(default_factory=ImageTaskConfig)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -350,6 +365,12 @@ def _check_types(cfg: Any, source: str | Path | None, table: str = "") -> None:
             _checked(value, hints[f.name], key, source)
 
 
+def _mesh_suffix(path: str) -> bool:
+    from fieldstudio.data.meshes import MESH_SUFFIXES  # trimesh: only when a reference is given
+
+    return Path(path).suffix.lower() in MESH_SUFFIXES
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
@@ -379,8 +400,11 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
     # (dotted key, predicate on its value, what the value must be)
     rules = [
         ("field.kind", lambda v: v in FIELD_KINDS, f"one of {', '.join(FIELD_KINDS)}"),
-        ("field.dim", lambda v: v == 3, "3 (both tasks fit 3-D shapes)"),
-        ("field.out_dim", lambda v: v == 1, "1 (one value per point: distance or occupancy)"),
+        ("field.dim", lambda v: v == (2 if cfg.task == "image" else 3),
+         "2 for pictures, 3 for shapes" + f" (the {cfg.task} task)"),
+        ("field.out_dim", lambda v: 1 <= v <= 4 if cfg.task == "image" else v == 1,
+         "the picture's channel count (1-4)" if cfg.task == "image" else
+         "1 (one value per point: distance or occupancy)"),
         ("field.params", optional(at_least(1000)), "at least 1000 (or left out to keep the sizes as written)"),
         ("field.grid.n_levels", between(1, 32), "1..32"),
         ("field.grid.n_features", between(1, 16), "1..16 (the fused grid kernels' limit)"),
@@ -422,6 +446,8 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("sdf.eikonal_weight", at_least(0), ">= 0"),
         ("sdf.normalize_extent", lambda v: 0 < v <= 1, "in (0, 1]"),
         ("sdf.kmeans_points", at_least(1), ">= 1"),
+        ("sdf.reference", lambda v: v == "" or _mesh_suffix(v), "a mesh file (.obj .ply .stl .off .glb .gltf) "
+         "or left out"),
         ("slices.radius_exponents", lambda v: all(_is_num(x) and x >= 0 for x in v), "a list of numbers >= 0"),
         ("slices.samples_per_edge", lambda v: all(_is_int(x) and x >= 1 for x in v), "a list of integers >= 1"),
         ("slices.level_weights", lambda v: all(_is_num(x) and x > 0 for x in v), "a list of numbers > 0"),
@@ -432,6 +458,8 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("slices.hinge_weight", at_least(0), ">= 0"),
         ("slices.hinge_alpha", positive, "> 0"),
         ("slices.refine_iterations", at_least(0), ">= 0"),
+        ("image.frame", at_least(0), ">= 0 (frames and pages count from 0)"),
+        ("image.kmeans_points", at_least(1), ">= 1"),
         ("mesh.resolution", between(8, 2048), "8..2048 (256 is a good default)"),
         ("mesh.min_component_ratio", between(0.0, 1.0), "0..1"),
         ("mesh.smooth_iterations", at_least(0), ">= 0"),

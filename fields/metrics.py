@@ -6,7 +6,7 @@ Plain functions over NumPy arrays and ``trimesh.Trimesh`` objects:
 
 * meshes: :func:`mesh_metrics` (IoU, Chamfer-L1, Hausdorff, HD95, normal angular error), built from
   :func:`iou_meshes` and :func:`surface_distances`;
-* images: :func:`psnr`, :func:`ssim`;
+* images: :func:`psnr`, :func:`ssim`, :func:`image_metrics` (both, channel by channel, with MSE);
 * medical masks: :func:`dice`, :func:`hd95_mm`;
 * cross-sections: :func:`contour_fidelity` (2-D IoU of a mesh's section with the input polygons on each input
   plane), :func:`roughness_deg` (mean dihedral angle between adjacent faces: the ripple figure).
@@ -41,12 +41,14 @@ __all__ = [
     "surface_distances",
     "psnr",
     "ssim",
+    "image_metrics",
     "dice",
     "hd95_mm",
     "contour_fidelity",
     "mesh_section",
     "roughness_deg",
     "distances_to",
+    "inside_mesh",
     "mask_surface",
 ]
 
@@ -300,6 +302,15 @@ def distances_to(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray:
     return surface.closest(np.asarray(points, dtype=np.float64) - centre)[0]
 
 
+def inside_mesh(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray:
+    """(n,) bool: which of ``points`` (n, 3) lie inside ``mesh`` (same frame), by ray parity with a majority vote
+    over random directions (face winding ignored, open meshes tolerated, as :func:`iou_meshes`)."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    centre = vertices.mean(axis=0)  # open3d is float32: query near the origin
+    surface = _Surface(vertices - centre, np.asarray(mesh.faces, dtype=np.int64), "predicted")
+    return surface.occupancy(np.asarray(points, dtype=np.float64) - centre)
+
+
 def mask_surface(mask: np.ndarray, affine: np.ndarray) -> trimesh.Trimesh:
     """The boundary of a voxel mask (the 0.5 level of the mask padded with empty voxels, so it is closed) as a
     mesh in the world frame of ``affine`` (index -> world): the reference a label-map result is compared with."""
@@ -447,6 +458,24 @@ def ssim(pred, target, data_range: float = 1.0) -> float:
     num = (2 * mu_p * mu_t + c1) * (2 * cov + c2)
     den = (mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2)
     return float(np.mean(num / den))
+
+
+def image_metrics(pred: np.ndarray, stored: np.ndarray, peak: float = 1.0) -> dict:
+    """PSNR, SSIM, MSE and the largest error of a reconstruction, one channel at a time (bounded memory on 4k).
+
+    pred: (H, W, C) float, values in [0, 1] units; stored: (H, W, C) the picture as stored, ``stored / peak`` in
+    the same units. PSNR and SSIM use a peak of 1 and average over all channels (as the whole-array functions)."""
+    sq_sum, worst, ssims = 0.0, 0.0, []
+    for c in range(pred.shape[2]):
+        t = stored[:, :, c].astype(np.float32) / np.float32(peak)
+        d = pred[:, :, c] - t
+        sq_sum += float(np.dot(d.ravel().astype(np.float64), d.ravel().astype(np.float64)))
+        worst = max(worst, float(np.abs(d).max()))
+        ssims.append(ssim(pred[:, :, c], t))
+        check_cancel()
+    mse = sq_sum / pred.size
+    return {"psnr": math.inf if mse == 0 else 10 * math.log10(1.0 / mse), "ssim": float(np.mean(ssims)),
+            "mse": mse, "max_abs_error": worst}
 
 
 # --------------------------------------------------------------------------------------------------------

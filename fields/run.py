@@ -36,7 +36,8 @@ from fieldstudio.mesh import export_mesh, extract_mesh, mesh_report, transform_m
 from fieldstudio.tasks import registry
 from fieldstudio.train import Callback, load_checkpoint, resolve_device, train
 
-RUN_FILES = ("checkpoint.pt", "metrics.json", "mesh.ply", "mesh.stl", "config.toml")
+RUN_FILES = ("checkpoint.pt", "metrics.json", "mesh.ply", "mesh.stl", "config.toml", "reconstruction.png",
+             "reconstruction.exr", "error.png")
 
 
 @dataclass
@@ -205,8 +206,7 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
     callbacks = list(callbacks)
     budget = None
     if cfg.train.time_budget is not None:
-        budget = _BudgetAfterSetup(model, cfg.train.time_budget, t_start, cfg.mesh.resolution, spec.mesh_plan,
-                                   prepared.surface)
+        budget = _BudgetAfterSetup(model, cfg, spec, prepared, t_start)
         callbacks.insert(0, budget)
     extra = {"run_config": to_dict(cfg), "frame": prepared.frame.to_dict(), "input_report": prepared.report}
     setup_seconds = time.perf_counter() - t_start
@@ -218,20 +218,11 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
     if not state.done:
         return result
 
-    if control is not None:
-        control.enter("mesh")
-    t_mesh = time.perf_counter()
-    try:
-        out = _extract(model, cfg, prepared.frame, cfg.mesh.resolution)
-    except FieldStudioError as err:
-        raise FieldStudioError(f"{err} (after {state.step} steps in {state.elapsed:.0f} s). The trained field is "
-                               f"saved in {run_dir}; rerun with more --steps or a larger --time-budget and "
-                               "--overwrite") from None
-    result.files["mesh"] = export_mesh(out, run_dir / "mesh.ply")
-    if control is not None:
-        control.enter("score")
-    t_score = time.perf_counter()
-    metrics, files = spec.score(cfg, out, prepared, run_dir)
+    if spec.finish is not None:
+        metrics, files = spec.finish.write(cfg, model, prepared, run_dir)
+        metrics["frame"] = prepared.frame.to_dict()
+    else:
+        metrics, files = _mesh_and_score(cfg, spec, model, prepared, run_dir, state)
     result.files.update(files)
     metrics.update({
         "params": model.param_count(), "steps": state.step, "train_seconds": round(state.elapsed, 2),
@@ -239,11 +230,8 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
         # What the time budget kept back for meshing and scoring (estimated when training started).
         "reserved_seconds": getattr(budget, "reserved", None),
         "total_seconds": round(time.perf_counter() - t_start, 2), "final_loss": state.loss,
-        "mesh_seconds": round(t_score - t_mesh, 2), "score_seconds": round(time.perf_counter() - t_score, 2),
         "setup_seconds": round(setup_seconds, 2),
-        "mesh": mesh_report(out),
         "input": prepared.report,
-        "frame": {"box_from_world": prepared.frame.to_dict(), "mesh_frame": "input"},
         "versions": {"fieldstudio": fieldstudio.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
         "history": state.history,
@@ -253,6 +241,30 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
     atomic_write_json(run_dir / "metrics.json", metrics)
     result.metrics, result.files["metrics"] = metrics, run_dir / "metrics.json"
     return result
+
+
+def _mesh_and_score(cfg: RunConfig, spec, model: Field, prepared, run_dir: Path, state) -> tuple[dict, dict]:
+    """Shape tasks' end: the mesh in the input's frame (``mesh.ply``), scored by the task."""
+    control = current_control()
+    if control is not None:
+        control.enter("mesh")
+    t_mesh = time.perf_counter()
+    try:
+        out = _extract(model, cfg, prepared.frame, cfg.mesh.resolution)
+    except FieldStudioError as err:
+        raise FieldStudioError(f"{err} (after {state.step} steps in {state.elapsed:.0f} s). The trained field is "
+                               f"saved in {run_dir}; rerun with more --steps or a larger --time-budget and "
+                               "--overwrite") from None
+    files = {"mesh": export_mesh(out, run_dir / "mesh.ply")}
+    if control is not None:
+        control.enter("score")
+    t_score = time.perf_counter()
+    metrics, extra = spec.score(cfg, out, prepared, run_dir)
+    files.update(extra)
+    metrics.update({"mesh_seconds": round(t_score - t_mesh, 2),
+                    "score_seconds": round(time.perf_counter() - t_score, 2), "mesh": mesh_report(out),
+                    "frame": {"box_from_world": prepared.frame.to_dict(), "mesh_frame": "input"}})
+    return metrics, files
 
 
 class _BudgetAfterSetup(Callback):
@@ -267,10 +279,12 @@ class _BudgetAfterSetup(Callback):
     after 50.
     """
 
-    def __init__(self, model: Field, budget: float, t_start: float, resolution: int, plan: registry.MeshPlan,
-                 surface):
-        self.model, self.budget, self.t_start, self.resolution, self.plan = model, budget, t_start, resolution, plan
-        self.surface = surface
+    def __init__(self, model: Field, cfg: RunConfig, spec: registry.TaskSpec, prepared, t_start: float):
+        self.model, self.budget, self.t_start = model, cfg.train.time_budget, t_start
+        self.resolution, self.plan, self.finish = cfg.mesh.resolution, spec.mesh_plan, spec.finish
+        self.surface, self.finish_points = prepared.surface, None
+        if spec.finish is not None:
+            self.finish_points = spec.finish.points(cfg, prepared)
         self.reserved = None
 
     def _seconds_per_point(self, x: torch.Tensor) -> float:
@@ -289,7 +303,11 @@ class _BudgetAfterSetup(Callback):
     def on_start(self, state) -> None:
         g = torch.Generator().manual_seed(0)
         r = self.resolution
-        coarse = self._seconds_per_point(torch.rand(2**14, 3, generator=g) * 2 - 1)
+        coarse = self._seconds_per_point(torch.rand(2**14, self.model.cfg.dim, generator=g) * 2 - 1)
+        if self.finish is not None:  # not a mesh: one evaluation per point the task's end makes
+            per_point = 1.1 * coarse + self.finish.seconds_per_point
+            self._keep_back(state, per_point * self.finish_points + self.finish.seconds)
+            return
         fine = coarse
         if self.surface is not None and len(self.surface):
             pick = torch.randint(len(self.surface), (min(2**16, len(self.surface)),), generator=g)
@@ -298,7 +316,9 @@ class _BudgetAfterSetup(Callback):
             order = torch.argsort((cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2])
             fine = self._seconds_per_point(pts[order])
         allowance = coarse * (r // self.plan.coarse_factor) ** 3 + fine * self.plan.fine_share * r**3
-        allowance = 1.1 * allowance + self.plan.score_seconds
+        self._keep_back(state, 1.1 * allowance + self.plan.score_seconds)
+
+    def _keep_back(self, state, allowance: float) -> None:
         self.reserved = round(allowance, 2)
         setup = time.perf_counter() - self.t_start
         # A budget smaller than set-up plus meshing cannot be met; train for a quarter of it rather than not at all.
@@ -351,12 +371,24 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Field, BoxFrame]:
     model.load_state_dict(ckpt["field"])
     model.to(resolve_device(cfg.train.device))
     model.eval()
-    return cfg, model, BoxFrame.from_dict(ckpt["frame"])
+    return cfg, model, frame_from_dict(ckpt["frame"])
+
+
+def frame_from_dict(d: dict):
+    """A run's frame as saved: a picture's pixel frame or a shape's box frame."""
+    if d.get("kind") == "image":
+        from fieldstudio.tasks.image import ImageFrame
+
+        return ImageFrame.from_dict(d)
+    return BoxFrame.from_dict(d)
 
 
 def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | None = None) -> tuple[Path, dict]:
     """Mesh a trained run at ``resolution`` (default: the run's) into ``out_path``, in the input's frame."""
     cfg, model, frame = load_run(run_dir)
+    if registry.get(cfg.task).mesh_plan is None:
+        raise FieldStudioError(f"{run_dir} is an {cfg.task} run, which has no surface to mesh; use fieldstudio "
+                               "render for pictures")
     if resolution is not None:
         cfg.mesh.resolution = resolution
     validate(cfg)
@@ -429,3 +461,15 @@ def preview_slice(model: Field, cfg: RunConfig, frame: BoxFrame, axis: int = 2, 
         corners[i, others[0]], corners[i, others[1]], corners[i, axis] = u, v, position
     m = frame.to_world_matrix()
     return {"values": values, "axis": axis, "position": position, "corners_world": corners @ m[:3, :3].T + m[:3, 3]}
+
+
+def preview_image(model: Field, cfg: RunConfig, frame, max_side: int = 256, crop=None, size=None) -> np.ndarray:
+    """An image run's field as a picture, (h, w, C) float32 in [0, 1] units: ``crop`` (x, y, w, h in input pixels;
+    default all) at ``size`` (w, h), by default scaled so that its longer side is at most ``max_side``."""
+    from fieldstudio.tasks.image import render
+
+    crop = crop or (0, 0, frame.width, frame.height)
+    if size is None:
+        f = min(1.0, max_side / max(crop[2], crop[3]))
+        size = (max(1, round(crop[2] * f)), max(1, round(crop[3] * f)))
+    return render(model, frame, crop, size)

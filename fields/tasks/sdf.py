@@ -1,10 +1,12 @@
 """sdf.py
 ======
-Signed-distance fitting of a mesh: samples, ground truth, loss (NeuRBF/torch-ngp protocol).
+Signed-distance fitting: samples, ground truth, loss (NeuRBF/torch-ngp protocol). ``SDFSamples`` trains a field on
+a pool of points with known signed distances; ``SDFTask`` builds that pool from a mesh (SDF inputs, grids and
+scattered samples, build theirs in ``fieldstudio.tasks.sdf_inputs``).
 
-Frame: everything here is in the normalised box [-1, 1]^3 (``BoxFrame`` of the input mesh).
-Sign: negative inside, positive outside. Inside/outside comes from ray-parity voting (open3d), never from face
-winding, so inward-wound and open (scanned) meshes get a sensible sign.
+Frame: everything here is in the normalised box [-1, 1]^3 (``BoxFrame`` of the input).
+Sign: negative inside, positive outside. Inside/outside of a mesh comes from ray-parity voting (open3d), never from
+face winding, so inward-wound and open (scanned) meshes get a sensible sign.
 """
 
 from __future__ import annotations
@@ -74,47 +76,21 @@ class MeshOracle:
         return out
 
 
-class SDFTask:
-    """Fit a field to the SDF of ``mesh`` (given in its world frame).
+class SDFSamples:
+    """Fit a field to signed distances known at a pool of points: ``points`` (n, 3) and ``sdf`` (n,), both in the
+    box frame ``frame`` (box units, negative inside).
 
-    The sample pool is drawn once (seeded): 1/2 on the surface (SDF 0), 3/8 surface + N(0, noise^2), 1/8 uniform
-    in the box (NeuRBF's mix; ``uniform_fraction`` moves the split between the last two). Each step draws ``batch_size`` pool entries; their RBF neighbours are precomputed in ``attach``.
+    Each step draws ``batch_size`` pool entries; their RBF neighbours are precomputed in ``attach``. RBFs are
+    placed by weighted k-means on the pool (``init_field``).
     """
 
     name = "sdf"
 
-    def __init__(self, mesh: trimesh.Trimesh, watertight: bool, cfg: SDFTaskConfig, seed: int = 0,
-                 progress=None):
-        self.cfg = cfg
-        self.frame = BoxFrame.fit(np.asarray(mesh.vertices), cfg.normalize_extent)
-        self.mesh = trimesh.Trimesh(self.frame.to_box(np.asarray(mesh.vertices)), mesh.faces, process=False)
-        self.oracle = MeshOracle(self.mesh, watertight)
-        rng = np.random.default_rng(seed)
-        n = cfg.pool_size
-        n_unif = int(round(n * cfg.uniform_fraction))
-        n_surf = n // 2
-        n_near = n - n_surf - n_unif
-        surf, _ = trimesh.sample.sample_surface(self.mesh, n_surf + n_near, seed=int(rng.integers(2**31)))
-        near = surf[n_surf:] + rng.normal(0.0, cfg.surface_noise, size=(n_near, 3))
-        unif = rng.uniform(-1.0, 1.0, size=(n_unif, 3))
-        off = np.concatenate([near, unif]).astype(np.float32)
-        self.inside_share = self._inside_share(off, seed)
-        if self.inside_share < MIN_INSIDE_SHARE:
-            name = mesh.metadata.get("file_name", "the mesh")
-            raise FieldStudioError(
-                f"{name} encloses no volume: {100 * self.inside_share:.2g} % of the samples around it are inside "
-                "(it is an open sheet or relief, or its holes are too large); a signed distance field needs a "
-                "closed or nearly closed surface, so close the mesh (fill its holes) or give a solid's surface")
-        sdf_off = self.oracle.signed_distance(off)
-        self.points = torch.from_numpy(np.concatenate([surf[:n_surf].astype(np.float32), off]))
-        self.sdf = torch.from_numpy(np.concatenate([np.zeros(n_surf, np.float32), sdf_off]))
+    def __init__(self, points, sdf, cfg: SDFTaskConfig, frame: BoxFrame):
+        self.cfg, self.frame = cfg, frame
+        self.points = torch.as_tensor(points, dtype=torch.float32)
+        self.sdf = torch.as_tensor(sdf, dtype=torch.float32)
         self.neighbours = None
-
-    def _inside_share(self, off: np.ndarray, seed: int, n_check: int = 20_000) -> float:
-        """Share of (up to ``n_check`` of) the off-surface samples that are clearly inside the mesh."""
-        rng = np.random.default_rng([seed, 1])  # its own stream: the pool does not depend on the check
-        pick = rng.choice(len(off), size=min(n_check, len(off)), replace=False)
-        return float((self.oracle.inside_votes(off[pick], seed=seed) >= CLEAR_VOTE).mean())
 
     def init_field(self, field, seed: int) -> None:
         """Place RBFs by weighted k-means with NeuRBF's weights 1/(|sdf| + 1e-9) (surface samples dominate)."""
@@ -159,3 +135,43 @@ class SDFTask:
             loss = loss + self.cfg.eikonal_weight * eikonal
             scalars["eikonal"] = eikonal.item()
         return loss, scalars
+
+
+class SDFTask(SDFSamples):
+    """Fit a field to the SDF of ``mesh`` (given in its world frame).
+
+    The sample pool is drawn once (seeded): 1/2 on the surface (SDF 0), 3/8 surface + N(0, noise^2), 1/8 uniform
+    in the box (NeuRBF's mix; ``uniform_fraction`` moves the split between the last two).
+    """
+
+    def __init__(self, mesh: trimesh.Trimesh, watertight: bool, cfg: SDFTaskConfig, seed: int = 0,
+                 progress=None):
+        self.cfg = cfg
+        self.frame = BoxFrame.fit(np.asarray(mesh.vertices), cfg.normalize_extent)
+        self.mesh = trimesh.Trimesh(self.frame.to_box(np.asarray(mesh.vertices)), mesh.faces, process=False)
+        self.oracle = MeshOracle(self.mesh, watertight)
+        rng = np.random.default_rng(seed)
+        n = cfg.pool_size
+        n_unif = int(round(n * cfg.uniform_fraction))
+        n_surf = n // 2
+        n_near = n - n_surf - n_unif
+        surf, _ = trimesh.sample.sample_surface(self.mesh, n_surf + n_near, seed=int(rng.integers(2**31)))
+        near = surf[n_surf:] + rng.normal(0.0, cfg.surface_noise, size=(n_near, 3))
+        unif = rng.uniform(-1.0, 1.0, size=(n_unif, 3))
+        off = np.concatenate([near, unif]).astype(np.float32)
+        self.inside_share = self._inside_share(off, seed)
+        if self.inside_share < MIN_INSIDE_SHARE:
+            name = mesh.metadata.get("file_name", "the mesh")
+            raise FieldStudioError(
+                f"{name} encloses no volume: {100 * self.inside_share:.2g} % of the samples around it are inside "
+                "(it is an open sheet or relief, or its holes are too large); a signed distance field needs a "
+                "closed or nearly closed surface, so close the mesh (fill its holes) or give a solid's surface")
+        sdf_off = self.oracle.signed_distance(off)
+        super().__init__(torch.from_numpy(np.concatenate([surf[:n_surf].astype(np.float32), off])),
+                         torch.from_numpy(np.concatenate([np.zeros(n_surf, np.float32), sdf_off])), cfg, self.frame)
+
+    def _inside_share(self, off: np.ndarray, seed: int, n_check: int = 20_000) -> float:
+        """Share of (up to ``n_check`` of) the off-surface samples that are clearly inside the mesh."""
+        rng = np.random.default_rng([seed, 1])  # its own stream: the pool does not depend on the check
+        pick = rng.choice(len(off), size=min(n_check, len(off)), replace=False)
+        return float((self.oracle.inside_votes(off[pick], seed=seed) >= CLEAR_VOTE).mean())

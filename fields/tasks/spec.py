@@ -30,6 +30,19 @@ class MeshPlan:
     score_seconds: float = 2.0  # kept back for scoring and export (measured on 2 cores, see the specs)
 
 
+@dataclass(frozen=True)
+class Finish:
+    """What a task writes after training instead of a mesh (images: the reconstruction and its scores).
+
+    write(cfg, model, prepared, run_dir) -> (metrics, files); points(cfg, prepared) -> how many field evaluations
+    it makes, which a time budget keeps back (with ``seconds`` for the rest: scores, files)."""
+
+    write: Callable[..., tuple[dict, dict]]
+    points: Callable[[Any, Any], int]
+    seconds: float = 0.5
+    seconds_per_point: float = 0.0  # beyond the field's evaluation (scores and files per point)
+
+
 @dataclass
 class Prepared:
     """A task built from its input: the training task, the input's frame, a reference to score against (or None),
@@ -45,18 +58,24 @@ class Prepared:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task. ``build(cfg) -> Prepared``; ``score(cfg, mesh, prepared, run_dir) -> (metrics, files)`` scores a
-    mesh in the input's frame and may write extra files (an STL for planning tools)."""
+    """One task. ``build(cfg) -> Prepared``. Shape tasks mesh their field (``mesh_plan``) and
+    ``score(cfg, mesh, prepared, run_dir) -> (metrics, files)`` scores the mesh in the input's frame and may write
+    extra files (an STL for planning tools); other tasks give ``finish`` instead (images: a reconstruction)."""
 
     name: str
     inputs: str                         # what a user gives, for messages and --help
     suffixes: tuple[str, ...]
     default_field: str
-    default_params: int
+    default_params: int | Callable[[Any], int]  # or from the input (path -> parameters)
     build: Callable[[Any], Prepared]
-    score: Callable[..., tuple[dict, dict]]
-    mesh_plan: MeshPlan
+    score: Callable[..., tuple[dict, dict]] | None = None
+    mesh_plan: MeshPlan | None = None
+    finish: Finish | None = None
     accepts_folders: bool = False       # a folder input (a DICOM series)
+    # The field's input and output dimensions for an input (path -> (dim, out_dim)); shapes: (3, 1).
+    field_shape: Callable[[Any], tuple[int, int]] | None = None
+    # Input-dependent field defaults (field config, path) -> None, applied to the task's preset only.
+    tune_field: Callable[[Any, Any], None] | None = None
     # Several objects in one input (labels of a CSL or label map): cfg -> (objects, notes, extents); see
     # fieldstudio.tasks.sections_input.plan_objects.
     plan_objects: Callable[[Any], tuple[list, list, dict]] | None = None
