@@ -67,10 +67,12 @@ def preset(kind: str, task: str = "sdf", params: int | None = None, dim: int = 3
 
 def tune_training(kind: str, train, task: str = "sdf") -> None:
     """Training settings a field kind needs for a task (OReX: Adam lr 1e-2 on everything, weight decay 1e-3;
-    images: NeuRBF's lr 5e-3 for the encoders and 1e-2 for the decoder, cosine decay to a hundredth; the Fourier
-    MLP at Adam's usual 1e-3)."""
+    images: NeuRBF's lr 5e-3 for the encoders and 1e-2 for the decoder, cosine decay to a hundredth, smaller
+    batches; the Fourier MLP at Adam's usual 1e-3)."""
     if task == "image":
-        train.lr, train.lr_decoder, train.lr_final_ratio = 5e-3, 1e-2, 0.01
+        # Batches of 4,096 pixels: on a CPU more steps beat larger batches (kodim05, 20 s on one thread: hybrid
+        # 24.8 dB at 16,384 against 26.6 at 4,096; grid-only 27.6 against 28.1).
+        train.lr, train.lr_decoder, train.lr_final_ratio, train.batch_size = 5e-3, 1e-2, 0.01, 4096
         if kind == "mlp":
             train.lr = train.lr_decoder = 1e-3
     if kind == "orex":

@@ -24,7 +24,8 @@ def metric_rows(m: dict) -> list[tuple[str, str]]:
     for key, name, fmt in (("iou", "IoU", "{:.4f}"), ("chamfer_l1", "Chamfer L1", "{:.2e}"),
                            ("nae_deg", "normal error", "{:.2f}°"), ("dice", "Dice", "{:.4f}"),
                            ("hd95_mm", "HD95", "{:.2f} mm"), ("volume_ml", "volume", "{:.1f} ml"),
-                           ("mask_volume_ml", "mask volume", "{:.1f} ml")):
+                           ("mask_volume_ml", "mask volume", "{:.1f} ml"), ("psnr", "PSNR", "{:.2f} dB"),
+                           ("ssim", "SSIM", "{:.4f}"), ("max_abs_error", "max abs error", "{:.4f}")):
         if key in m:
             rows.append((name, fmt.format(m[key])))
     mesh = m.get("mesh", {})

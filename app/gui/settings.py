@@ -19,6 +19,10 @@ from fieldstudio.config import FIELD_KINDS
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.tasks import registry
 
+# Fields a task does not use: hidden while its input is open, and left out of its requests and commands.
+UNUSED = {"image": {"resolution", "labels", "every", "offset", "planes", "roi"}}
+
+
 class SettingsPanel(QWidget):
     """Emits ``changed(ok)`` whenever the request changes (``ok``: it resolves)."""
 
@@ -27,7 +31,8 @@ class SettingsPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.input: Path | None = None
-        form = QFormLayout(self)
+        self.input_task: str | None = None  # the task that reads the input
+        form = self.form = QFormLayout(self)
         self.task = QComboBox()
         self.task.addItems(["auto"] + registry.names())
         self.field = QComboBox()
@@ -55,8 +60,17 @@ class SettingsPanel(QWidget):
 
     def set_input(self, path: Path, run_dir: Path | None = None) -> None:
         self.input = Path(path)
+        try:
+            self.input_task = registry.for_input(self.input).name
+        except FieldStudioError:
+            self.input_task = None
         self.output.setText(str(run_dir or Path.cwd() / "runs" / self.input.name.split(".")[0]))
         self.check()
+
+    def unused(self) -> set[str]:
+        """The fields the chosen task (or the input's, for "auto") does not use."""
+        task = self.task.currentText()
+        return UNUSED.get(self.input_task if task == "auto" else task, set())
 
     def show_config(self, cfg) -> None:
         """Fill the fields from a run's resolved config (reopening a run folder shows what it was made with)."""
@@ -76,9 +90,10 @@ class SettingsPanel(QWidget):
     def request(self) -> Request:
         """The panel as a Request (raises FieldStudioError for a value that is not a number)."""
         values = {}
+        unused = self.unused()
         for name, edit in self.edits.items():
             text = edit.text().strip()
-            if not text:
+            if not text or name in unused:
                 continue
             if name in NUMBERS:
                 try:
@@ -94,6 +109,9 @@ class SettingsPanel(QWidget):
         """Resolve the request; show the library's defaults as placeholders and its message when it is refused."""
         if self.input is None:
             return False
+        unused = self.unused()
+        for name, edit in self.edits.items():
+            self.form.setRowVisible(edit, name not in unused)
         try:
             self.resolved = resolve(self.request())
         except FieldStudioError as err:
@@ -120,8 +138,9 @@ class SettingsPanel(QWidget):
             args += ["--task", self.task.currentText()]
         if self.field.currentIndex() > 0:
             args += ["--field", self.field.currentText()]
+        unused = self.unused()
         for name, _, option, _ in FIELDS:
             text = self.edits[name].text().strip()
-            if text:
+            if text and name not in unused:
                 args += [option, text]
         return shlex.join(args)

@@ -26,13 +26,15 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 from fieldstudio.errors import FieldStudioError
 
 from fieldstudio.app.gui.dialogs import PickDialog
+from fieldstudio.app.gui.image_view import ImageView
 from fieldstudio.app.gui.metrics_table import MetricsTable
 from fieldstudio.app.gui.settings import SettingsPanel
 from fieldstudio.app.gui.slice_view import SliceView
 from fieldstudio.app.gui.view3d import THREE_QUARTER, ClipControls, View3D, colour
 from fieldstudio.app.gui.worker import FitWorker, load_mesh_for_view, run_meshes
 
-STAGE_TITLES = {"prepare": "Preparing", "train": "Training", "mesh": "Meshing", "score": "Scoring"}
+STAGE_TITLES = {"prepare": "Preparing", "train": "Training", "mesh": "Meshing", "render": "Rendering",
+                "score": "Scoring"}
 MAX_LABEL_ROWS = 8  # inputs with more labels get one row for their contours (the results list their objects)
 COMPARE_COLOUR = 4  # palette index of a second run's meshes (violet), drawn translucent over the first
 MAX_RECENT = 8
@@ -91,6 +93,11 @@ class MainWindow(QMainWindow):
         self.view = View3D()
         self.slices = SliceView()  # label maps only
         self.slices.hide()
+        self.image_view = ImageView()  # pictures: instead of the 3D view and the slices
+        self.image_view.hide()
+        self.image_view.problem.connect(lambda message: self.error(message))
+        self.image_view.note.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
+        self.picture_mode = False
         self.panel = SettingsPanel()
         self.panel.changed.connect(self._update_buttons)
         self.panel.changed.connect(self._update_kept_slices)
@@ -143,7 +150,8 @@ class MainWindow(QMainWindow):
         side.addWidget(self.stage)
         side.addWidget(self.progress)
         side.addWidget(self.loss_plot)
-        side.addWidget(QLabel("Objects"))
+        self.objects_title = QLabel("Objects")
+        side.addWidget(self.objects_title)
         side.addWidget(self.objects)
         self.clip_controls = ClipControls(self.view)
         side.addWidget(self.clip_controls)
@@ -157,8 +165,10 @@ class MainWindow(QMainWindow):
         split.addWidget(left)
         split.addWidget(self.view)
         split.addWidget(self.slices)
+        split.addWidget(self.image_view)
         split.setStretchFactor(1, 1)
-        split.setSizes([380, 900, 450])
+        split.setStretchFactor(3, 1)
+        split.setSizes([380, 900, 450, 900])
         self.setCentralWidget(split)
         self._menus()
         self._update_buttons(False)
@@ -173,6 +183,7 @@ class MainWindow(QMainWindow):
                                  ("&Compare with another run...", None, self.compare_dialog),
                                  ("Choose &ROIs / segments...", None, self.pick_rois),
                                  ("&Export mesh...", QKeySequence.SaveAs, self.export_mesh_dialog),
+                                 ("Export &picture (at any scale)...", None, self.image_view.export_dialog),
                                  ("Save &screenshot...", None, self.screenshot_dialog)):
             action = QAction(text, self)
             if keys:
@@ -216,7 +227,8 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------------ opening
     def open_file_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open an input", "", "Inputs (*.obj *.ply *.stl *.off *.glb "
-                                              "*.gltf *.csl *.nii *.nii.gz *.nrrd *.nhdr *.dcm);;All files (*)")
+                                              "*.gltf *.csl *.nii *.nii.gz *.nrrd *.nhdr *.dcm *.png *.jpg *.jpeg "
+                                              "*.tif *.tiff *.bmp *.webp *.gif *.exr);;All files (*)")
         if path:
             self.open_path(Path(path))
 
@@ -265,7 +277,12 @@ class MainWindow(QMainWindow):
         self.objects.clear()
         self.object_rows.clear()
         self.input_labels, self.input_names, self.compare_dir = [], {}, None
-        if cfg.task == "sdf":
+        self._set_picture_mode(cfg.task == "image")
+        if cfg.task == "image":
+            from fieldstudio.data.images import read_image
+
+            self.image_view.set_picture(read_image(path))
+        elif cfg.task == "sdf":
             from fieldstudio.data.meshes import load_mesh
 
             mesh, _ = load_mesh(path)
@@ -299,6 +316,13 @@ class MainWindow(QMainWindow):
         self.slices.setVisible(cfg.task == "slices" and label_map)
         self.metrics.show_runs([])
         self.legend.setText("")
+
+    def _set_picture_mode(self, on: bool) -> None:
+        """Pictures: the image view instead of the 3D view, the slices and their controls."""
+        self.picture_mode = on
+        for widget in (self.view, self.objects, self.objects_title, self.clip_controls):
+            widget.setVisible(not on)
+        self.image_view.setVisible(on)
 
     def _update_kept_slices(self, valid: bool) -> None:
         """Draw the planes the current settings keep (every k-th slice, or plane families at any orientation) where
@@ -408,6 +432,11 @@ class MainWindow(QMainWindow):
     def _show_results(self, run_dir: Path) -> None:
         """A run's meshes (coloured as their labels' contours, or by distance to the input when asked), the second
         run's over them when one is compared, and the metrics table."""
+        if any(run_dir.glob("reconstruction.*")) or (self.picture_mode and not run_meshes(run_dir)):  # a picture
+            self._set_picture_mode(True)
+            metrics = self.image_view.show_run(run_dir)
+            self.metrics.show_runs([("this run", metrics)] if metrics else [])
+            return
         meshes = {name: self._load(path) for name, path in run_meshes(run_dir)}
         compared = {f"compare: {name}": self._load(path)
                     for name, path in (run_meshes(self.compare_dir) if self.compare_dir is not None else [])}
@@ -535,12 +564,16 @@ class MainWindow(QMainWindow):
         for name in list(self.object_rows):  # a new fit lists its own objects
             self.objects.takeItem(self.objects.row(self.object_rows.pop(name)))
         self.worker.event.connect(self._on_event)
-        self.worker.preview.connect(self._show_preview)
+        self.worker.preview.connect(self.image_view.show_previews if self.picture_mode else self._show_preview)
         self.worker.ended.connect(self._on_ended)
         if self.slices.volume is not None and self.slices.isVisible():  # the field's inside on the shown slice
             self.worker.slice_points = lambda: (self.slices.slice_points_world(), self.slices.shown_slice)
             self.worker.live_values.connect(lambda values, at: self.slices.set_live(values, at=at))
             self.slices.slice_changed.connect(self.worker.request_values)
+        if self.picture_mode:  # pictures instead of meshes, and a sharper one of the region in view on demand
+            self.worker.image_options = self.image_view.preview_options
+            self.image_view.detail_wanted.connect(self.worker.request_preview)
+            self.image_view.start_run(self.run_dir)
         self.worker.start()
         self.pause_button.setText("Pause")
         self._update_buttons(True)
@@ -595,6 +628,8 @@ class MainWindow(QMainWindow):
                                 index=self._object_colour(e.object), frame=False)
 
     def _on_event(self, e) -> None:
+        if self.picture_mode:
+            self.image_view.on_event(e)
         if e.kind == "object":
             self._on_object(e)
             return
@@ -645,12 +680,15 @@ class MainWindow(QMainWindow):
             if worker.slice_points is not None:
                 self.slices.slice_changed.disconnect(worker.request_values)
                 worker.slice_points = None
+            if worker.image_options is not None:
+                self.image_view.detail_wanted.disconnect(worker.request_preview)
+                self.image_view.stop_run()
         self.view.remove("preview")
         self.slices.set_live(None)
         self.stage_clock.stop()
         if status == "finished":
             self.progress.setValue(1000)
-            self.stage.setText(f"Done: {self.run_dir}")
+            self.stage.setText(f"Done{self.image_view.scores(self.run_dir)}: {self.run_dir}")
             self._show_results(self.run_dir)
         elif status == "cancelled":
             self.stage.setText(f"Cancelled; {self.run_dir} is kept: press Fit to resume.")

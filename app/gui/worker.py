@@ -42,8 +42,9 @@ def load_mesh_for_view(path: Path):
 
 class FitWorker(QObject):
     """Start, pause, resume and cancel one fit; ``event`` carries every job Event, ``preview`` a coarse mesh of the
-    field every ``preview_every_s`` seconds while it trains, ``ended`` the job's status ("finished", "cancelled",
-    "failed") with the result or the error message."""
+    field every ``preview_every_s`` seconds while it trains (image runs, with ``image_options``: a list of
+    (options, picture)), ``ended`` the job's status ("finished", "cancelled", "failed") with the result or the error
+    message."""
 
     event = Signal(object)
     preview = Signal(object)
@@ -62,6 +63,9 @@ class FitWorker(QObject):
         # () -> (points (N, 3) in the input's frame, key of the slice they lie on) or None: where the window wants
         # the field's values with each preview (the slice view's voxel centres). Called in the window's thread.
         self.slice_points = None
+        # () -> [options of job.preview("image", ...), ...]: for image runs, what to render instead of a mesh (the
+        # image view's coarse whole picture and the region in view). Called in the window's thread.
+        self.image_options = None
         self.timer = QTimer(self)
         self.timer.setInterval(int(preview_every_s * 1000))
         self.timer.timeout.connect(self.request_preview)
@@ -99,6 +103,7 @@ class FitWorker(QObject):
         if self.job.stage != "train" or not self._preview_busy.acquire(blocking=False):
             return
         where = self.slice_points() if self.slice_points is not None else None
+        images = self.image_options() if mesh and self.image_options is not None else None
 
         def make():
             try:
@@ -106,7 +111,13 @@ class FitWorker(QObject):
                     values = self.job.preview("values", points=where[0])
                     if values is not None:
                         self.live_values.emit(values, where[1])
-                if mesh:
+                if images is not None:  # each picture between two training steps of its own
+                    shown = [(o, self.job.preview("image", **o)) for o in images]
+                    shown = [(o, picture) for o, picture in shown if picture is not None]
+                    if shown:
+                        self.shown_one = True
+                        self.preview.emit(shown)
+                elif mesh:
                     shape = self.job.preview("mesh", resolution=PREVIEW_RESOLUTION)
                     if shape is not None and len(shape.faces):
                         self.shown_one = True
