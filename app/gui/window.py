@@ -283,11 +283,14 @@ class MainWindow(QMainWindow):
 
             self.image_view.set_picture(read_image(path))
         elif cfg.task == "sdf":
-            from fieldstudio.data.meshes import load_mesh
+            from fieldstudio.tasks.sdf_inputs import input_mesh
 
-            mesh, _ = load_mesh(path)
-            self.view.show_mesh("input", mesh, index=7)
-            self._add_object("input", "input mesh", 7)
+            mesh = input_mesh(path, cfg.sdf.flip_sign)
+            if mesh is None:
+                self.statusBar().showMessage("scattered SDF samples: no input surface to show", 8_000)
+            else:
+                self.view.show_mesh("input", mesh, index=7)
+                self._add_object("input", "input mesh", 7)
         else:
             from fieldstudio.control import Control, active
             from fieldstudio.data.medical_readers import RTSTRUCT_SUFFIXES, is_label_map, suffix_of
@@ -501,9 +504,12 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"distance colouring: the input {cfg.input} is gone", 8_000)
             return None
         if cfg.task == "sdf":
-            from fieldstudio.data.meshes import load_mesh
+            from fieldstudio.tasks.sdf_inputs import input_mesh
 
-            return load_mesh(cfg.input)[0]
+            mesh = input_mesh(cfg.input, cfg.sdf.flip_sign)
+            if mesh is None:
+                self.statusBar().showMessage("distance colouring needs a mesh or an SDF grid input", 8_000)
+            return mesh
         from fieldstudio.data.medical_readers import is_label_map
 
         if not is_label_map(cfg.input):

@@ -98,6 +98,17 @@ def score(cfg, mesh, prepared: Prepared, run_dir) -> tuple[dict, dict]:
     return out, {}
 
 
+def input_mesh(path, flip_sign: bool = False):
+    """What an SDF-task input looks like as a surface in its world frame: the mesh itself, the zero level of a
+    grid, or None for scattered samples."""
+    from fieldstudio.data.meshes import MESH_SUFFIXES, load_mesh
+    from fieldstudio.tasks.spec import suffix_of
+
+    if suffix_of(path) in MESH_SUFFIXES:
+        return load_mesh(path)[0]
+    return input_surface(path, flip_sign)
+
+
 def input_surface(path, flip_sign: bool = False):
     """The zero level of an SDF grid input as a trimesh in its world frame (marching cubes of the grid itself: to
     show the input, or to colour a result by its distance to it); None for scattered samples."""
