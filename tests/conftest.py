@@ -63,3 +63,35 @@ def two_label_csl(tmp_path):
         for loop in plane.loops:
             loop.label = 1 if loop.points[:, 0].mean() < 1.5 else 2
     return write_csl(cs, tmp_path / "two.csl"), sphere, box
+
+
+def run_cli(args, monkeypatch, capsys):
+    """Run ``fieldstudio ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    import sys
+
+    from fieldstudio.app import cli
+
+    monkeypatch.setattr(sys, "argv", ["fieldstudio", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """The main window, its settings in tmp_path; errors go to the status bar (and ``w.errors``) instead of a
+    modal dialog."""
+    from PySide6.QtCore import QSettings
+
+    QSettings.setPath(QSettings.NativeFormat, QSettings.UserScope, str(tmp_path / "settings"))
+    from fieldstudio.app.gui.window import MainWindow
+
+    w = MainWindow()
+    w.quiet = True
+    w.errors = []
+    original = w.error
+    w.error = lambda message: (w.errors.append(message), original(message))
+    qtbot.addWidget(w)
+    w.show()
+    return w

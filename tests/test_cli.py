@@ -2,7 +2,6 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -11,13 +10,7 @@ import trimesh
 from fieldstudio.app import cli
 from fieldstudio.config import load_run_config
 
-
-def run_cli(args, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["fieldstudio", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from conftest import run_cli
 
 
 FAST = ["--steps", "60", "--params", "30000", "--resolution", "48"]

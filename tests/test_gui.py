@@ -18,24 +18,8 @@ pytest.importorskip("pyqtgraph")
 if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
     pytest.skip("no display: run under xvfb-run (make test does)", allow_module_level=True)
 
-from PySide6.QtCore import QSettings  # noqa: E402
 
 FAST = {"params": "20000", "steps": "60", "resolution": "40"}
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    QSettings.setPath(QSettings.NativeFormat, QSettings.UserScope, str(tmp_path / "settings"))
-    from fieldstudio.app.gui.window import MainWindow
-
-    w = MainWindow()
-    w.quiet = True  # errors go to the status bar (and a record) instead of a modal dialog
-    w.errors = []
-    original = w.error
-    w.error = lambda message: (w.errors.append(message), original(message))
-    qtbot.addWidget(w)
-    w.show()
-    return w
 
 
 def set_fast(window, run_dir, **extra):

@@ -17,7 +17,7 @@ pytest.importorskip("pyqtgraph")
 if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
     pytest.skip("no display: run under xvfb-run (make test does)", allow_module_level=True)
 
-from PySide6.QtCore import QRectF, QSettings  # noqa: E402
+from PySide6.QtCore import QRectF  # noqa: E402
 
 from fieldstudio.data.images import read_image, write_image  # noqa: E402
 
@@ -34,21 +34,6 @@ def smooth_picture(channels: int = 3) -> np.ndarray:
 @pytest.fixture
 def picture(tmp_path):
     return write_image(tmp_path / "smooth.png", smooth_picture())
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    QSettings.setPath(QSettings.NativeFormat, QSettings.UserScope, str(tmp_path / "settings"))
-    from fieldstudio.app.gui.window import MainWindow
-
-    w = MainWindow()
-    w.quiet = True
-    w.errors = []
-    original = w.error
-    w.error = lambda message: (w.errors.append(message), original(message))
-    qtbot.addWidget(w)
-    w.show()
-    return w
 
 
 def small_batches(window, monkeypatch, batch: int = 512):

@@ -1,17 +1,17 @@
 """Image fitting end to end: reading every supported kind of picture, fitting, rendering, and the bad inputs."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from fieldstudio.api import Request, fit_job, render_job, resolve
-from fieldstudio.app import cli
 from fieldstudio.data import images
 from fieldstudio.data.images import read_image, write_image
 from fieldstudio.errors import FieldStudioError
+
+from conftest import run_cli
 
 QUICK = {"train.batch_size": 4096}
 
@@ -30,14 +30,6 @@ def picture(tmp_path):
     path = tmp_path / "analytic.png"
     write_image(path, (analytic() * 255 + 0.5).astype(np.uint8))
     return path
-
-
-def run_cli(args, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["fieldstudio", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_analytic_picture_is_fitted_above_35_db_in_seconds(picture, tmp_path):

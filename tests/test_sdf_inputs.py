@@ -2,7 +2,6 @@
 scored against their own samples (and a reference mesh), and every bad input refused in one line."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from fieldstudio.api import Request, fit_job, resolve
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.metrics import distances_to
 from fieldstudio.tasks import registry
+
+from conftest import run_cli
 
 R_MAJOR, R_MINOR = 0.7, 0.3
 CENTRE = np.array([10.0, -5.0, 3.0])
@@ -264,15 +265,6 @@ def test_reference_is_for_sdf_inputs_only(sphere_file):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-
-def run_cli(args, monkeypatch, capsys):
-    from fieldstudio.app import cli
-
-    monkeypatch.setattr(sys, "argv", ["fieldstudio", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_cli_fits_a_grid_scores_it_against_a_reference_and_refuses_a_flipped_one(torus_grid, tmp_path,
