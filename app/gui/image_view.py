@@ -26,6 +26,8 @@ from PySide6.QtCore import QRectF, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget)
 
+from fieldstudio.tasks.image import rms_error, sample_coordinates
+
 BACKGROUND = (38, 41, 46)
 CAPTION = "#d8d8d8"
 PREVIEW_SIDE = 256  # the coarse whole-picture preview's longer side
@@ -41,17 +43,9 @@ CHANNEL_NAMES = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGBA"}
 
 # ------------------------------------------------------------------------------------------------ pixels
 
-def sample_grid(crop, size) -> tuple[np.ndarray, np.ndarray]:
-    """Input pixel coordinates (u right, v down) of the centres of a ``size`` (w, h) render of ``crop`` (x, y, w, h),
-    as ``fieldstudio.tasks.image.render`` samples them."""
-    x0, y0, cw, ch = crop
-    w, h = size
-    return x0 + (np.arange(w) + 0.5) * (cw / w), y0 + (np.arange(h) + 0.5) * (ch / h)
-
-
 def sample_input(picture, crop, size) -> np.ndarray:
     """The input at a render's sample points (bilinear between pixel centres), (h, w, C) float32 in [0, 1] units."""
-    u, v = sample_grid(crop, size)
+    u, v = sample_coordinates(crop, size)
     u = np.clip(u - 0.5, 0, picture.width - 1)
     v = np.clip(v - 0.5, 0, picture.height - 1)
     i0, j0 = np.floor(u).astype(np.intp), np.floor(v).astype(np.intp)
@@ -65,12 +59,6 @@ def sample_input(picture, crop, size) -> np.ndarray:
     top = at(j0, i0) * (1 - fu) + at(j0, i1) * fu
     bottom = at(j1, i0) * (1 - fu) + at(j1, i1) * fu
     return (top * (1 - fv) + bottom * fv) / np.float32(picture.peak)
-
-
-def rms_error(recon: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """|recon - reference|, RMS over channels: (h, w) float32 (as the run's error.png)."""
-    diff = recon - reference
-    return np.sqrt(np.mean(diff * diff, axis=-1))
 
 
 def to_display(values: np.ndarray, u: np.ndarray | None = None, v: np.ndarray | None = None,
@@ -412,7 +400,7 @@ class ImageView(QWidget):
         for options, values in previews:
             crop = tuple(options.get("crop") or (0, 0, p.width, p.height))
             h, w = values.shape[:2]
-            u, v = sample_grid(crop, (w, h))
+            u, v = sample_coordinates(crop, (w, h))
             error = rms_error(values, self._reference(crop, (w, h)))
             detail = "crop" in options
             if not detail:

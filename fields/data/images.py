@@ -137,16 +137,6 @@ def _read_exr(path: Path) -> np.ndarray:
     return np.stack(planes, axis=-1)
 
 
-def _frame_count(path: Path) -> int:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return int(getattr(im, "n_frames", 1))
-    except Exception:
-        return 1
-
-
 def _read_tiff(path: Path, frame: int) -> tuple[np.ndarray, int]:
     import tifffile
 

@@ -75,12 +75,11 @@ class ImageTask:
 
     name = "image"
 
-    def __init__(self, picture: Picture, cfg, seed: int = 0):
+    def __init__(self, picture: Picture, cfg):
         self.cfg = cfg
         self.picture = picture
         self.frame = ImageFrame(picture.width, picture.height, picture.channels, picture.bits)
         self.n_pixels = picture.width * picture.height
-        self.seed = seed
         self.neighbours = None  # (H*W, K) int32 table, when it fits NEIGHBOUR_TABLE_BYTES
         self.field = None
 
@@ -184,6 +183,20 @@ def output_size(crop: tuple[int, int, int, int], scale: float | None = None,
     return w, h
 
 
+def sample_coordinates(crop: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Input pixel coordinates (u right, v down) of the centres of a ``size`` (w, h) render of ``crop``
+    (x, y, w, h in input pixels): the points :func:`render` samples."""
+    x0, y0, cw, ch = crop
+    w, h = size
+    return x0 + (np.arange(w) + 0.5) * (cw / w), y0 + (np.arange(h) + 0.5) * (ch / h)
+
+
+def rms_error(recon: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """|recon - reference|, RMS over channels: (h, w) float32, the values of an error map."""
+    diff = recon - reference
+    return np.sqrt(np.mean(diff * diff, axis=-1))
+
+
 @torch.no_grad()
 def render(model, frame: ImageFrame, crop: tuple[int, int, int, int] | None = None,
            size: tuple[int, int] | None = None, progress: bool = False,
@@ -198,12 +211,12 @@ def render(model, frame: ImageFrame, crop: tuple[int, int, int, int] | None = No
         table = None
     device = next(model.parameters()).device
     out = np.empty((h, w, model.cfg.out_dim), np.float32)
-    u = torch.as_tensor(x0 + (np.arange(w) + 0.5) * (cw / w), dtype=torch.float64)
+    us, vs = sample_coordinates((x0, y0, cw, ch), (w, h))
+    u = torch.as_tensor(us, dtype=torch.float64)
     rows_per_chunk = max(1, RENDER_CHUNK // w)
     for r0 in range(0, h, rows_per_chunk):
         r1 = min(h, r0 + rows_per_chunk)
-        v = torch.as_tensor(y0 + (np.arange(r0, r1) + 0.5) * (ch / h), dtype=torch.float64)
-        vv, uu = torch.meshgrid(v, u, indexing="ij")
+        vv, uu = torch.meshgrid(torch.as_tensor(vs[r0:r1], dtype=torch.float64), u, indexing="ij")
         x = frame.to_box(uu.reshape(-1), vv.reshape(-1)).float().to(device)
         idx = None if table is None else table[r0 * w:r1 * w].long().to(device)
         out[r0:r1] = model(x, idx).reshape(r1 - r0, w, -1).cpu().numpy()
@@ -248,8 +261,7 @@ def _error_map(recon: np.ndarray, picture: Picture, rows: slice = slice(None)) -
     out = np.empty(recon.shape[:2], np.float32)
     step = max(1, 2**22 // max(1, recon.shape[1] * recon.shape[2]))
     for r in range(0, recon.shape[0], step):
-        diff = recon[r:r + step] - picture.as_float(slice(r, r + step))
-        out[r:r + step] = np.sqrt(np.mean(diff * diff, axis=-1))
+        out[r:r + step] = rms_error(recon[r:r + step], picture.as_float(slice(r, r + step)))
     return out
 
 
@@ -286,17 +298,13 @@ def render_run(run_dir: str | Path, out_path: str | Path, scale: float | None = 
                                    f"reconstruction is written to {out_path}")
         x, y, cw, ch = box
         part = Picture(picture.pixels[y:y + ch, x:x + cw], picture.bits, picture.name)
-        heat, err_scale = error_heatmap(_error_map(recon, part))
+        err = _error_map(recon, part)
+        heat, err_scale = error_heatmap(err)
         written["error_map"] = write_image(out_path.with_name(out_path.stem + "_error.png"), heat)
         written["error_map_scale"] = err_scale
-        written["psnr"] = _psnr(recon, part)
+        mse = float(np.mean(err.astype(np.float64) ** 2))  # the map is the RMS over channels: its square's mean
+        written["psnr"] = math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
     return written
-
-
-def _psnr(recon: np.ndarray, picture: Picture) -> float:
-    err = _error_map(recon, picture)
-    mse = float(np.mean(err.astype(np.float64) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 # ------------------------------------------------------------------------------------------------ registry glue
@@ -340,7 +348,7 @@ def build(cfg):
         raise FieldStudioError(f"{picture.name} has {picture.channels} channel(s) but the field has dim "
                                f"{cfg.field.dim} and out_dim {cfg.field.out_dim}; set [field] dim = 2 and out_dim = "
                                f"{picture.channels} in the config (or leave the [field] table out)")
-    task = ImageTask(picture, cfg.image, seed=cfg.train.seed)
+    task = ImageTask(picture, cfg.image)
     return Prepared(task, task.frame, report=picture.report())
 
 
