@@ -70,7 +70,8 @@ def tune_training(kind: str, train, task: str = "sdf") -> None:
     images: NeuRBF's lr 5e-3 for the encoders and 1e-2 for the decoder, cosine decay to a hundredth, smaller
     batches; the Fourier MLP at Adam's usual 1e-3)."""
     if task == "image":
-        # Batches of 4,096 pixels: on a CPU more steps beat larger batches (kodim05, 20 s on one thread: hybrid
+        # Batches of 4,096 pixels: on a CPU more steps beat larger batches (kodim05, 20 s on one thread beside other
+        # work: hybrid
         # 24.8 dB at 16,384 against 26.6 at 4,096; grid-only 27.6 against 28.1).
         train.lr, train.lr_decoder, train.lr_final_ratio, train.batch_size = 5e-3, 1e-2, 0.01, 4096
         if kind == "mlp":
