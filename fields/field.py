@@ -71,8 +71,7 @@ def tune_training(kind: str, train, task: str = "sdf") -> None:
     batches; the Fourier MLP at Adam's usual 1e-3)."""
     if task == "image":
         # Batches of 4,096 pixels: on a CPU more steps beat larger batches (kodim05, 20 s on one thread beside other
-        # work: hybrid
-        # 24.8 dB at 16,384 against 26.6 at 4,096; grid-only 27.6 against 28.1).
+        # work: hybrid 24.8 dB at 16,384 against 26.6 at 4,096; grid-only 27.6 against 28.1).
         train.lr, train.lr_decoder, train.lr_final_ratio, train.batch_size = 5e-3, 1e-2, 0.01, 4096
         if kind == "mlp":
             train.lr = train.lr_decoder = 1e-3
