@@ -112,6 +112,13 @@ def _run_fit(request, run_dir: Path, overwrite: bool) -> dict:
         return m
     console.print(f"[green]done[/green] in {m['total_seconds']:.1f} s ({m['steps']} steps, {m['params']:,} parameters; "
                   f"training ended by {m['ended_by'].replace('_', ' ')})")
+    if "views" in m:  # a NeRF scene: its held-out views
+        if "psnr" in m:
+            console.print(f"  {m['split']} views: mean PSNR {m['psnr']:.2f} dB (lowest {m['psnr_min']:.2f})   "
+                          f"SSIM {m['ssim']:.4f}   ({len(m['views'])} views)")
+        for name, path in result.files.items():
+            console.print(f"  {name:14s} {path}")
+        return m
     if "psnr" in m:  # a picture
         console.print(f"  PSNR {m['psnr']:.2f} dB   SSIM {m['ssim']:.4f}   largest error {m['max_abs_error']:.3f}")
         for name, path in result.files.items():
@@ -157,15 +164,16 @@ def fit(
     input: Path = typer.Argument(..., help="Input: a picture (.png .jpg .tif .exr .bmp .webp .gif; 8/16-bit or "
                                 "float, grey/RGB/RGBA), a mesh (.obj .ply .stl .off .glb), cross-sections (.csl), "
                                 "a label map (.nii .nii.gz .nrrd, a DICOM SEG .dcm, or a DICOM series folder), "
-                                "an RTSTRUCT (.dcm), or signed distances, negative inside, in the input's units: a "
+                                "an RTSTRUCT (.dcm), a NeRF scene folder (transforms_train.json or transforms.json), or signed distances, negative inside, in the input's units: a "
                                 "grid .npy (origin 0, spacing 1) or .npz (sdf indexed i,j,k along x,y,z; origin, "
                                 "spacing), a float .nii/.nii.gz (mm), samples .npz (points, sdf, normals)."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; an unfinished run there resumes)."),
-    task: str = typer.Option("auto", help="auto (from the input) | sdf | slices | image"),
-    field: Optional[str] = typer.Option(None, help="hybrid (grid + adaptive RBF) | neurbf (RBF only) | grid | mlp | orex"),
+    task: str = typer.Option("auto", help="auto (from the input) | sdf | slices | image | nerf"),
+    field: Optional[str] = typer.Option(None, help="hybrid (grid + adaptive RBF) | neurbf (RBF only) | grid | mlp | "
+                                        "orex | voxels (NeRF: density + RGB voxels)"),
     params: Optional[int] = typer.Option(None, help="Total parameter budget (default: 450,000 for meshes, 40,000 "
                                          "for cross-sections; pictures: 10 % of the pixel values W x H x C, within "
-                                         "20,000..2,000,000)."),
+                                         "20,000..2,000,000; NeRF scenes: 2,000,000)."),
     steps: Optional[int] = typer.Option(None, help="Maximum training steps."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Wall-clock seconds for the whole fit."),
     resolution: Optional[int] = typer.Option(None, help="Marching-cubes grid resolution (default 256)."),
@@ -182,6 +190,8 @@ def fit(
                                       "'Heart,Lt Lung'."),
     reference: Optional[Path] = typer.Option(None, help="Signed distance inputs: a mesh in the input's frame to "
                                              "score the result against (IoU, Chamfer-L1, ...)."),
+    downscale: Optional[int] = typer.Option(None, help="NeRF scenes: train on pictures area-averaged by N "
+                                            "(e.g. 4: 400 x 400 -> 100 x 100)."),
     config: Optional[Path] = typer.Option(None, help="TOML config; command-line options override it."),
     overwrite: bool = typer.Option(False, help="Replace a finished or unfinished run in the output folder."),
 ) -> None:
@@ -191,7 +201,8 @@ def fit(
 
     request = Request(input, task=task, field=field, params=params, steps=steps, time_budget=time_budget,
                       resolution=resolution, seed=seed, labels=labels, every=every, offset=offset, planes=planes,
-                      roi=roi, reference=reference, config=config)
+                      roi=roi, reference=reference, config=config,
+                      overrides={} if downscale is None else {"nerf.downscale": downscale})
     _run_fit(request, output, overwrite)
 
 
@@ -200,11 +211,13 @@ def mesh(
     run_dir: Path = typer.Argument(..., help="A run folder written by `fieldstudio fit`."),
     output: Path = typer.Option(..., "-o", "--output", help="Mesh file: .ply .obj .stl or .glb."),
     resolution: Optional[int] = typer.Option(None, help="Marching-cubes resolution (default: the run's)."),
+    level: Optional[float] = typer.Option(None, help="NeRF runs: the density (per world unit) where the surface "
+                                          "is cut (default 10; higher: tighter)."),
 ) -> None:
     """Extract a mesh from a trained run, in the input's coordinate frame."""
     from fieldstudio.api import mesh_job
 
-    done = _run_job(mesh_job(run_dir, output, resolution))
+    done = _run_job(mesh_job(run_dir, output, resolution, level))
     if done is None:
         raise typer.Exit(EXIT_INTERRUPTED)
     path, report = done
@@ -214,8 +227,10 @@ def mesh(
 
 @app.command()
 def render(
-    run_dir: Path = typer.Argument(..., help="An image run folder written by `fieldstudio fit`."),
-    output: Path = typer.Option(..., "-o", "--output", help="Picture to write: .png .tif .exr .jpg .bmp .webp."),
+    run_dir: Path = typer.Argument(..., help="An image or NeRF run folder written by `fieldstudio fit`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Picture to write: .png .tif .exr .jpg .bmp .webp "
+                                "(NeRF: a folder for --views, a video .mp4/.gif for --orbit, a picture for one "
+                                "--pose)."),
     scale: Optional[float] = typer.Option(None, help="Output size as a multiple of the input's (or of the crop's); "
                                           "default 1."),
     size: Optional[str] = typer.Option(None, help="Output size WIDTHxHEIGHT in pixels, instead of --scale."),
@@ -223,13 +238,34 @@ def render(
     error: bool = typer.Option(False, "--error", help="Also write an error heat map, OUTPUT_error.png (at the "
                                "input's resolution; black = exact, white = the 99th percentile of the error)."),
     bits: Optional[int] = typer.Option(None, help="8, 16 or 32 (float); default: as the input was."),
+    views: Optional[str] = typer.Option(None, help="NeRF: render a split's cameras (test, val, train) into the "
+                                        "OUTPUT folder, one PNG per view named after its picture, with PSNR and "
+                                        "SSIM in OUTPUT/metrics.json (the default: test)."),
+    orbit: Optional[int] = typer.Option(None, help="NeRF: a video of N frames circling the scene at the training "
+                                        "cameras' distance and height."),
+    pose: Optional[Path] = typer.Option(None, help="NeRF: cameras from a json (transform_matrix, or a frames "
+                                        "list as in transforms.json; camera_angle_x or fl_x, w, h optional)."),
+    depth: bool = typer.Option(False, "--depth", help="NeRF: also write NAME_depth.png (near = bright)."),
 ) -> None:
-    """Render a trained image run: the reconstruction (at any scale, or a crop of it), in the input's bit depth."""
+    """Render a trained run: a picture's reconstruction (at any scale, or a crop of it, in the input's bit depth),
+    or a NeRF's views, an orbit video or any camera."""
     from fieldstudio.api import render_job
 
-    done = _run_job(render_job(run_dir, output, scale, size, crop, error, bits))
+    done = _run_job(render_job(run_dir, output, scale=scale, size=size, crop=crop, error=error, bits=bits,
+                               views=views, orbit=orbit, pose=None if pose is None else str(pose), depth=depth))
     if done is None:
         raise typer.Exit(EXIT_INTERRUPTED)
+    if "video" in done:
+        console.print(f"wrote {done['video']} ({done['frames']} frames of {done['width']} x {done['height']})")
+        return
+    if "folder" in done:
+        scores = f"; mean PSNR {done['psnr']:.2f} dB, SSIM {done['ssim']:.4f}" if done.get("psnr") else ""
+        console.print(f"wrote {done['views']} views into {done['folder']}{scores} ({done['metrics']})")
+        return
+    if "files" in done:
+        for path in done["files"]:
+            console.print(f"wrote {path}")
+        return
     console.print(f"wrote {done['image']} ({done['width']} x {done['height']} pixels)")
     if "error_map" in done:
         console.print(f"wrote {done['error_map']} (white = {done['error_map_scale']:.4f}; "

@@ -18,6 +18,8 @@ settings for that field) < the config file < the request's options < ``overrides
 
 from __future__ import annotations
 
+import importlib
+
 import logging
 import math
 import threading
@@ -357,19 +359,35 @@ def fit_job(request: Request | RunConfig, run_dir: str | Path, overwrite: bool =
     return job
 
 
-def render_job(run_dir: str | Path, out_path: str | Path, scale: float | None = None, size: str | None = None,
-               crop: str | None = None, error: bool = False, bits: int | None = None) -> Job:
-    """A job that renders a trained image run into ``out_path`` (see ``fieldstudio.tasks.image.render_run``)."""
-    from fieldstudio.tasks.image import render_run
+def render_job(run_dir: str | Path, out_path: str | Path, **options) -> Job:
+    """A job that renders a trained run into ``out_path`` with its task's renderer: pictures
+    (``fieldstudio.tasks.image.render_run``: scale, size, crop, error, bits) or NeRF scenes
+    (``fieldstudio.tasks.nerf.render_run``: views, orbit, pose, depth). Options left at None are left out; one
+    that the run's task does not take is a user error."""
+    import inspect
 
-    return Job(lambda cbs: render_run(run_dir, out_path, scale, size, crop, error, bits))
+    from fieldstudio.run import run_task
+
+    options = {k: v for k, v in options.items() if v is not None and v is not False}
+    spec = registry.get(run_task(run_dir))
+    if spec.render is None:
+        raise FieldStudioError(f"{run_dir} is a {spec.name} run, which render does not draw; use fieldstudio mesh")
+    module = importlib.import_module(f"fieldstudio.tasks.{spec.name}")
+    accepted = inspect.signature(module.render_run).parameters
+    for key in options:
+        if key not in accepted:
+            raise FieldStudioError(f"--{key} does not apply to {spec.name} runs; they take "
+                                   f"{', '.join('--' + k for k in list(accepted)[2:])}")
+    return Job(lambda cbs: spec.render(run_dir, out_path, **options))
 
 
-def mesh_job(run_dir: str | Path, out_path: str | Path, resolution: int | None = None) -> Job:
-    """A job that meshes a trained run folder into ``out_path`` (in the input's frame)."""
+def mesh_job(run_dir: str | Path, out_path: str | Path, resolution: int | None = None,
+             level: float | None = None) -> Job:
+    """A job that meshes a trained run folder into ``out_path`` (in the input's frame; NeRF runs at the density
+    ``level``)."""
     from fieldstudio.run import mesh_from_run
 
-    return Job(lambda cbs: mesh_from_run(run_dir, out_path, resolution))
+    return Job(lambda cbs: mesh_from_run(run_dir, out_path, resolution, level))
 
 
 __all__ = ["Request", "resolve", "Job", "Event", "fit_job", "mesh_job", "render_job", "configure_threads",

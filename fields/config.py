@@ -28,7 +28,7 @@ import tomli_w
 
 from fieldstudio.errors import FieldStudioError
 
-FIELD_KINDS = ("hybrid", "neurbf", "grid", "mlp", "orex")
+FIELD_KINDS = ("hybrid", "neurbf", "grid", "mlp", "orex", "voxels")
 # The RBF kernels that the layers and the fused kernels implement; kept here so that reading a config does not
 # import torch (tests/test_config.py checks them against fieldstudio.encoders.rbf.KERNELS).
 RBF_KERNELS = ("nlin_s", "ivq_a", "gauss_a")
@@ -189,6 +189,23 @@ class ImageTaskConfig:
 
 
 @dataclass
+class NeRFTaskConfig:
+    """Radiance fields from posed pictures (NeRF scenes)."""
+
+    downscale: int = 1  # train on pictures area-averaged by this factor
+    # RGBA pictures: "random" trains on a random colour behind every ray (the opacity must then be right, so no
+    # haze fills empty space), a colour ("white", "black", or "r,g,b" in 0..1) is what views are scored and shown on.
+    background: str = "white"
+    steps_per_diagonal: int = 512  # sample spacing along rays: the box diagonal over this
+    samples_per_step: int = 262_144  # most field evaluations per training step (rays are dropped beyond it)
+    occupancy_resolution: int = 64  # cells per axis of the empty-space grid
+    occupancy_every: int = 16  # steps between its updates
+    rbf_warmup_steps: int = 300  # hybrid: grid-only steps before the RBFs are placed from the density
+    mesh_level: float = 10.0  # density (per world unit) at which `fieldstudio mesh` cuts the surface
+    eval_views: int = 0  # test views rendered and scored at the end of a fit (0: all)
+
+
+@dataclass
 class MeshConfig:
     """Marching cubes and clean-up of shape tasks."""
 
@@ -211,6 +228,7 @@ class RunConfig:
     sdf: SDFTaskConfig = dc_field(default_factory=SDFTaskConfig)
     slices: SlicesTaskConfig = dc_field(default_factory=SlicesTaskConfig)
     image: ImageTaskConfig = dc_field(default_factory=ImageTaskConfig)
+    nerf: NeRFTaskConfig = dc_field(default_factory=NeRFTaskConfig)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -351,7 +369,7 @@ def load_run_config(path: str | Path) -> RunConfig:
 # Command-line options that set a config key, named next to the key in messages (the value may come from either).
 _CLI_OPTIONS = {"train.steps": "--steps", "train.time_budget": "--time-budget", "train.seed": "--seed",
                 "field.params": "--params", "field.kind": "--field", "mesh.resolution": "--resolution",
-                "slices.labels": "--labels"}
+                "slices.labels": "--labels", "nerf.downscale": "--downscale", "nerf.mesh_level": "--level"}
 
 
 def _check_types(cfg: Any, source: str | Path | None, table: str = "") -> None:
@@ -379,6 +397,33 @@ def _is_num(x: Any) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
+# task -> (predicate on field.out_dim, what it must be)
+_OUT_DIMS = {
+    "image": (lambda v: 1 <= v <= 4, "the picture's channel count (1-4)"),
+    "nerf": (lambda v: v == 4, "4 (density and RGB)"),
+    "sdf": (lambda v: v == 1, "1 (one value per point: distance or occupancy)"),
+}
+
+
+def background_colour(text: str) -> tuple[float, float, float] | None:
+    """``[nerf] background`` as an RGB triple in 0..1; None for "random"."""
+    names = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "random": None}
+    if text in names:
+        return names[text]
+    rgb = tuple(float(t) for t in text.split(","))
+    if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
+        raise ValueError(text)
+    return rgb
+
+
+def _is_background(text: str) -> bool:
+    try:
+        background_colour(text)
+    except ValueError:
+        return False
+    return True
+
+
 def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
     """Check the types and ranges of values a user could get wrong; raise FieldStudioError naming the key
     (``[train] lr``), the file when ``source`` is given, what is required and what was given."""
@@ -401,10 +446,8 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
     rules = [
         ("field.kind", lambda v: v in FIELD_KINDS, f"one of {', '.join(FIELD_KINDS)}"),
         ("field.dim", lambda v: v == (2 if cfg.task == "image" else 3),
-         "2 for pictures, 3 for shapes" + f" (the {cfg.task} task)"),
-        ("field.out_dim", lambda v: 1 <= v <= 4 if cfg.task == "image" else v == 1,
-         "the picture's channel count (1-4)" if cfg.task == "image" else
-         "1 (one value per point: distance or occupancy)"),
+         "2 for pictures, 3 for shapes and scenes" + f" (the {cfg.task} task)"),
+        ("field.out_dim", _OUT_DIMS.get(cfg.task, _OUT_DIMS["sdf"])[0], _OUT_DIMS.get(cfg.task, _OUT_DIMS["sdf"])[1]),
         ("field.params", optional(at_least(1000)), "at least 1000 (or left out to keep the sizes as written)"),
         ("field.grid.n_levels", between(1, 32), "1..32"),
         ("field.grid.n_features", between(1, 16), "1..16 (the fused grid kernels' limit)"),
@@ -459,6 +502,15 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("slices.hinge_alpha", positive, "> 0"),
         ("slices.refine_iterations", at_least(0), ">= 0"),
         ("image.frame", at_least(0), ">= 0 (frames and pages count from 0)"),
+        ("nerf.downscale", between(1, 64), "1..64"),
+        ("nerf.background", _is_background, '"random", "white", "black" or "r,g,b" with values in 0..1'),
+        ("nerf.steps_per_diagonal", between(16, 8192), "16..8192"),
+        ("nerf.samples_per_step", at_least(1024), ">= 1024"),
+        ("nerf.occupancy_resolution", between(4, 512), "4..512"),
+        ("nerf.occupancy_every", at_least(1), ">= 1"),
+        ("nerf.rbf_warmup_steps", at_least(0), ">= 0"),
+        ("nerf.mesh_level", positive, "> 0 (a density, per world unit)"),
+        ("nerf.eval_views", at_least(0), ">= 0 (0: every test view)"),
         ("image.kmeans_points", at_least(1), ">= 1"),
         ("mesh.resolution", between(8, 2048), "8..2048 (256 is a good default)"),
         ("mesh.min_component_ratio", between(0.0, 1.0), "0..1"),

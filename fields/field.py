@@ -53,11 +53,23 @@ def preset(kind: str, task: str = "sdf", params: int | None = None, dim: int = 3
         cfg.rbf.kernel, cfg.rbf.n_features, cfg.rbf.k = "ivq_a", 32, 4
         cfg.rbf.freq_min, cfg.rbf.freq_max = 2.0**-3, 2.0**12
         cfg.decoder.sine_freq_min, cfg.decoder.sine_freq_max = 10.0, 100.0
+    if task == "nerf":
+        # Density and RGB from one decoder (out_dim 4), view-independent. The hybrid: a 16-level hash grid of 2
+        # features as Instant-NGP's NeRF, RBFs as NeuRBF's NeRF-synthetic model (ivq_a, 32 features, K = 5, no sine
+        # composition there: all frequencies 1, so sin(phi) ~ phi), placed from the density after a grid-only
+        # warm-up (fieldstudio.tasks.nerf).
+        cfg.grid.n_levels, cfg.grid.n_features, cfg.grid.base_resolution, cfg.grid.max_resolution = 16, 2, 16, 1024
+        cfg.rbf.kernel, cfg.rbf.n_features, cfg.rbf.k = "ivq_a", 32, 5
+        cfg.rbf.freq_min = cfg.rbf.freq_max = 1.0
+        cfg.rbf.max_width = 0.2
+        if kind == "voxels":  # Plenoxels-like: density + RGB voxels at three resolutions, summed (no decoder)
+            cfg.grid.n_levels, cfg.grid.n_features, cfg.grid.base_resolution = 3, out_dim, 32
+            cfg.grid.max_resolution, cfg.grid.log2_hashmap_size = 128, 24
     # NeuRBF composes sin(h * m0) after the first decoder layer (Eq. 7) over 20k GPU steps. Shapes drop it: at CPU
     # budgets (~1.4k steps in 90 s) it costs (bunny, 450k params, 90 s: NAE 3.11 deg / Chamfer 5.0e-5 without,
     # 3.33 / 7.4e-5 with m0 3..30, 3.6-4.0 deg plus hundreds of floaters with 30..300; docs/benchmarks.md).
     # Cross-sections follow suit (not measured separately). The baselines keep their authors' ReLU MLPs.
-    if task in ("sdf", "slices") or kind in ("grid", "mlp"):
+    if task in ("sdf", "slices", "nerf") or kind in ("grid", "mlp"):
         cfg.decoder.sine = False
     if kind == "mlp":
         cfg.decoder.n_hidden_layers = 3
@@ -73,6 +85,13 @@ def tune_training(kind: str, train, task: str = "sdf") -> None:
         # Batches of 4,096 pixels: on a CPU more steps beat larger batches (kodim05, 20 s on one thread beside other
         # work: hybrid 24.8 dB at 16,384 against 26.6 at 4,096; grid-only 27.6 against 28.1).
         train.lr, train.lr_decoder, train.lr_final_ratio, train.batch_size = 5e-3, 1e-2, 0.01, 4096
+        if kind == "mlp":
+            train.lr = train.lr_decoder = 1e-3
+    if task == "nerf":
+        # Instant-NGP's NeRF: lr 1e-2 for the grid, rays in batches (fieldstudio.tasks.nerf caps the samples).
+        train.lr, train.lr_decoder, train.lr_final_ratio, train.batch_size = 1e-2, 1e-2, 0.05, 4096
+        if kind == "voxels":
+            train.lr = 5e-2  # no decoder between the voxels and the colours: larger steps (measured on lego)
         if kind == "mlp":
             train.lr = train.lr_decoder = 1e-3
     if kind == "orex":
@@ -95,7 +114,7 @@ def _grid_params(cfg: FieldConfig) -> int:
 
 def _encoder_width(cfg: FieldConfig) -> int:
     width = 0
-    if cfg.kind in ("hybrid", "grid"):
+    if cfg.kind in ("hybrid", "grid", "voxels"):
         width += cfg.grid.n_levels * cfg.grid.n_features
     if cfg.kind in ("hybrid", "neurbf"):
         width += cfg.rbf.n_features
@@ -113,6 +132,8 @@ def count_params(cfg: FieldConfig) -> int:
         n_in, n_out = _encoder_width(cfg) + 1 + o.state, 1 + o.state
         mlp = decoder_params(n_in, o.hidden, o.n_layers, n_out)
         return mlp + 2 * o.n_frequencies + 1 + o.state  # + learned frequencies, initial logit and state
+    if cfg.kind == "voxels":
+        return _grid_params(cfg)
     n = decoder_params(_encoder_width(cfg), cfg.decoder.hidden, cfg.decoder.n_hidden_layers, cfg.out_dim)
     if cfg.kind in ("hybrid", "grid"):
         n += _grid_params(cfg)
@@ -158,6 +179,14 @@ def resolve_budget(cfg: FieldConfig) -> FieldConfig:
         if best is None:
             raise FieldStudioError(f"a grid field needs more than {budget} parameters; raise --params")
         _, cfg.grid.log2_hashmap_size, cfg.grid.n_levels = best
+    elif cfg.kind == "voxels":
+        # The finest resolution that fits, the coarser levels halving it (dense tables: log2 size 24).
+        g = cfg.grid
+        g.log2_hashmap_size = 24
+        for res in range(512, 3, -1):
+            g.max_resolution, g.base_resolution = res, max(1, res >> (g.n_levels - 1))
+            if _grid_params(cfg) <= budget:
+                break
     elif cfg.kind == "mlp":
         # in*W + W + (L-1)(W^2 + W) + W*out + out = budget, solved for W.
         d = cfg.decoder
@@ -211,6 +240,18 @@ class Decoder(nn.Module):
         for layer in self.layers[1:-1]:
             h = torch.relu(layer(h))
         return self.layers[-1](h)
+
+
+class LevelSum(nn.Module):
+    """The "decoder" of voxel fields: the sum of the levels' features (coarse levels carry what fine ones have not
+    learnt yet, as coarse-to-fine voxel training does). No parameters."""
+
+    def __init__(self, n_levels: int, n_features: int):
+        super().__init__()
+        self.n_levels, self.n_features = n_levels, n_features
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h.view(len(h), self.n_levels, self.n_features).sum(1)
 
 
 class IterativeDecoder(nn.Module):
@@ -267,7 +308,7 @@ class Field(nn.Module):
             raise ValueError("Field needs a resolved config; call resolve_budget first")
         self.cfg = cfg
         self.grid = self.rbf = self.fourier = None
-        if cfg.kind in ("hybrid", "grid"):
+        if cfg.kind in ("hybrid", "grid", "voxels"):
             g = cfg.grid
             self.grid = MultiResGrid(cfg.dim, g.n_levels, g.n_features, g.base_resolution,
                                      g.max_resolution, g.log2_hashmap_size, init_scale=ENCODER_INIT_SCALE,
@@ -290,7 +331,11 @@ class Field(nn.Module):
         if self.rbf is not None:
             self.bias = nn.Parameter(torch.empty(width).uniform_(-1e-4, 1e-4, generator=generator))
         d, o = cfg.decoder, cfg.orex
-        if cfg.kind == "orex":
+        # False: the RBF branch gives zeros (NeRF trains grid-only until its RBFs are placed from the density).
+        self.rbf_active = True
+        if cfg.kind == "voxels":
+            self.decoder = LevelSum(cfg.grid.n_levels, cfg.grid.n_features)
+        elif cfg.kind == "orex":
             self.decoder = IterativeDecoder(width, o.hidden, o.n_layers, o.state, o.iterations, generator)
         else:
             self.decoder = Decoder(width, d.hidden, d.n_hidden_layers, cfg.out_dim,
@@ -318,8 +363,9 @@ class Field(nn.Module):
     def param_groups(self, lr: float, lr_decoder: float) -> list[dict]:
         """Adam groups: encoders (and bias) at ``lr``, decoder at ``lr_decoder``."""
         enc = [p for name, p in self.named_parameters() if not name.startswith("decoder.")]
-        return [{"params": enc, "lr": lr, "name": "encoders"},
-                {"params": list(self.decoder.parameters()), "lr": lr_decoder, "name": "decoder"}]
+        groups = [{"params": enc, "lr": lr, "name": "encoders"},
+                  {"params": list(self.decoder.parameters()), "lr": lr_decoder, "name": "decoder"}]
+        return [g for g in groups if g["params"]]  # voxel fields have no decoder parameters
 
     def forward(self, x: torch.Tensor, rbf_idx: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_all(x, rbf_idx)[-1]
@@ -330,7 +376,7 @@ class Field(nn.Module):
         if self.grid is not None:
             feats.append(self.grid(x))
         if self.rbf is not None:
-            feats.append(self.rbf(x, rbf_idx))
+            feats.append(self.rbf(x, rbf_idx) if self.rbf_active else x.new_zeros(len(x), self.rbf.n_features))
         if self.fourier is not None:
             feats.append(self.fourier(x))
         h = feats[0] if len(feats) == 1 else torch.cat(feats, dim=-1)

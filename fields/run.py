@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import fieldstudio
-from fieldstudio.config import RunConfig, from_dict, save_toml, to_dict, validate
+from fieldstudio.config import RunConfig, from_dict, load_run_config, save_toml, to_dict, validate
 from fieldstudio.control import check_cancel
 from fieldstudio.control import current as current_control
 from fieldstudio.data.meshes import BoxFrame
@@ -325,15 +325,28 @@ class _BudgetAfterSetup(Callback):
         state.time_budget = max(self.budget - setup - allowance, 0.25 * self.budget)
 
 
-def field_function(model: Field, cfg: RunConfig):
+def field_function(model: Field, cfg: RunConfig, frame=None):
     """The field as ``fn(points) -> values`` for meshing: CPU points in, CPU values out, whatever the field's
-    device, scaled as the task's mesh plan says."""
-    scale = registry.get(cfg.task).mesh_plan.value_scale(cfg)
+    device, scaled and offset as the task's mesh plan says (negative inside)."""
+    plan = registry.get(cfg.task).mesh_plan
+    scale, offset = plan.value_scale(cfg), plan.value_offset(cfg, frame)
     device = next(model.parameters()).device
+    cells = _cell_list(model)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        return model(x.to(device))[:, 0].to(x.device) * scale
+        x = x.to(device)
+        return (model(x, None if cells is None else cells.query(x))[:, 0] * scale + offset).to("cpu")
     return fn
+
+
+def _cell_list(model: Field):
+    """RBF neighbours on the field's device for fields whose RBFs are placed on a density (NeRF), else None (the
+    exact k-d tree of the RBF layer)."""
+    if getattr(model, "rbf", None) is None or model.cfg.out_dim != 4:
+        return None
+    from fieldstudio.encoders.cells import CellNeighbours
+
+    return CellNeighbours(model.rbf.centers.detach(), model.rbf.k)
 
 
 def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int):
@@ -344,7 +357,7 @@ def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int):
     from fieldstudio.tasks.slices import refine_vertices
 
     plan = registry.get(cfg.task).mesh_plan
-    fn = field_function(model, cfg)
+    fn = field_function(model, cfg, frame)
     mesh = extract_mesh(fn, resolution, narrow_band=True, band_cells=plan.band_cells,
                         coarse_factor=plan.coarse_factor, min_component_ratio=cfg.mesh.min_component_ratio,
                         smooth_iterations=cfg.mesh.smooth_iterations, progress=report)
@@ -353,6 +366,14 @@ def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int):
         mesh.vertices = refine_vertices(fn, np.asarray(mesh.vertices), max_step=1.0 / (resolution - 1),
                                         iterations=cfg.slices.refine_iterations)
     return transform_mesh(mesh, frame.to_world_matrix())
+
+
+def run_task(run_dir: str | Path) -> str:
+    """The task of a run folder, from its config.toml (cheap: the checkpoint stays unread)."""
+    path = Path(run_dir) / "config.toml"
+    if not path.exists():
+        load_run(run_dir)  # says what is wrong with the folder
+    return load_run_config(path).task
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, Field, BoxFrame]:
@@ -380,15 +401,26 @@ def frame_from_dict(d: dict):
         from fieldstudio.tasks.image import ImageFrame
 
         return ImageFrame.from_dict(d)
+    if d.get("kind") == "nerf":
+        from fieldstudio.tasks.nerf import NeRFFrame
+
+        return NeRFFrame.from_dict(d)
     return BoxFrame.from_dict(d)
 
 
-def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | None = None) -> tuple[Path, dict]:
-    """Mesh a trained run at ``resolution`` (default: the run's) into ``out_path``, in the input's frame."""
+def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | None = None,
+                  level: float | None = None) -> tuple[Path, dict]:
+    """Mesh a trained run at ``resolution`` (default: the run's) into ``out_path``, in the input's frame; NeRF runs
+    at the density ``level`` (per world unit; default ``[nerf] mesh_level``)."""
     cfg, model, frame = load_run(run_dir)
     if registry.get(cfg.task).mesh_plan is None:
         raise FieldStudioError(f"{run_dir} is an {cfg.task} run, which has no surface to mesh; use fieldstudio "
                                "render for pictures")
+    if level is not None:
+        if cfg.task != "nerf":
+            raise FieldStudioError(f"--level cuts a NeRF's density; {run_dir} is a {cfg.task} run, meshed at its "
+                                   "zero level")
+        cfg.nerf.mesh_level = level
     if resolution is not None:
         cfg.mesh.resolution = resolution
     validate(cfg)
@@ -416,7 +448,7 @@ def preview_mesh(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int 
 
     from fieldstudio.mesh import evaluate_grid, marching_cubes
 
-    volume = evaluate_grid(field_function(model, cfg), resolution)
+    volume = evaluate_grid(field_function(model, cfg, frame), resolution)
     level = 0.0
     if not volume.min() < 0.0 < volume.max():
         level = float(np.percentile(volume, EARLY_PREVIEW_SHARE))
@@ -435,7 +467,7 @@ def preview_values(model: Field, cfg: RunConfig, frame: BoxFrame, points: np.nda
     box = frame.to_box(np.asarray(points, dtype=np.float64))
     values = np.ones(len(box), np.float32)
     inside = np.all(np.abs(box) <= 1.0, axis=1)
-    fn = field_function(model, cfg)
+    fn = field_function(model, cfg, frame)
     rows = np.flatnonzero(inside)
     for s in range(0, len(rows), 2**15):  # chunks: bounded memory on large slices
         part = rows[s:s + 2**15]
@@ -455,7 +487,7 @@ def preview_slice(model: Field, cfg: RunConfig, frame: BoxFrame, axis: int = 2, 
     a, b = torch.meshgrid(t, t, indexing="ij")
     x = torch.zeros(size * size, 3)
     x[:, others[0]], x[:, others[1]], x[:, axis] = a.reshape(-1), b.reshape(-1), position
-    values = field_function(model, cfg)(x).reshape(size, size).numpy().astype(np.float32)
+    values = field_function(model, cfg, frame)(x).reshape(size, size).numpy().astype(np.float32)
     corners = np.zeros((4, 3))
     for i, (u, v) in enumerate(((-1, -1), (-1, 1), (1, -1), (1, 1))):
         corners[i, others[0]], corners[i, others[1]], corners[i, axis] = u, v, position

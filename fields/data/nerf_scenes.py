@@ -230,33 +230,37 @@ def read_scene(path: str | Path) -> Scene:
     raise FieldStudioError(f"{path} is not a NeRF scene: no transforms_train.json or transforms.json there")
 
 
-def load_pictures(cameras: list[Camera], downscale: int = 1,
-                  background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """(N, H, W, 3) float32 RGB in [0, 1] of ``cameras``' pictures, area-averaged by ``downscale`` (sizes floored
-    to whole blocks) and RGBA composited on ``background`` (after averaging, with premultiplied colours)."""
+def load_picture(cam: Camera, downscale: int = 1,
+                 background: tuple[float, float, float] | None = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1] of ``cam``'s picture, area-averaged by ``downscale`` (sizes floored to whole
+    blocks) and RGBA composited on ``background`` (after averaging, with premultiplied colours). With
+    ``background=None``: (H, W, 4), premultiplied RGB and alpha (1 for pictures without alpha), for training on
+    random backgrounds."""
     from fieldstudio.data.images import read_image
 
     if downscale < 1:
         raise FieldStudioError(f"--downscale must be >= 1, got {downscale}")
-    out = []
-    for cam in cameras:
-        p = read_image(cam.path)
-        values = p.as_float()
-        if values.shape[2] in (1, 2):  # grey (+ alpha) -> RGB (+ alpha)
-            values = np.concatenate([np.repeat(values[:, :, :1], 3, 2), values[:, :, 1:]], 2)
-        rgb, alpha = values[:, :, :3], values[:, :, 3:4] if values.shape[2] == 4 else None
-        if alpha is not None:
-            rgb = rgb * alpha
-        f = downscale
-        h, w = (p.height // f) * f, (p.width // f) * f
-        if f > 1:
-            rgb = rgb[:h, :w].reshape(h // f, f, w // f, f, 3).mean(axis=(1, 3))
-            if alpha is not None:
-                alpha = alpha[:h, :w].reshape(h // f, f, w // f, f, 1).mean(axis=(1, 3))
-        if alpha is not None:
-            rgb = rgb + (1.0 - alpha) * np.asarray(background, np.float32)
-        out.append(rgb.astype(np.float32))
-    return np.stack(out)
+    p = read_image(cam.path)
+    values = p.as_float()
+    if values.shape[2] in (1, 2):  # grey (+ alpha) -> RGB (+ alpha)
+        values = np.concatenate([np.repeat(values[:, :, :1], 3, 2), values[:, :, 1:]], 2)
+    rgb = values[:, :, :3]
+    alpha = values[:, :, 3:4] if values.shape[2] == 4 else np.ones_like(values[:, :, :1])
+    rgb = rgb * alpha
+    f = downscale
+    h, w = (p.height // f) * f, (p.width // f) * f
+    if f > 1:
+        rgb = rgb[:h, :w].reshape(h // f, f, w // f, f, 3).mean(axis=(1, 3))
+        alpha = alpha[:h, :w].reshape(h // f, f, w // f, f, 1).mean(axis=(1, 3))
+    if background is None:
+        return np.concatenate([rgb, alpha], 2).astype(np.float32)
+    return (rgb + (1.0 - alpha) * np.asarray(background, np.float32)).astype(np.float32)
+
+
+def load_pictures(cameras: list[Camera], downscale: int = 1,
+                  background: tuple[float, float, float] | None = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """(N, H, W, 3) (or 4 with ``background=None``) pictures of ``cameras`` of one size, as :func:`load_picture`."""
+    return np.stack([load_picture(cam, downscale, background) for cam in cameras])
 
 
 def camera_rays(cam: Camera) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,9 @@ def for_input(path: str | Path) -> TaskSpec:
     """The task that reads ``path``, from its suffix (a folder: the task that reads folders). Suffixes that
     several tasks read are told apart by their content (NIfTI: float values of both signs are signed distances,
     anything else a label map)."""
+    for spec in _TASKS.values():
+        if spec.claims is not None and spec.claims(path):
+            return spec
     if Path(path).is_dir():
         for spec in _TASKS.values():
             if spec.accepts_folders:
@@ -155,10 +158,39 @@ def _register_image() -> None:
         # Rendering costs one evaluation per pixel; scoring and writing the files measured 0.4-1.0 s for
         # 768 x 512 pixels on 2 cores (SSIM and PNG encoding): 2.5 us per pixel kept back.
         finish=Finish(write=lazy("finish"), points=lazy("finish_points"), seconds=0.5, seconds_per_point=2.5e-6),
-        field_shape=lazy("field_shape"), tune_field=lazy("tune_field")))
+        field_shape=lazy("field_shape"), tune_field=lazy("tune_field"), render=lazy("render_run")))
+
+
+def _register_nerf() -> None:
+    import math
+
+    from fieldstudio.data.nerf_scenes import is_scene
+    from fieldstudio.tasks.spec import Finish
+
+    def lazy(name):  # the nerf module imports torch: only when a run needs it
+        def call(*args, **kwargs):
+            from fieldstudio.tasks import nerf
+            return getattr(nerf, name)(*args, **kwargs)
+        return call
+
+    def level_offset(cfg, frame):  # the field's first output is log density - bias; cut at the user's level
+        from fieldstudio.tasks.nerf import density_bias
+        return math.log(cfg.nerf.mesh_level / frame.scale) - density_bias(cfg)
+
+    register(TaskSpec(
+        name="nerf", inputs="NeRF scenes: a folder with transforms_train.json (Blender) or transforms.json "
+                            "(nerfstudio, instant-ngp), or that json", suffixes=(".json",),
+        default_field="hybrid", default_params=2_000_000, build=lazy("build"),
+        # Rendering the held-out views: ~32 evaluations per pixel (lego), PSNR/SSIM and PNGs ~20 us per pixel.
+        finish=Finish(write=lazy("finish"), points=lazy("finish_points"), seconds=1.0, seconds_per_point=0.0),
+        field_shape=lambda path: (3, 4), accepts_folders=False, claims=is_scene, render=lazy("render_run"),
+        # The density's level set: sign-changing cells of a 2x coarser grid (log densities are not distances).
+        mesh_plan=MeshPlan(band_cells=0.0, coarse_factor=2, fine_share=0.1, value_scale=lambda cfg: -1.0,
+                           value_offset=level_offset)))
 
 
 _register_builtin()
 _register_image()
+_register_nerf()
 
 __all__ = ["TaskSpec", "MeshPlan", "Prepared", "register", "get", "names", "for_input", "suffix_of"]

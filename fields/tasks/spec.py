@@ -27,6 +27,8 @@ class MeshPlan:
     fine_share: float
     value_scale: Callable[[Any], float] = lambda cfg: 1.0
     refine: bool = False
+    # Added after the scale, from the run's config and frame (NeRF: the density level the user cut at).
+    value_offset: Callable[[Any, Any], float] = lambda cfg, frame: 0.0
     score_seconds: float = 2.0  # kept back for scoring and export (measured on 2 cores, see the specs)
 
 
@@ -79,3 +81,7 @@ class TaskSpec:
     # Several objects in one input (labels of a CSL or label map): cfg -> (objects, notes, extents); see
     # fieldstudio.tasks.sections_input.plan_objects.
     plan_objects: Callable[[Any], tuple[list, list, dict]] | None = None
+    # Inputs this task recognises by content before suffixes are looked at (path -> bool): NeRF scene folders.
+    claims: Callable[[Any], bool] | None = None
+    # ``fieldstudio render`` for this task's runs: fn(run_dir, out_path, **options) -> what was written.
+    render: Callable[..., dict] | None = None
