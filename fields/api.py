@@ -330,12 +330,14 @@ class Job:
         ``"mesh"`` (a coarse trimesh in the input's frame; ``resolution``), ``"slice"`` (a dict with an image of
         the field's values on a box plane; ``axis``, ``position``, ``size``), ``"values"`` (the field at
         ``points`` (N, 3) in the input's frame, negative inside); for image runs ``"image"`` (an (h, w, C) float array;
-        ``max_side``, or ``crop`` (x, y, w, h input pixels) and ``size`` (w, h)). None before the field exists."""
+        ``max_side``, or ``crop`` (x, y, w, h input pixels) and ``size`` (w, h)); for NeRF runs ``"view"`` (a dict with
+        the render of a camera, see ``fieldstudio.run.preview_view``). None before the field exists."""
         import torch
 
-        from fieldstudio.run import preview_image, preview_mesh, preview_slice, preview_values
+        from fieldstudio.run import preview_image, preview_mesh, preview_slice, preview_values, preview_view
 
-        makers = {"mesh": preview_mesh, "slice": preview_slice, "values": preview_values, "image": preview_image}
+        makers = {"mesh": preview_mesh, "slice": preview_slice, "values": preview_values, "image": preview_image,
+                  "view": preview_view}
         if kind not in makers:
             raise ValueError(f"preview kind {kind!r}; use one of {sorted(makers)}")
         live = self._control.live
@@ -344,6 +346,8 @@ class Job:
         # The whole preview between two steps, marching cubes included: work beside training's threads on the same
         # cores slows both far more than taking turns (measured: GUI/headless steps/s 0.62 against 0.79).
         with self._control.lock, torch.no_grad():
+            if kind == "view":
+                options.setdefault("task", live.get("task"))
             return makers[kind](live["model"], live["cfg"], live["frame"], **options)
 
 

@@ -211,7 +211,7 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
     extra = {"run_config": to_dict(cfg), "frame": prepared.frame.to_dict(), "input_report": prepared.report}
     setup_seconds = time.perf_counter() - t_start
     if control is not None:
-        control.live = {"model": model, "cfg": cfg, "frame": prepared.frame}
+        control.live = {"model": model, "cfg": cfg, "frame": prepared.frame, "task": prepared.task}
     state = train(model, prepared.task, cfg.train, callbacks, ckpt_path, extra)
     result = FitResult(run_dir, cfg, state.step, state.elapsed, state.interrupted, resumed,
                        cancelled=state.stop, ended_by=state.ended_by)
@@ -335,7 +335,8 @@ def field_function(model: Field, cfg: RunConfig, frame=None):
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device)
-        return (model(x, None if cells is None else cells.query(x))[:, 0] * scale + offset).to("cpu")
+        out = model(x) if cells is None else model(x, cells.query(x))
+        return (out[:, 0] * scale + offset).to("cpu")
     return fn
 
 
@@ -505,3 +506,24 @@ def preview_image(model: Field, cfg: RunConfig, frame, max_side: int = 256, crop
         f = min(1.0, max_side / max(crop[2], crop[3]))
         size = (max(1, round(crop[2] * f)), max(1, round(crop[3] * f)))
     return render(model, frame, crop, size)
+
+
+def preview_view(model: Field, cfg: RunConfig, frame, camera=None, split: str = "test", index: int = 0,
+                 max_side: int = 128, task=None) -> dict:
+    """A NeRF run's render of one camera as it is now: ``camera`` (a ``fieldstudio.data.nerf_scenes.Camera``, e.g.
+    a free camera from the window) or the ``index``-th camera of ``split``, its longer side at most ``max_side``
+    pixels. Returns {"rgb": (h, w, 3) float32, "depth": (h, w) world units, "opacity": (h, w), "camera": the camera
+    rendered, "reference": (h, w, 3) float32 picture of that camera at that size or None}. ``task`` (the training
+    task, given by jobs) lends its occupancy grid and RBF neighbours so that nothing is rebuilt."""
+    from fieldstudio.data.nerf_scenes import load_picture
+    from fieldstudio.tasks.nerf import Renderer, preview_camera
+
+    cam, factor = preview_camera(cfg, camera, split, index, max_side)
+    occupancy = getattr(task, "occupancy", None)
+    cells = getattr(task, "cells", None)
+    renderer = Renderer(model, cfg, frame, occupancy=occupancy, cells=cells)
+    out = renderer.view(cam)
+    reference = None
+    if camera is None and cam.path is not None and Path(cam.path).exists():
+        reference = load_picture(cam, factor, frame.background)[:cam.height, :cam.width]
+    return {**out, "camera": cam, "reference": reference}

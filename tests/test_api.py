@@ -60,7 +60,8 @@ def test_time_budget_alone_means_no_step_limit(sphere_file):
 
 
 @pytest.mark.parametrize("request_kw, message", [
-    ({"task": "nerf"}, "task 'nerf' is not available"),
+    ({"task": "movie"}, "task 'movie' is not available"),
+    ({"task": "nerf"}, "task nerf reads NeRF scenes"),
     ({"task": "image"}, "task image reads pictures"),
     ({"task": "slices"}, "task slices reads"),
     ({"overrides": {"train.steps": "abc"}}, "steps"),

@@ -158,8 +158,8 @@ def test_fit_cross_sections_from_the_cli(tmp_path, monkeypatch, capsys):
 
 
 def test_unknown_task_and_version(tmp_path, sphere_file, monkeypatch, capsys):
-    code, _, err = run_cli(["fit", sphere_file, "-o", tmp_path / "run", "--task", "nerf"], monkeypatch, capsys)
-    assert code == 2 and "task 'nerf' is not available" in err and "Traceback" not in err
+    code, _, err = run_cli(["fit", sphere_file, "-o", tmp_path / "run", "--task", "movie"], monkeypatch, capsys)
+    assert code == 2 and "task 'movie' is not available" in err and "Traceback" not in err
     code, out, _ = run_cli(["--version"], monkeypatch, capsys)
     assert code in (0, None) and out.startswith("fieldstudio ")
 

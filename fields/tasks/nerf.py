@@ -277,10 +277,10 @@ class NeRFTask:
                 rgb.append(c.cpu())
                 check_cancel()
         sigma, rgb = torch.cat(sigma), torch.cat(rgb).view(r, r, r, 3)
-        alpha = 1.0 - torch.exp(-sigma * self.dt)
+        alpha = -torch.expm1(-sigma * self.dt)
         grads = torch.gradient(rgb, dim=(0, 1, 2))
         detail = torch.sqrt(sum((gr * gr).sum(-1) for gr in grads)).view(-1)
-        weights = alpha * (detail + 0.1 * detail.mean() + 1e-6)
+        weights = alpha.clamp_min(1e-9) * (detail + 0.1 * detail.mean() + 1e-6)
         keep = alpha > OCCUPANCY_ALPHA
         n_rbf = field.rbf.n_rbf
         if int(keep.sum()) < n_rbf:  # nothing dense yet: place them over the most opaque points
@@ -430,6 +430,23 @@ class Renderer:
         return {"rgb": torch.cat(parts["rgb"]).view(h, w, 3).numpy(),
                 "opacity": torch.cat(parts["opacity"]).view(h, w).numpy(),
                 "depth": (torch.cat(parts["depth"]) / self.frame.scale).view(h, w).numpy()}
+
+
+def scene_cameras(cfg) -> dict[str, list[Camera]]:
+    """The run's cameras by split (as stored, before any downscale), for faces that show or pick them."""
+    return read_scene(cfg.input).splits
+
+
+def preview_camera(cfg, camera: Camera | None, split: str, index: int, max_side: int) -> tuple[Camera, int]:
+    """The camera a preview renders (``camera``, or the ``index``-th of ``split``) shrunk so that its longer side is
+    at most ``max_side``, and the whole shrink factor from the stored picture (for its reference)."""
+    if camera is None:
+        cams = scene_cameras(cfg).get(split) or []
+        if not cams:
+            raise FieldStudioError(f"the scene has no {split} cameras")
+        camera = cams[max(0, min(index, len(cams) - 1))]
+    factor = max(1, math.ceil(max(camera.width, camera.height) / max_side))
+    return (camera.scaled(factor) if factor > 1 else camera), factor
 
 
 # ------------------------------------------------------------------------------------------------ the task's end

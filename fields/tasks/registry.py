@@ -147,9 +147,9 @@ def _register_image() -> None:
     from fieldstudio.tasks.spec import Finish
 
     def lazy(name):  # the image module imports torch: only when a run needs it
-        def call(*args):
+        def call(*args, **kwargs):
             from fieldstudio.tasks import image
-            return getattr(image, name)(*args)
+            return getattr(image, name)(*args, **kwargs)
         return call
 
     register(TaskSpec(
