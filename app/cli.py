@@ -173,7 +173,7 @@ def fit(
                                         "orex | voxels (NeRF: density + RGB voxels)"),
     params: Optional[int] = typer.Option(None, help="Total parameter budget (default: 450,000 for meshes, 40,000 "
                                          "for cross-sections; pictures: 10 % of the pixel values W x H x C, within "
-                                         "20,000..2,000,000; NeRF scenes: 2,000,000)."),
+                                         "20,000..2,000,000; NeRF scenes: 10,000,000)."),
     steps: Optional[int] = typer.Option(None, help="Maximum training steps."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Wall-clock seconds for the whole fit."),
     resolution: Optional[int] = typer.Option(None, help="Marching-cubes grid resolution (default 256)."),

@@ -84,8 +84,10 @@ class OReXConfig:
 
 @dataclass
 class DecoderConfig:
-    """MLP decoder; ``sine`` adds NeuRBF's composition h + sin(h * m0) after the first layer."""
+    """MLP decoder; ``sine`` adds NeuRBF's composition h + sin(h * m0) after the first layer. ``kind = "sum"``: no
+    MLP, the output is the sum of the encoders' blocks of ``out_dim`` features (voxel fields; NeRF's hybrid)."""
 
+    kind: str = "mlp"
     hidden: int = 64
     n_hidden_layers: int = 2
     sine: bool = True
@@ -464,6 +466,7 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("field.rbf.max_width", between(1e-3, 2.0), "0.001..2 (box units)"),
         ("field.fourier.n_frequencies", at_least(1), ">= 1"),
         ("field.fourier.sigma", lambda v: v == "auto" or (_is_num(v) and v > 0), 'a number > 0 or "auto"'),
+        ("field.decoder.kind", lambda v: v in ("mlp", "sum"), "mlp or sum"),
         ("field.decoder.hidden", at_least(1), ">= 1"),
         ("field.decoder.n_hidden_layers", at_least(1), ">= 1"),
         ("field.decoder.sine_freq_min", positive, "> 0"),

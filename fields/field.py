@@ -62,9 +62,18 @@ def preset(kind: str, task: str = "sdf", params: int | None = None, dim: int = 3
         cfg.rbf.kernel, cfg.rbf.n_features, cfg.rbf.k = "ivq_a", 32, 5
         cfg.rbf.freq_min = cfg.rbf.freq_max = 1.0
         cfg.rbf.max_width = 0.2
-        if kind == "voxels":  # Plenoxels-like: density + RGB voxels at three resolutions, summed (no decoder)
+        if kind in ("voxels", "hybrid"):
+            # Plenoxels-like: density + RGB voxels at three resolutions, summed (no decoder). The hybrid adds
+            # adaptive RBFs of out_dim features each to the sum (grid + RBF with a linear decoder): on a CPU an MLP
+            # per sample costs what thousands of voxel steps gain (synthetic scene, 150 steps: voxels 31.6 dB,
+            # hash grid + MLP 22.8, MLP hybrid 20.6).
             cfg.grid.n_levels, cfg.grid.n_features, cfg.grid.base_resolution = 3, out_dim, 32
             cfg.grid.max_resolution, cfg.grid.log2_hashmap_size = 128, 24
+            cfg.rbf.n_features = out_dim
+            cfg.decoder.kind = "sum"
+            # Summed straight into density and colour, an RBF must fade out: Gaussians, not normalised (normalised
+            # weights give the K nearest full weight even far from all of them: haze in empty space).
+            cfg.rbf.kernel, cfg.rbf.normalize = "gauss_a", False
     # NeuRBF composes sin(h * m0) after the first decoder layer (Eq. 7) over 20k GPU steps. Shapes drop it: at CPU
     # budgets (~1.4k steps in 90 s) it costs (bunny, 450k params, 90 s: NAE 3.11 deg / Chamfer 5.0e-5 without,
     # 3.33 / 7.4e-5 with m0 3..30, 3.6-4.0 deg plus hundreds of floaters with 30..300; docs/benchmarks.md).
@@ -134,7 +143,10 @@ def count_params(cfg: FieldConfig) -> int:
         return mlp + 2 * o.n_frequencies + 1 + o.state  # + learned frequencies, initial logit and state
     if cfg.kind == "voxels":
         return _grid_params(cfg)
-    n = decoder_params(_encoder_width(cfg), cfg.decoder.hidden, cfg.decoder.n_hidden_layers, cfg.out_dim)
+    if cfg.decoder.kind == "sum":
+        n = 0
+    else:
+        n = decoder_params(_encoder_width(cfg), cfg.decoder.hidden, cfg.decoder.n_hidden_layers, cfg.out_dim)
     if cfg.kind in ("hybrid", "grid"):
         n += _grid_params(cfg)
     if cfg.kind in ("hybrid", "neurbf"):
@@ -161,7 +173,17 @@ def resolve_budget(cfg: FieldConfig) -> FieldConfig:
         return cfg
     if cfg.kind in ("hybrid", "neurbf"):
         cfg.rbf.n_rbf = 0
-    if cfg.kind == "hybrid":
+    if cfg.kind in ("voxels", "hybrid") and cfg.decoder.kind == "sum":
+        # Voxels: the finest resolution that fits, the coarser levels halving it (dense tables: log2 size 24). The
+        # summed hybrid keeps RBF_SUM_SHARE of the budget for its RBFs.
+        g = cfg.grid
+        g.log2_hashmap_size = 24
+        share = 1.0 if cfg.kind == "voxels" else 1.0 - RBF_SUM_SHARE
+        for res in range(512, 3, -1):
+            g.max_resolution, g.base_resolution = res, max(1, res >> (g.n_levels - 1))
+            if _grid_params(cfg) <= share * budget:
+                break
+    elif cfg.kind == "hybrid":
         for log2 in range(24, 7, -1):
             cfg.grid.log2_hashmap_size = log2
             if _grid_params(cfg) <= 0.55 * budget:
@@ -179,14 +201,6 @@ def resolve_budget(cfg: FieldConfig) -> FieldConfig:
         if best is None:
             raise FieldStudioError(f"a grid field needs more than {budget} parameters; raise --params")
         _, cfg.grid.log2_hashmap_size, cfg.grid.n_levels = best
-    elif cfg.kind == "voxels":
-        # The finest resolution that fits, the coarser levels halving it (dense tables: log2 size 24).
-        g = cfg.grid
-        g.log2_hashmap_size = 24
-        for res in range(512, 3, -1):
-            g.max_resolution, g.base_resolution = res, max(1, res >> (g.n_levels - 1))
-            if _grid_params(cfg) <= budget:
-                break
     elif cfg.kind == "mlp":
         # in*W + W + (L-1)(W^2 + W) + W*out + out = budget, solved for W.
         d = cfg.decoder
@@ -205,6 +219,8 @@ def resolve_budget(cfg: FieldConfig) -> FieldConfig:
             )
     return cfg
 
+
+RBF_SUM_SHARE = 0.1  # of a summed hybrid's budget (NeRF): ~60k RBFs of 4 features in 10M parameters
 
 ENCODER_INIT_SCALE = 1e-4  # grid embeddings and RBF features start at U(-1e-4, 1e-4) (Instant-NGP, NeuRBF)
 
@@ -242,16 +258,17 @@ class Decoder(nn.Module):
         return self.layers[-1](h)
 
 
-class LevelSum(nn.Module):
-    """The "decoder" of voxel fields: the sum of the levels' features (coarse levels carry what fine ones have not
-    learnt yet, as coarse-to-fine voxel training does). No parameters."""
+class BlockSum(nn.Module):
+    """The "decoder" of voxel fields and summed hybrids: the sum of the encoders' blocks of ``out_dim`` features
+    (grid levels: coarse levels carry what fine ones have not learnt yet, as coarse-to-fine voxel training does;
+    RBFs: detail on top). No parameters."""
 
-    def __init__(self, n_levels: int, n_features: int):
+    def __init__(self, out_dim: int):
         super().__init__()
-        self.n_levels, self.n_features = n_levels, n_features
+        self.out_dim = out_dim
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h.view(len(h), self.n_levels, self.n_features).sum(1)
+        return h.view(len(h), -1, self.out_dim).sum(1)
 
 
 class IterativeDecoder(nn.Module):
@@ -333,8 +350,13 @@ class Field(nn.Module):
         d, o = cfg.decoder, cfg.orex
         # False: the RBF branch gives zeros (NeRF trains grid-only until its RBFs are placed from the density).
         self.rbf_active = True
-        if cfg.kind == "voxels":
-            self.decoder = LevelSum(cfg.grid.n_levels, cfg.grid.n_features)
+        if cfg.kind == "voxels" or cfg.decoder.kind == "sum":
+            blocks = ([cfg.grid.n_features] if self.grid is not None else []) + \
+                ([cfg.rbf.n_features] if self.rbf is not None else [])
+            if self.fourier is not None or any(b != cfg.out_dim for b in blocks):
+                raise FieldStudioError(f"decoder.kind = \"sum\" adds the encoders' features: grid.n_features and "
+                                       f"rbf.n_features must equal out_dim ({cfg.out_dim}), and no Fourier features")
+            self.decoder = BlockSum(cfg.out_dim)
         elif cfg.kind == "orex":
             self.decoder = IterativeDecoder(width, o.hidden, o.n_layers, o.state, o.iterations, generator)
         else:

@@ -28,6 +28,7 @@ from fieldstudio.errors import FieldStudioError
 from fieldstudio.app.gui.dialogs import PickDialog
 from fieldstudio.app.gui.image_view import ImageView
 from fieldstudio.app.gui.metrics_table import MetricsTable
+from fieldstudio.app.gui.scene_view import SceneView, is_nerf_run
 from fieldstudio.app.gui.settings import SettingsPanel
 from fieldstudio.app.gui.slice_view import SliceView
 from fieldstudio.app.gui.view3d import THREE_QUARTER, ClipControls, View3D, colour
@@ -98,6 +99,11 @@ class MainWindow(QMainWindow):
         self.image_view.problem.connect(lambda message: self.error(message))
         self.image_view.note.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
         self.picture_mode = False
+        self.scene_view = SceneView(self.view)  # NeRF scenes: under the 3D view, which shows their cameras
+        self.scene_view.hide()
+        self.scene_view.problem.connect(lambda message: self.error(message))
+        self.scene_view.note.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
+        self.scene_mode = False
         self.panel = SettingsPanel()
         self.panel.changed.connect(self._update_buttons)
         self.panel.changed.connect(self._update_kept_slices)
@@ -161,9 +167,13 @@ class MainWindow(QMainWindow):
         left = QWidget()
         left.setLayout(side)
         left.setMinimumWidth(340)
+        self.view_column = QSplitter(Qt.Vertical)  # the 3D view, and a scene's views under it
+        self.view_column.addWidget(self.view)
+        self.view_column.addWidget(self.scene_view)
+        self.view_column.setSizes([520, 380])
         split = QSplitter()
         split.addWidget(left)
-        split.addWidget(self.view)
+        split.addWidget(self.view_column)
         split.addWidget(self.slices)
         split.addWidget(self.image_view)
         split.setStretchFactor(1, 1)
@@ -184,12 +194,17 @@ class MainWindow(QMainWindow):
                                  ("Choose &ROIs / segments...", None, self.pick_rois),
                                  ("&Export mesh...", QKeySequence.SaveAs, self.export_mesh_dialog),
                                  ("Export &picture (at any scale)...", None, self.image_view.export_dialog),
+                                 ("Export &views (NeRF test views)...", None, self.scene_view.export_views_dialog),
+                                 ("Export &orbit video (NeRF)...", None, self.scene_view.export_orbit_dialog),
                                  ("Save &screenshot...", None, self.screenshot_dialog)):
             action = QAction(text, self)
             if keys:
                 action.setShortcut(keys)
             action.triggered.connect(slot)
             file.addAction(action)
+            if slot in (self.scene_view.export_views_dialog, self.scene_view.export_orbit_dialog):
+                action.setEnabled(False)  # until a finished NeRF run is shown
+                self.scene_view.export_ready.connect(action.setEnabled)
         self.recent_menu = file.addMenu("&Recent")
         self._fill_recent()
         file.addSeparator()
@@ -278,10 +293,14 @@ class MainWindow(QMainWindow):
         self.object_rows.clear()
         self.input_labels, self.input_names, self.compare_dir = [], {}, None
         self._set_picture_mode(cfg.task == "image")
+        self._set_scene_mode(cfg.task == "nerf")
         if cfg.task == "image":
             from fieldstudio.data.images import read_image
 
             self.image_view.set_picture(read_image(path))
+        elif cfg.task == "nerf":
+            for key, text, index in self.scene_view.set_scene(cfg):
+                self._add_object(key, text, index)
         elif cfg.task == "sdf":
             from fieldstudio.tasks.sdf_inputs import input_mesh
 
@@ -323,9 +342,16 @@ class MainWindow(QMainWindow):
     def _set_picture_mode(self, on: bool) -> None:
         """Pictures: the image view instead of the 3D view, the slices and their controls."""
         self.picture_mode = on
-        for widget in (self.view, self.objects, self.objects_title, self.clip_controls):
+        for widget in (self.view_column, self.view, self.objects, self.objects_title, self.clip_controls):
             widget.setVisible(not on)
         self.image_view.setVisible(on)
+
+    def _set_scene_mode(self, on: bool) -> None:
+        """NeRF scenes: their cameras in the 3D view and the scene view under it; no slices."""
+        self.scene_mode = on
+        self.scene_view.setVisible(on)
+        if on:
+            self.slices.hide()
 
     def _update_kept_slices(self, valid: bool) -> None:
         """Draw the planes the current settings keep (every k-th slice, or plane families at any orientation) where
@@ -435,7 +461,15 @@ class MainWindow(QMainWindow):
     def _show_results(self, run_dir: Path) -> None:
         """A run's meshes (coloured as their labels' contours, or by distance to the input when asked), the second
         run's over them when one is compared, and the metrics table."""
+        if is_nerf_run(run_dir):  # views of a radiance field: no mesh
+            self._set_picture_mode(False)
+            self._set_scene_mode(True)
+            metrics = self.scene_view.show_run(run_dir)
+            self.metrics.show_runs([("this run", metrics)] if metrics else [])
+            self.legend.setText("")
+            return
         if any(run_dir.glob("reconstruction.*")) or (self.picture_mode and not run_meshes(run_dir)):  # a picture
+            self._set_scene_mode(False)
             self._set_picture_mode(True)
             metrics = self.image_view.show_run(run_dir)
             self.metrics.show_runs([("this run", metrics)] if metrics else [])
@@ -570,7 +604,8 @@ class MainWindow(QMainWindow):
         for name in list(self.object_rows):  # a new fit lists its own objects
             self.objects.takeItem(self.objects.row(self.object_rows.pop(name)))
         self.worker.event.connect(self._on_event)
-        self.worker.preview.connect(self.image_view.show_previews if self.picture_mode else self._show_preview)
+        self.worker.preview.connect(self.image_view.show_previews if self.picture_mode else
+                                    self.scene_view.show_previews if self.scene_mode else self._show_preview)
         self.worker.ended.connect(self._on_ended)
         if self.slices.volume is not None and self.slices.isVisible():  # the field's inside on the shown slice
             self.worker.slice_points = lambda: (self.slices.slice_points_world(), self.slices.shown_slice)
@@ -580,6 +615,10 @@ class MainWindow(QMainWindow):
             self.worker.image_options = self.image_view.preview_options
             self.image_view.detail_wanted.connect(self.worker.request_preview)
             self.image_view.start_run(self.run_dir)
+        if self.scene_mode:  # views of the chosen (or free) camera instead of meshes, and at once on demand
+            self.worker.view_options = self.scene_view.preview_options
+            self.scene_view.view_wanted.connect(self.worker.request_preview)
+            self.scene_view.start_run(self.run_dir)
         self.worker.start()
         self.pause_button.setText("Pause")
         self._update_buttons(True)
@@ -636,6 +675,8 @@ class MainWindow(QMainWindow):
     def _on_event(self, e) -> None:
         if self.picture_mode:
             self.image_view.on_event(e)
+        if self.scene_mode:
+            self.scene_view.on_event(e)
         if e.kind == "object":
             self._on_object(e)
             return
@@ -689,6 +730,9 @@ class MainWindow(QMainWindow):
             if worker.image_options is not None:
                 self.image_view.detail_wanted.disconnect(worker.request_preview)
                 self.image_view.stop_run()
+            if worker.view_options is not None:
+                self.scene_view.view_wanted.disconnect(worker.request_preview)
+                self.scene_view.stop_run()
         self.view.remove("preview")
         self.slices.set_live(None)
         self.stage_clock.stop()
@@ -793,4 +837,5 @@ class MainWindow(QMainWindow):
         if self.worker is not None:  # a fit in flight keeps a resumable checkpoint
             self.worker.cancel()
             self.worker.job.wait(10)
+        self.scene_view.close_down()
         super().closeEvent(event)

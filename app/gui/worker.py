@@ -43,8 +43,8 @@ def load_mesh_for_view(path: Path):
 class FitWorker(QObject):
     """Start, pause, resume and cancel one fit; ``event`` carries every job Event, ``preview`` a coarse mesh of the
     field every ``preview_every_s`` seconds while it trains (image runs, with ``image_options``: a list of
-    (options, picture)), ``ended`` the job's status ("finished", "cancelled", "failed") with the result or the error
-    message."""
+    (options, picture); NeRF runs, with ``view_options``: a list of (options, view dict)), ``ended`` the job's
+    status ("finished", "cancelled", "failed") with the result or the error message."""
 
     event = Signal(object)
     preview = Signal(object)
@@ -66,6 +66,9 @@ class FitWorker(QObject):
         # () -> [options of job.preview("image", ...), ...]: for image runs, what to render instead of a mesh (the
         # image view's coarse whole picture and the region in view). Called in the window's thread.
         self.image_options = None
+        # () -> [options of job.preview("view", ...), ...]: for NeRF runs, the views to render instead of a mesh
+        # (the scene view's camera, or its free camera). Called in the window's thread.
+        self.view_options = None
         self.timer = QTimer(self)
         self.timer.setInterval(int(preview_every_s * 1000))
         self.timer.timeout.connect(self.request_preview)
@@ -104,6 +107,10 @@ class FitWorker(QObject):
             return
         where = self.slice_points() if self.slice_points is not None else None
         images = self.image_options() if mesh and self.image_options is not None else None
+        if mesh and self.view_options is not None:
+            images = [("view", o) for o in self.view_options()]
+        elif images is not None:
+            images = [("image", o) for o in images]
 
         def make():
             try:
@@ -112,7 +119,7 @@ class FitWorker(QObject):
                     if values is not None:
                         self.live_values.emit(values, where[1])
                 if images is not None:  # each picture between two training steps of its own
-                    shown = [(o, self.job.preview("image", **o)) for o in images]
+                    shown = [(o, self.job.preview(kind, **o)) for kind, o in images]
                     shown = [(o, picture) for o, picture in shown if picture is not None]
                     if shown:
                         self.shown_one = True

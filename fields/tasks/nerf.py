@@ -307,9 +307,11 @@ class NeRFTask:
                     self._build_cells(field)
                     field.rbf_active = True
                     self.rbf_placed = True
-        if step % self.cfg.nerf.occupancy_every == 0 or self.occupancy.mask.all():
-            if step > 0 or self.occupancy.mask.all() and step % self.cfg.nerf.occupancy_every == 0:
-                self.occupancy.update(self.density, generator)
+        every = self.cfg.nerf.occupancy_every
+        if step < 8 * every:  # early on the field empties fast and every step pays for the samples not yet skipped
+            every = max(1, every // 4)
+        if step % every == 0 and (step > 0 or self.occupancy.mask.all()):
+            self.occupancy.update(self.density, generator)
         flat = torch.randint(self.bank.n_pixels, (batch_size,), generator=generator)
         o, d = self.bank.rays(flat)
         target = self.bank.pixels[flat]

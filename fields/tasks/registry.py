@@ -180,7 +180,9 @@ def _register_nerf() -> None:
     register(TaskSpec(
         name="nerf", inputs="NeRF scenes: a folder with transforms_train.json (Blender) or transforms.json "
                             "(nerfstudio, instant-ngp), or that json", suffixes=(".json",),
-        default_field="hybrid", default_params=2_000_000, build=lazy("build"),
+        # Voxels by default: on a CPU they beat the hash grid and both hybrids at equal time and at equal steps
+        # (docs/benchmarks.md, "NeRF"); --field hybrid adds adaptive RBFs to them.
+        default_field="voxels", default_params=10_000_000, build=lazy("build"),
         # Rendering the held-out views: ~32 evaluations per pixel (lego), PSNR/SSIM and PNGs ~20 us per pixel.
         finish=Finish(write=lazy("finish"), points=lazy("finish_points"), seconds=1.0, seconds_per_point=0.0),
         field_shape=lambda path: (3, 4), accepts_folders=False, claims=is_scene, render=lazy("render_run"),
