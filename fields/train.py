@@ -176,8 +176,11 @@ def train(field_: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: list
     device = resolve_device(cfg.device)
     field_.to(device)  # tasks keep their sample pools on the CPU; each batch moves to the device
     task.attach(field_)
+    # Fused for large fields: one kernel over all parameters (10M voxels: 3.5 ms a step where the per-tensor loop
+    # took 37 ms on 2 cores); small ones keep the loop (the fused kernel's first call costs ~1 s on the CPU).
+    large = sum(p.numel() for p in field_.parameters()) >= 2**21
     optimizer = torch.optim.Adam(field_.param_groups(cfg.lr, cfg.lr_decoder), betas=(0.9, 0.99), eps=1e-15,
-                                 weight_decay=cfg.weight_decay)
+                                 weight_decay=cfg.weight_decay, fused=large and device.type in ("cpu", "cuda"))
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])

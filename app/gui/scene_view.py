@@ -448,9 +448,7 @@ class SceneView(QWidget):
         self.shown_side = 0
         self._draw_picked()
         self.items[0].clear()
-        self.items[2].clear()
         self.captions[0].setText("free view: no picture from here")
-        self.captions[2].setText("error: needs a picture")
         self.want()
 
     # -------------------------------------------------------------------------------------------- renders
@@ -589,8 +587,13 @@ class SceneView(QWidget):
             self.captions[0].setText(f"picture {cam.name} ({key[1]} {key[2] + 1}/{len(self.cams[key[1]])})")
             self.captions[2].setText(f"error |render − picture|, white ≥ {scale:.3g}")
             self.psnr_label.setText(f"PSNR {psnr:.2f} dB")
-        else:
-            self.psnr_label.setText("free view" if key[0] == "free" else "")
+        else:  # a free camera: its depth instead of an error map
+            from fieldstudio.tasks.nerf import depth_picture
+
+            depth = (depth_picture(out)[..., 0] >> 8).astype(np.uint8)
+            self._set_image(2, np.repeat(depth[..., None], 3, axis=2), full)
+            self.captions[2].setText("depth (near: light; nothing: black)")
+            self.psnr_label.setText("free view")
         if current:
             self.shown_side = max(self.shown_side if self.shown_key == key else 0, options["max_side"])
             self.shown_key = key

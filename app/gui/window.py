@@ -127,7 +127,8 @@ class MainWindow(QMainWindow):
         for b in (self.fit_button, self.pause_button, self.cancel_button, copy):
             buttons.addWidget(b)
 
-        self.stage = QLabel("Open a mesh, cross-sections, a label map or a run folder (File > Open, or drop it here).")
+        self.stage = QLabel("Open a mesh, cross-sections, a label map, a picture, a NeRF scene folder or a run folder "
+                            "(File > Open, or drop it here).")
         self.stage.setWordWrap(True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -187,7 +188,7 @@ class MainWindow(QMainWindow):
     def _menus(self) -> None:
         file = self.menuBar().addMenu("&File")
         for text, keys, slot in (("&Open file...", QKeySequence.Open, self.open_file_dialog),
-                                 ("Open &folder (DICOM series or run)...", None, self.open_folder_dialog),
+                                 ("Open &folder (DICOM series, NeRF scene or run)...", None, self.open_folder_dialog),
                                  ("Open a &background image (CT / MR) for the slices...", None,
                                   self.background_dialog),
                                  ("&Compare with another run...", None, self.compare_dialog),
@@ -248,7 +249,7 @@ class MainWindow(QMainWindow):
             self.open_path(Path(path))
 
     def open_folder_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a DICOM series folder or a run folder")
+        path = QFileDialog.getExistingDirectory(self, "Open a DICOM series folder, a NeRF scene folder or a run folder")
         if path:
             self.open_path(Path(path))
 

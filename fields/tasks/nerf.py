@@ -46,6 +46,7 @@ OCCUPANCY_ALPHA = 5e-3  # a cell is occupied while one sample's opacity there ma
 OCCUPANCY_DECAY = 0.95
 RENDER_RAYS = 2**13  # rays per block while rendering views
 RENDER_DEPTH_CHUNK = 32  # samples per ray per pass while rendering
+BLOCK = 4  # samples per block in the first pass of marching (a block is shorter than an occupancy cell)
 
 
 @dataclass
@@ -101,14 +102,15 @@ class Occupancy:
         self.density = torch.full((resolution,) * 3, float("inf"), device=device)  # everything occupied at first
         self.mask = torch.ones((resolution,) * 3, dtype=torch.bool, device=device)
         self.lo, self.hi = -1.0, 1.0  # bounds of the occupied cells: rays are marched only there
+        self.near = self.mask  # occupied cells and their 26 neighbours: where a block of samples may hit one
 
     def cells(self, x: torch.Tensor) -> torch.Tensor:
         r = self.resolution
         c = ((x + 1.0) * (0.5 * r)).floor_().clamp_(0, r - 1)  # float arithmetic: exact for r^3 < 2^24
         return ((c[..., 0] * r + c[..., 1]) * r + c[..., 2]).long()
 
-    def lookup(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mask.view(-1)[self.cells(x)]
+    def lookup(self, x: torch.Tensor, near: bool = False) -> torch.Tensor:
+        return (self.near if near else self.mask).view(-1)[self.cells(x)]
 
     @torch.no_grad()
     def update(self, density_fn, generator: torch.Generator) -> None:
@@ -122,6 +124,7 @@ class Occupancy:
         self.density = torch.maximum(old * OCCUPANCY_DECAY, new)
         threshold = min(-math.log(1.0 - OCCUPANCY_ALPHA) / self.dt, float(self.density.mean()))
         self.mask = self.density > threshold
+        self.near = torch.nn.functional.max_pool3d(self.mask[None, None].float(), 3, 1, 1)[0, 0] > 0
         occupied = self.mask.nonzero()
         if len(occupied):
             self.lo = (occupied.amin(0).float() * (2.0 / r) - 1.0).to(device)
@@ -145,9 +148,26 @@ def march(o: torch.Tensor, d: torch.Tensor, dt: float, occupancy: Occupancy | No
     if count is not None:
         more = bool((n > first + count).any())
         n = (n - first).clamp(0, count)
-    ray = torch.repeat_interleave(torch.arange(len(o), device=o.device), n)
-    start = torch.cumsum(n, 0) - n
-    step = torch.arange(len(ray), device=o.device) - start[ray] + first
+    if occupancy is not None and 0.5 * (BLOCK - 1) * dt <= 2.0 / occupancy.resolution:
+        # Blocks of BLOCK samples first: a block whose middle is not in or next to an occupied cell holds no sample
+        # in one (its samples are within a cell of its middle), so only the samples of the other blocks are made
+        # and looked up: the same samples, fewer lookups.
+        nb = torch.div(n + BLOCK - 1, BLOCK, rounding_mode="floor")
+        bray = torch.repeat_interleave(torch.arange(len(o), device=o.device), nb)
+        block = torch.arange(len(bray), device=o.device) - (torch.cumsum(nb, 0) - nb)[bray]
+        size = torch.minimum(n[bray] - block * BLOCK, torch.full_like(block, BLOCK))
+        tb = t_near[bray] + ((block * BLOCK + first).to(o.dtype) + 0.5 * (size - 1).to(o.dtype)
+                             + jitter[bray]) * dt
+        hit = occupancy.lookup(o[bray] + tb[:, None] * d[bray], near=True)
+        bray, block, size = bray[hit], block[hit], size[hit]
+        ray = torch.repeat_interleave(bray, size)
+        start = torch.cumsum(size, 0) - size
+        step = torch.repeat_interleave(block * BLOCK, size) + torch.arange(len(ray), device=o.device) \
+            - torch.repeat_interleave(start, size) + first
+    else:
+        ray = torch.repeat_interleave(torch.arange(len(o), device=o.device), n)
+        start = torch.cumsum(n, 0) - n
+        step = torch.arange(len(ray), device=o.device) - start[ray] + first
     t = t_near[ray] + (step.to(o.dtype) + jitter[ray]) * dt
     pts = o[ray] + t[:, None] * d[ray]
     if occupancy is not None:
@@ -261,31 +281,42 @@ class NeRFTask:
         return min(w, steps // 5) if steps else w
 
     def place_rbfs(self, field, seed: int) -> None:
-        """Weighted k-means of the RBF centres on points of a grid over the box, weighted by each point's opacity
-        times the gradient of the colour there (NeuRBF's NeRF weights), points without opacity left out."""
+        """Weighted k-means of the RBF centres on random points of the occupied cells (4 per RBF, at least 2^18),
+        weighted by each point's opacity times the gradient of the colour there (NeuRBF's NeRF weights; central
+        differences at a tenth of a cell), points without opacity left out."""
         device = next(field.parameters()).device
-        r = 96
         g = torch.Generator().manual_seed(seed)
-        axis = (torch.arange(r) + 0.5) * (2.0 / r) - 1.0
-        x = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).view(-1, 3)
-        x = x + (torch.rand(x.shape, generator=g) - 0.5) * (1.0 / r)
-        sigma, rgb = [], []
+        occ = self.occupancy
+        cells = occ.mask.view(-1).nonzero().squeeze(1).cpu()
+        n_rbf = field.rbf.n_rbf
+        n = max(4 * n_rbf, 2**18)
+        pick = cells[torch.randint(len(cells), (n,), generator=g)] if len(cells) else torch.zeros(n, dtype=torch.long)
+        r = occ.resolution
+        ijk = torch.stack([pick // (r * r), (pick // r) % r, pick % r], -1).float()
+        x = (ijk + torch.rand(n, 3, generator=g)) * (2.0 / r) - 1.0
+        h = 0.1 * 2.0 / r
+        sigma, detail = [], []
         with torch.no_grad():
             for part in x.split(2**16):
-                s, c = density_and_colour(field(part.to(device)), self.bias)
+                part = part.to(device)
+                s, c = density_and_colour(self.evaluate(field, part), self.bias)
+                grad2 = torch.zeros(len(part), device=device)
+                for axis in range(3):
+                    step = torch.zeros(3, device=device)
+                    step[axis] = h
+                    cp = density_and_colour(self.evaluate(field, part + step), self.bias)[1]
+                    cm = density_and_colour(self.evaluate(field, part - step), self.bias)[1]
+                    grad2 += (((cp - cm) / (2 * h)) ** 2).sum(-1)
                 sigma.append(s.cpu())
-                rgb.append(c.cpu())
+                detail.append(grad2.sqrt().cpu())
                 check_cancel()
-        sigma, rgb = torch.cat(sigma), torch.cat(rgb).view(r, r, r, 3)
+        sigma, detail = torch.cat(sigma), torch.cat(detail)
         alpha = -torch.expm1(-sigma * self.dt)
-        grads = torch.gradient(rgb, dim=(0, 1, 2))
-        detail = torch.sqrt(sum((gr * gr).sum(-1) for gr in grads)).view(-1)
         weights = alpha.clamp_min(1e-9) * (detail + 0.1 * detail.mean() + 1e-6)
         keep = alpha > OCCUPANCY_ALPHA
-        n_rbf = field.rbf.n_rbf
-        if int(keep.sum()) < n_rbf:  # nothing dense yet: place them over the most opaque points
+        if int(keep.sum()) < n_rbf:  # little is dense yet: the most opaque points
             keep = torch.zeros_like(keep)
-            keep[torch.argsort(alpha, descending=True)[:max(n_rbf, 1)]] = True
+            keep[torch.argsort(alpha, descending=True)[:n_rbf]] = True
         field.init_from_points(x[keep], weights[keep], seed=seed)
         self._build_cells(field)
         field.rbf_active = True
