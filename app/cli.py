@@ -201,8 +201,7 @@ def fit(
 
     request = Request(input, task=task, field=field, params=params, steps=steps, time_budget=time_budget,
                       resolution=resolution, seed=seed, labels=labels, every=every, offset=offset, planes=planes,
-                      roi=roi, reference=reference, config=config,
-                      overrides={} if downscale is None else {"nerf.downscale": downscale})
+                      roi=roi, reference=reference, config=config, downscale=downscale)
     _run_fit(request, output, overwrite)
 
 

@@ -60,6 +60,7 @@ class Request:
     planes: str | None = None       # label maps: plane families, e.g. "axial:6,1/0/1:4"
     roi: str | None = None          # RTSTRUCT / SEG structure names
     reference: str | Path | None = None  # SDF inputs: a mesh to score the result against
+    downscale: int | None = None  # NeRF scenes: train on pictures area-averaged by this factor
     config: str | Path | None = None  # a TOML file (e.g. a run's config.toml)
     overrides: dict[str, Any] = dc_field(default_factory=dict)  # {"train.batch_size": 4096, ...}
 
@@ -109,7 +110,7 @@ def resolve(request: Request) -> RunConfig:
     for value, section, key in ((request.resolution, cfg.mesh, "resolution"), (request.seed, t, "seed"),
                                 (request.labels, cfg.slices, "labels"), (request.every, cfg.slices, "every"),
                                 (request.offset, cfg.slices, "slice_offset"), (request.planes, cfg.slices, "families"),
-                                (request.roi, cfg.slices, "rois"),
+                                (request.roi, cfg.slices, "rois"), (request.downscale, cfg.nerf, "downscale"),
                                 (None if request.reference is None else str(request.reference), cfg.sdf,
                                  "reference")):
         if value is not None:

@@ -509,19 +509,20 @@ def preview_image(model: Field, cfg: RunConfig, frame, max_side: int = 256, crop
 
 
 def preview_view(model: Field, cfg: RunConfig, frame, camera=None, split: str = "test", index: int = 0,
-                 max_side: int = 128, task=None) -> dict:
+                 max_side: int = 128, task=None, renderer=None) -> dict:
     """A NeRF run's render of one camera as it is now: ``camera`` (a ``fieldstudio.data.nerf_scenes.Camera``, e.g.
     a free camera from the window) or the ``index``-th camera of ``split``, its longer side at most ``max_side``
     pixels. Returns {"rgb": (h, w, 3) float32, "depth": (h, w) world units, "opacity": (h, w), "camera": the camera
     rendered, "reference": (h, w, 3) float32 picture of that camera at that size or None}. ``task`` (the training
-    task, given by jobs) lends its occupancy grid and RBF neighbours so that nothing is rebuilt."""
+    task, given by jobs) lends its occupancy grid and RBF neighbours so that nothing is rebuilt; a face showing a
+    loaded run passes the ``renderer`` it keeps (``fieldstudio.tasks.nerf.Renderer``)."""
     from fieldstudio.data.nerf_scenes import load_picture
     from fieldstudio.tasks.nerf import Renderer, preview_camera
 
     cam, factor = preview_camera(cfg, camera, split, index, max_side)
-    occupancy = getattr(task, "occupancy", None)
-    cells = getattr(task, "cells", None)
-    renderer = Renderer(model, cfg, frame, occupancy=occupancy, cells=cells)
+    if renderer is None:
+        renderer = Renderer(model, cfg, frame, occupancy=getattr(task, "occupancy", None),
+                            cells=getattr(task, "cells", None))
     out = renderer.view(cam)
     reference = None
     if camera is None and cam.path is not None and Path(cam.path).exists():

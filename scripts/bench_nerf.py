@@ -129,8 +129,9 @@ def figures(results: dict, args, out: Path) -> None:
         cam = next(c for c in cams if c.name == name)
         row = [load_picture(cam, args.downscale, (1.0, 1.0, 1.0))]
         for r in results["fields"]:
+            renders = Path(r.get("renders", Path(r["run_dir"]) / "test"))
             row.append(np.asarray(__import__("imageio.v2", fromlist=["imread"]).imread(
-                Path(r["run_dir"]) / "test" / f"{Path(name).name}.png"), np.float32)[..., :3] / 255.0)
+                renders / f"{Path(name).name}.png"), np.float32)[..., :3] / 255.0)
         rows.append(np.concatenate(row, 1))
     grid = (np.clip(np.concatenate(rows, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
     from fieldstudio.data.images import write_image

@@ -139,3 +139,19 @@ def test_bad_scenes_get_one_clear_line(tmp_path, breaks, words):
     with pytest.raises(FieldStudioError) as err:
         read_scene(folder)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_aabb_scale_sets_the_box(tmp_path):
+    import json as _json
+
+    from nerf_synth import make_scene
+
+    folder = make_scene(tmp_path / "s", n_train=4, n_test=1, size=16, fmt="nerfstudio")
+    meta = _json.loads((folder / "transforms.json").read_text())
+    centre, half = read_scene(folder).box()
+    assert half < 2.0  # from the cameras: what they see
+    meta.update({"aabb_scale": 4, "scale": 0.5, "offset": [0.5, 0.5, 0.0]})
+    (folder / "transforms.json").write_text(_json.dumps(meta))
+    centre, half = read_scene(folder).box()
+    np.testing.assert_allclose(centre, [0.0, 0.0, 1.0])
+    assert half == pytest.approx(4.0)

@@ -16,6 +16,7 @@ FIELDS = [
     ("offset", "Slice offset", "--offset", "label maps: first kept slice"),
     ("planes", "Plane families", "--planes", "label maps, e.g. axial:6,sagittal:6 or 1/0/1:6"),
     ("roi", "ROIs / segments", "--roi", "RTSTRUCT / SEG structure names, comma-separated"),
+    ("downscale", "Downscale", "--downscale", "NeRF scenes: train on pictures shrunk by this factor (4: 400 -> 100)"),
 ]
 NUMBERS = {"params": int, "time_budget": float, "steps": int, "resolution": int, "seed": int, "every": int,
-           "offset": int}
+           "offset": int, "downscale": int}

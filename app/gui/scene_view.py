@@ -518,7 +518,7 @@ class SceneView(QWidget):
                         loaded = (run_dir, cfg, model, frame, Renderer(model, cfg, frame))
                     _, cfg, model, frame, renderer = loaded
                     # the renderer lends its occupancy grid and RBF neighbours: nothing is rebuilt per view
-                    result = preview_view(model, cfg, frame, task=renderer, **options)
+                    result = preview_view(model, cfg, frame, renderer=renderer, **options)
             except Cancelled:
                 return  # the window is closing
             except Exception as err:  # shown in one line

@@ -20,7 +20,9 @@ from fieldstudio.errors import FieldStudioError
 from fieldstudio.tasks import registry
 
 # Fields a task does not use: hidden while its input is open, and left out of its requests and commands.
-UNUSED = {"image": {"resolution", "labels", "every", "offset", "planes", "roi"}}
+UNUSED = {"image": {"resolution", "labels", "every", "offset", "planes", "roi", "downscale"},
+          "nerf": {"resolution", "labels", "every", "offset", "planes", "roi"},
+          "sdf": {"downscale"}, "slices": {"downscale"}}
 
 
 class SettingsPanel(QWidget):

@@ -58,11 +58,15 @@ class Scene:
     format: str  # "blender" | "nerfstudio"
     splits: dict[str, list[Camera]]
     notes: list = field(default_factory=list)
+    aabb: tuple | None = None  # (centre, half) from instant-ngp's aabb_scale, when the json gives one
 
     def box(self, margin: float = 1.0) -> tuple[np.ndarray, float]:
-        """(centre (3,), half-size) of the region every training camera sees: centred on the point nearest to all
-        optical axes, half-size the nearest camera's distance times the sine of half the narrowest field of view
-        (what fills the pictures), times ``margin``."""
+        """(centre (3,), half-size) of the scene: instant-ngp's ``aabb_scale`` box when the json has one, else the
+        region every training camera sees: centred on the point nearest to all optical axes, half-size the nearest
+        camera's distance times the sine of half the narrowest field of view (what fills the pictures), times
+        ``margin``."""
+        if self.aabb is not None:
+            return np.asarray(self.aabb[0], dtype=np.float64), float(self.aabb[1])
         cams = self.splits["train"]
         origins = np.array([c.c2w[:3, 3] for c in cams])
         axes = np.array([-c.c2w[:3, 2] for c in cams])
@@ -196,6 +200,22 @@ def _cameras(folder: Path, json_path: Path, meta: dict, notes: list | None = Non
     return cams
 
 
+def _aabb(meta: dict) -> tuple | None:
+    """instant-ngp's scene box: its unit cube holds ``json position * scale + offset`` (defaults 0.33 and 0.5 per
+    axis), grown ``aabb_scale`` times about its centre; in the json's own frame."""
+    if "aabb_scale" not in meta:
+        return None
+    try:
+        k = float(meta["aabb_scale"])
+        scale = float(meta.get("scale", 0.33))
+        offset = np.broadcast_to(np.asarray(meta.get("offset", 0.5), dtype=np.float64), (3,))
+    except (TypeError, ValueError):
+        raise FieldStudioError("aabb_scale, scale and offset must be numbers (offset: one or three)") from None
+    if not (k > 0 and scale > 0):
+        raise FieldStudioError(f"aabb_scale ({k}) and scale ({scale}) must be > 0")
+    return tuple((0.5 - offset) / scale), 0.5 * k / scale
+
+
 def is_scene(path: str | Path) -> bool:
     """A folder holding transforms_train.json or transforms.json (or such a json file itself)."""
     path = Path(path)
@@ -215,18 +235,22 @@ def read_scene(path: str | Path) -> Scene:
         for split in SPLITS:
             json_path = folder / f"transforms_{split}.json"
             if json_path.is_file():
-                cams = _cameras(folder, json_path, _load_json(json_path), None if split == "train" else notes)
+                meta = _load_json(json_path)
+                cams = _cameras(folder, json_path, meta, None if split == "train" else notes)
+                if split == "train":
+                    aabb = _aabb(meta)
                 if cams:
                     splits[split] = cams
-        return Scene(folder, "blender", splits, notes)
+        return Scene(folder, "blender", splits, notes, aabb)
     if (folder / "transforms.json").is_file():
         json_path = folder / "transforms.json"
-        cams = _cameras(folder, json_path, _load_json(json_path))
+        meta = _load_json(json_path)
+        cams = _cameras(folder, json_path, meta)
         # nerfstudio keeps every picture in one list: hold out every 8th for testing (as NeRF's LLFF protocol)
         test = cams[::8] if len(cams) >= 8 else []
         train = [c for i, c in enumerate(cams) if len(cams) < 8 or i % 8]
         notes = [f"one transforms.json: every 8th of its {len(cams)} pictures is held out for testing"] if test else []
-        return Scene(folder, "nerfstudio", {"train": train, "test": test}, notes)
+        return Scene(folder, "nerfstudio", {"train": train, "test": test}, notes, _aabb(meta))
     raise FieldStudioError(f"{path} is not a NeRF scene: no transforms_train.json or transforms.json there")
 
 

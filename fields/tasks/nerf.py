@@ -24,6 +24,7 @@ cell list of the frozen centres on the field's device (``fieldstudio.encoders.ce
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field as dc_field
@@ -46,6 +47,7 @@ OCCUPANCY_ALPHA = 5e-3  # a cell is occupied while one sample's opacity there ma
 OCCUPANCY_DECAY = 0.95
 RENDER_RAYS = 2**13  # rays per block while rendering views
 RENDER_DEPTH_CHUNK = 32  # samples per ray per pass while rendering
+RENDER_PROBES = 8  # random points per occupancy cell when a loaded field's occupancy is rebuilt
 BLOCK = 4  # samples per block in the first pass of marching (a block is shorter than an occupancy cell)
 
 
@@ -113,7 +115,7 @@ class Occupancy:
         return (self.near if near else self.mask).view(-1)[self.cells(x)]
 
     @torch.no_grad()
-    def update(self, density_fn, generator: torch.Generator) -> None:
+    def update(self, density_fn, generator: torch.Generator, decay: float = OCCUPANCY_DECAY) -> None:
         r = self.resolution
         device = self.density.device
         idx = torch.arange(r**3)
@@ -121,7 +123,7 @@ class Occupancy:
         x = (cell + torch.rand(cell.shape, generator=generator)) * (2.0 / r) - 1.0
         new = torch.cat([density_fn(part.to(device)) for part in x.split(2**16)]).view(r, r, r)
         old = torch.where(torch.isinf(self.density), torch.zeros_like(new), self.density)
-        self.density = torch.maximum(old * OCCUPANCY_DECAY, new)
+        self.density = torch.maximum(old * decay, new)
         threshold = min(-math.log(1.0 - OCCUPANCY_ALPHA) / self.dt, float(self.density.mean()))
         self.mask = self.density > threshold
         self.near = torch.nn.functional.max_pool3d(self.mask[None, None].float(), 3, 1, 1)[0, 0] > 0
@@ -398,9 +400,14 @@ class Renderer:
 
             self.cells = CellNeighbours(model.rbf.centers.detach(), model.rbf.k)
         if occupancy is None:
+            # A loaded field has no training history: the densest of RENDER_PROBES random points per cell (one
+            # point missed thin parts: a hash grid's 25 test views of lego scored 27.5 dB against 30.3 through the
+            # occupancy it trained with).
             occupancy = Occupancy(cfg.nerf.occupancy_resolution, self.dt, self.device)
-            occupancy.update(lambda x: density_and_colour(self._eval(x), self.bias)[0],
-                             torch.Generator().manual_seed(0))
+            density = lambda x: density_and_colour(self._eval(x), self.bias)[0]  # noqa: E731
+            g = torch.Generator().manual_seed(0)
+            for _ in range(RENDER_PROBES):
+                occupancy.update(density, g, decay=1.0)
         self.occupancy = occupancy
 
     def _eval(self, x: torch.Tensor) -> torch.Tensor:
@@ -466,8 +473,16 @@ class Renderer:
 
 
 def scene_cameras(cfg) -> dict[str, list[Camera]]:
-    """The run's cameras by split (as stored, before any downscale), for faces that show or pick them."""
-    return read_scene(cfg.input).splits
+    """The run's cameras by split (as stored, before any downscale), for faces that show or pick them; read once
+    per scene file version (previews ask for them every few seconds, inside the training lock)."""
+    folder = Path(cfg.input)
+    stamp = tuple(p.stat().st_mtime_ns for p in sorted(folder.glob("transforms*.json"))) if folder.is_dir() else ()
+    return _scene_cameras(str(folder), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _scene_cameras(folder: str, stamp: tuple) -> dict[str, list[Camera]]:
+    return read_scene(folder).splits
 
 
 def preview_camera(cfg, camera: Camera | None, split: str, index: int, max_side: int) -> tuple[Camera, int]:
@@ -551,7 +566,7 @@ def finish(cfg, model, prepared, run_dir: Path) -> tuple[dict, dict]:
     if control is not None:
         control.enter("render")
     t0 = time.perf_counter()
-    renderer = Renderer(model, cfg, prepared.frame, cells=task.cells)
+    renderer = Renderer(model, cfg, prepared.frame, occupancy=task.occupancy, cells=task.cells)
     split = "test" if "test" in task.scene.splits else "train"
     cams = eval_cameras(task.scene, cfg, split)
     metrics = render_views(renderer, cams, run_dir / split, cfg)
