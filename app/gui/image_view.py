@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 from pathlib import Path
 
@@ -504,28 +503,11 @@ class ImageView(QWidget):
     def export(self, path: Path, scale: float, bits: int | None = None) -> bool:
         """Render the finished run at ``scale`` into ``path`` in a thread; ``exported`` (and a status message)
         when written, ``problem`` when it fails."""
-        from fieldstudio.api import render_job
+        from fieldstudio.app.gui.exports import start_export
 
-        run = self.finished_run()
-        if run is None:
-            self.problem.emit("no finished picture run to export yet; fit a picture (or open a finished run "
-                              "folder) first")
-            return False
-        if self.export_job is not None and not self.export_job.done:
-            self.problem.emit("an export is still being written; wait for it to finish")
-            return False
-        job = render_job(run, path, scale=scale, bits=bits)
-
-        def listen(e):  # the job's thread
-            if e.kind == "finished":
-                self._export_done.emit(job.result, "")
-            elif e.kind in ("failed", "cancelled"):
-                self._export_done.emit(None, e.message or e.kind)
-        job.subscribe(listen)
-        self.export_job = job
-        self.note.emit(f"exporting {Path(path).name} at {scale:g} x ...", 0)
-        threading.Thread(target=lambda: _run_quietly(job), name="fieldstudio-export", daemon=True).start()
-        return True
+        return start_export(self, self.finished_run(), Path(path), f"exporting {Path(path).name} at {scale:g} x ...",
+                            "no finished picture run to export yet; fit a picture (or open a finished run folder) "
+                            "first", scale=scale, bits=bits)
 
     def _on_exported(self, result, error: str) -> None:
         if result is None:
@@ -535,8 +517,3 @@ class ImageView(QWidget):
         self.exported.emit(result)
 
 
-def _run_quietly(job) -> None:
-    try:
-        job.run()
-    except Exception:  # reported through the job's "failed" event
-        pass

@@ -685,36 +685,10 @@ class SceneView(QWidget):
         return self._export(Path(path), f"rendering a {frames}-frame orbit into {Path(path).name} ...", orbit=frames)
 
     def _export(self, path: Path, message: str, **options) -> bool:
-        from fieldstudio.api import render_job
-        from fieldstudio.errors import FieldStudioError
+        from fieldstudio.app.gui.exports import start_export
 
-        run = self.finished_run()
-        if run is None:
-            self.problem.emit("no finished NeRF run to export yet; fit the scene (or open a finished run folder) "
-                              "first")
-            return False
-        if self.export_job is not None and not self.export_job.done:
-            self.problem.emit("an export is still being written; wait for it to finish")
-            return False
-        try:
-            job = render_job(run, path, **options)
-        except FieldStudioError as err:
-            self.problem.emit(str(err))
-            return False
-
-        def listen(e):  # the job's thread
-            try:
-                if e.kind == "finished":
-                    self._export_done.emit(job.result, "")
-                elif e.kind in ("failed", "cancelled"):
-                    self._export_done.emit(None, e.message or e.kind)
-            except RuntimeError:  # the view is gone
-                pass
-        job.subscribe(listen)
-        self.export_job = job
-        self.note.emit(message, 0)
-        job.start()  # in a thread of its own; errors come as its "failed" event
-        return True
+        return start_export(self, self.finished_run(), path, message, "no finished NeRF run to export yet; fit the "
+                            "scene (or open a finished run folder) first", **options)
 
     def _on_exported(self, result, error: str) -> None:
         if result is None:
