@@ -733,7 +733,12 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> Path:
     else:
         h, w = frames[0].shape[:2]
         pad = ((0, h % 2), (0, w % 2), (0, 0))  # yuv420p needs even sides
-        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
+        try:
+            import imageio_ffmpeg  # noqa: F401  (the plugin's binary; without it imageio picks another writer)
+        except ImportError:
+            raise FieldStudioError("writing .mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or give a .gif "
+                                   "name") from None
+        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1,
                                 ffmpeg_log_level="error") as writer:
             for f in frames:
                 writer.append_data(np.pad(f, pad, mode="edge"))
