@@ -232,7 +232,8 @@ def render(
                                 "--pose)."),
     scale: Optional[float] = typer.Option(None, help="Output size as a multiple of the input's (or of the crop's); "
                                           "default 1."),
-    size: Optional[str] = typer.Option(None, help="Output size WIDTHxHEIGHT in pixels, instead of --scale."),
+    size: Optional[str] = typer.Option(None, help="Output size WIDTHxHEIGHT in pixels, instead of --scale (NeRF: of "
+                                       "--orbit and --pose frames)."),
     crop: Optional[str] = typer.Option(None, help="Part of the input to render: x,y,w,h in input pixels."),
     error: bool = typer.Option(False, "--error", help="Also write an error heat map, OUTPUT_error.png (at the "
                                "input's resolution; black = exact, white = the 99th percentile of the error)."),

@@ -128,6 +128,13 @@ def test_render_views_orbit_pose_and_depth(voxel_run, tmp_path, monkeypatch, cap
     frames = [f for f in imageio.get_reader(tmp_path / "orbit.mp4")]
     assert len(frames) == 8 and frames[0].shape[:2] == (32, 32)
     assert not list(tmp_path.glob(".*partial*"))
+    code, _, err = run_cli(["render", run, "--orbit", "4", "--size", "64x48", "-o", tmp_path / "big.gif"],
+                           monkeypatch, capsys)
+    assert code in (0, None), err
+    assert [f.shape[:2] for f in imageio.mimread(tmp_path / "big.gif")] == [(48, 64)] * 4
+    code, _, err = run_cli(["render", run, "--views", "test", "--size", "64x64", "-o", tmp_path / "v"], monkeypatch,
+                           capsys)
+    assert code == 2 and "trained resolution" in err
 
     cam = read_scene(load_run(run)[0].input).splits["test"][1]
     (tmp_path / "pose.json").write_text(json.dumps({"transform_matrix": cam.c2w.tolist(), "w": 48, "h": 40}))

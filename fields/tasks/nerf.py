@@ -746,12 +746,27 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> Path:
     return path
 
 
+def resized(cam: Camera, size: str | None) -> Camera:
+    """``cam`` rendered at ``size`` ("WxH" pixels; None: as it is), its field of view kept."""
+    if size is None:
+        return cam
+    try:
+        w, h = (int(t) for t in size.lower().split("x"))
+    except ValueError:
+        raise FieldStudioError(f"--size {size!r}: give WIDTHxHEIGHT in pixels, e.g. 400x400") from None
+    if not (1 <= w <= 8192 and 1 <= h <= 8192):
+        raise FieldStudioError(f"--size {size}: each side must be 1..8192 pixels")
+    sx, sy = w / cam.width, h / cam.height
+    return Camera(cam.name, None, cam.c2w, w, h, cam.fx * sx, cam.fy * sy, cam.cx * sx, cam.cy * sy)
+
+
 def render_run(run_dir, out_path, views: str | None = None, orbit: int | None = None, pose: str | None = None,
-               depth: bool = False, fps: int = 30) -> dict:
+               depth: bool = False, size: str | None = None, fps: int = 30) -> dict:
     """``fieldstudio render`` for a NeRF run: the ``views`` split's cameras into the folder ``out_path`` (PNGs named
     after their pictures, PSNR/SSIM per view and means in ``out_path/metrics.json``), an ``orbit`` of N frames as
     a video, or the cameras of a ``pose`` json (one: ``out_path`` is the picture; several: a folder). ``depth``
-    adds ``<name>_depth.png`` beside each picture."""
+    adds ``<name>_depth.png`` beside each picture; ``size`` ("WxH") renders orbits and poses at another size (views
+    are scored at the trained one)."""
     from fieldstudio.control import current
     from fieldstudio.io import atomic_write_json, json_ready
     from fieldstudio.run import load_run
@@ -771,6 +786,9 @@ def render_run(run_dir, out_path, views: str | None = None, orbit: int | None = 
         control.enter("render")
     renderer = Renderer(model, cfg, frame)
     if views is not None:
+        if size is not None:
+            raise FieldStudioError("--views renders at the trained resolution, to score against the pictures; "
+                                   "--size is for --orbit and --pose")
         if views not in ("train", "val", "test"):
             raise FieldStudioError(f"--views {views!r}: give train, val or test")
         if views not in scene.splits:
@@ -785,7 +803,7 @@ def render_run(run_dir, out_path, views: str | None = None, orbit: int | None = 
     if orbit is not None:
         if orbit < 2:
             raise FieldStudioError(f"--orbit needs at least 2 frames, got {orbit}")
-        cams = orbit_cameras(scene, cfg, orbit)
+        cams = [resized(c, size) for c in orbit_cameras(scene, cfg, orbit)]
         pictures = []
         for i, cam in enumerate(cams):
             pictures.append(_to_png(renderer.view(cam)["rgb"]))
@@ -794,7 +812,7 @@ def render_run(run_dir, out_path, views: str | None = None, orbit: int | None = 
                 "width": cams[0].width, "height": cams[0].height}
     from fieldstudio.data.images import write_image
 
-    cams = pose_cameras(Path(pose), scene, cfg)
+    cams = [resized(c, size) for c in pose_cameras(Path(pose), scene, cfg)]
     written = []
     for i, cam in enumerate(cams):
         out = renderer.view(cam)
