@@ -6,7 +6,16 @@ thread of its own, at most one at a time per view, its end reported through the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+
+def run_metrics(run_dir: Path | None) -> dict:
+    """A run folder's metrics.json ({} when there is none or it cannot be read)."""
+    try:
+        return json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def start_export(view, run: Path | None, path: Path, message: str, missing: str, **options) -> bool:

@@ -14,7 +14,6 @@ reconstruction and error.png are shown at full size.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from PySide6.QtCore import QRectF, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget)
 
+from fieldstudio.app.gui.exports import run_metrics, start_export
 from fieldstudio.tasks.image import rms_error, sample_coordinates
 
 BACKGROUND = (38, 41, 46)
@@ -299,12 +299,7 @@ class ImageView(QWidget):
             self.show_whole(picture.width, picture.height)
         return metrics
 
-    @staticmethod
-    def metrics(run_dir: Path | None) -> dict:
-        try:
-            return json.loads((Path(run_dir) / "metrics.json").read_text())
-        except (OSError, ValueError, TypeError):
-            return {}
+    metrics = staticmethod(run_metrics)
 
     def scores(self, run_dir: Path | None) -> str:
         """", PSNR 31.20 dB, SSIM 0.9012" of a finished run ("" when it has none)."""
@@ -503,8 +498,7 @@ class ImageView(QWidget):
     def export(self, path: Path, scale: float, bits: int | None = None) -> bool:
         """Render the finished run at ``scale`` into ``path`` in a thread; ``exported`` (and a status message)
         when written, ``problem`` when it fails."""
-        from fieldstudio.app.gui.exports import start_export
-
+        
         return start_export(self, self.finished_run(), Path(path), f"exporting {Path(path).name} at {scale:g} x ...",
                             "no finished picture run to export yet; fit a picture (or open a finished run folder) "
                             "first", scale=scale, bits=bits)

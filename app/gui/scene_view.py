@@ -15,7 +15,6 @@ the intrinsics of the first training camera scaled to ``FREE_SIDES[-1]`` pixels 
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from pathlib import Path
@@ -26,6 +25,7 @@ from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox,
                                QVBoxLayout, QWidget)
 
+from fieldstudio.app.gui.exports import run_metrics, start_export
 from fieldstudio.app.gui.view3d import LineItem, colour
 from fieldstudio.control import Cancelled, Control, active
 
@@ -37,6 +37,7 @@ FRUSTUM_SHARE = 0.1  # frustum depth: this share of the cameras' mean distance t
 FRUSTUM_POINTS = 16  # line end points per frustum: 4 edges from the eye and the 4 of the picture's rim
 TRAIN_COLOUR, TEST_COLOUR, PICKED_COLOUR, BOX_COLOUR = 1, 0, 5, 7  # view3d palette indices
 ORBIT_FRAMES = 120
+NO_RUN = "no finished NeRF run to export yet; fit the scene (or open a finished run folder) first"
 RADIANS_PER_PIXEL = 0.01  # free camera: drag speed
 WHEEL_STEP = 0.9  # free camera: distance factor per wheel notch (towards the centre)
 MAX_PITCH = math.radians(85.0)
@@ -634,12 +635,7 @@ class SceneView(QWidget):
         self._set_exportable()
         return self.metrics(run_dir)
 
-    @staticmethod
-    def metrics(run_dir: Path | None) -> dict:
-        try:
-            return json.loads((Path(run_dir) / "metrics.json").read_text())
-        except (OSError, ValueError, TypeError):
-            return {}
+    metrics = staticmethod(run_metrics)
 
     # -------------------------------------------------------------------------------------------- export
     def finished_run(self) -> Path | None:
@@ -657,8 +653,7 @@ class SceneView(QWidget):
     def export_views_dialog(self) -> None:
         run = self.finished_run()
         if run is None:
-            self.problem.emit("no finished NeRF run to export yet; fit the scene (or open a finished run folder) "
-                              "first")
+            self.problem.emit(NO_RUN)
             return
         folder = QFileDialog.getExistingDirectory(self, "Render the test views into a folder", str(run))
         if folder:
@@ -667,8 +662,7 @@ class SceneView(QWidget):
     def export_orbit_dialog(self) -> None:
         run = self.finished_run()
         if run is None:
-            self.problem.emit("no finished NeRF run to export yet; fit the scene (or open a finished run folder) "
-                              "first")
+            self.problem.emit(NO_RUN)
             return
         path, _ = QFileDialog.getSaveFileName(self, "Render an orbit video", str(run / "orbit.mp4"), "Video (*.mp4)")
         if path:
@@ -685,10 +679,8 @@ class SceneView(QWidget):
         return self._export(Path(path), f"rendering a {frames}-frame orbit into {Path(path).name} ...", orbit=frames)
 
     def _export(self, path: Path, message: str, **options) -> bool:
-        from fieldstudio.app.gui.exports import start_export
-
-        return start_export(self, self.finished_run(), path, message, "no finished NeRF run to export yet; fit the "
-                            "scene (or open a finished run folder) first", **options)
+        
+        return start_export(self, self.finished_run(), path, message, NO_RUN, **options)
 
     def _on_exported(self, result, error: str) -> None:
         if result is None:

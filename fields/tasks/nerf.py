@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,15 @@ def box_interval(o: torch.Tensor, d: torch.Tensor, lo=-1.0, hi=1.0) -> tuple[tor
     t_near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
     t_far = torch.maximum(t0, t1).amin(-1)
     return t_near, t_far
+
+
+def evaluate(field, x: torch.Tensor, cells) -> torch.Tensor:
+    """The field's (N, 4) output at box points, its RBF neighbours from ``cells`` (a ``CellNeighbours``) while its
+    RBFs are in use."""
+    idx = None
+    if getattr(field, "rbf", None) is not None and field.rbf_active and cells is not None and len(x):
+        idx = cells.query(x)
+    return field(x, idx)
 
 
 class Occupancy:
@@ -214,7 +223,6 @@ class RayBank:
     intrinsics: torch.Tensor  # (n, 4) fx, fy, cx, cy
     c2w: torch.Tensor  # (n, 3, 4) box frame
     has_alpha: bool
-    shapes: list = dc_field(default_factory=list)
 
     @property
     def n_pixels(self) -> int:
@@ -348,8 +356,7 @@ class NeRFTask:
         flat = torch.randint(self.bank.n_pixels, (batch_size,), generator=generator)
         o, d = self.bank.rays(flat)
         target = self.bank.pixels[flat]
-        if self.bank.has_alpha and self.background is not None or self.bank.has_alpha and \
-                self.cfg.nerf.background == "random":
+        if self.bank.has_alpha:  # RGBA: a random colour behind each ray (the module docstring says why)
             bg = torch.rand(batch_size, 3, generator=generator)
         else:
             bg = torch.tensor(self.background or (1.0, 1.0, 1.0)).expand(batch_size, 3)
@@ -362,10 +369,7 @@ class NeRFTask:
             return density_and_colour(self.evaluate(self.field, x), self.bias)[0]
 
     def evaluate(self, field, x: torch.Tensor) -> torch.Tensor:
-        idx = None
-        if getattr(field, "rbf", None) is not None and field.rbf_active and self.cells is not None and len(x):
-            idx = self.cells.query(x)
-        return field(x, idx)
+        return evaluate(field, x, self.cells)
 
     def loss(self, field, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         o, d = batch["o"], batch["d"]
@@ -411,8 +415,7 @@ class Renderer:
         self.occupancy = occupancy
 
     def _eval(self, x: torch.Tensor) -> torch.Tensor:
-        idx = self.cells.query(x) if self.cells is not None and len(x) else None
-        return self.model(x, idx)
+        return evaluate(self.model, x, self.cells)
 
     @torch.no_grad()
     def rays(self, o: torch.Tensor, d: torch.Tensor, background=(1.0, 1.0, 1.0)) -> dict:
@@ -618,8 +621,7 @@ def build(cfg):
     pixels = torch.cat(pictures)
     has_alpha = bool((pixels[:, 3] < 1.0).any())
     k, m = box_cameras(cams, frame)
-    bank = RayBank(pixels, torch.tensor(starts[:-1]), torch.tensor([c.width for c in cams]), k, m, has_alpha,
-                   [(c.width, c.height) for c in cams])
+    bank = RayBank(pixels, torch.tensor(starts[:-1]), torch.tensor([c.width for c in cams]), k, m, has_alpha)
     task = NeRFTask(scene, cfg, frame, bank)
     report_ = {"kind": "nerf_scene", "format": scene.format, "train_views": len(cams),
                "test_views": len(scene.splits.get("test", [])), "size": [cams[0].width, cams[0].height],
