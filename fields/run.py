@@ -331,7 +331,7 @@ def field_function(model: Field, cfg: RunConfig, frame=None):
     plan = registry.get(cfg.task).mesh_plan
     scale, offset = plan.value_scale(cfg), plan.value_offset(cfg, frame)
     device = next(model.parameters()).device
-    cells = _cell_list(model)
+    cells = _cell_list(model, cfg)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device)
@@ -340,10 +340,10 @@ def field_function(model: Field, cfg: RunConfig, frame=None):
     return fn
 
 
-def _cell_list(model: Field):
-    """RBF neighbours on the field's device for fields whose RBFs are placed on a density (NeRF), else None (the
-    exact k-d tree of the RBF layer)."""
-    if getattr(model, "rbf", None) is None or model.cfg.out_dim != 4:
+def _cell_list(model: Field, cfg: RunConfig):
+    """RBF neighbours on the field's device for NeRF fields (their RBFs sit on a density, queried anew for every
+    point), else None (the exact k-d tree of the RBF layer)."""
+    if getattr(model, "rbf", None) is None or cfg.task != "nerf":
         return None
     from fieldstudio.encoders.cells import CellNeighbours
 
