@@ -38,7 +38,7 @@ guideps:
 $(STAMP): pyproject.toml | sysdeps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,gui]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,gui,distributed]'
 	@touch $(STAMP)
 
 demo: setup

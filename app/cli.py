@@ -1,6 +1,6 @@
 """cli.py
 ======
-The command-line face: ``fieldstudio fit | mesh | eval | slice | demo``. A thin layer over ``fieldstudio.api``: options become a
+The command-line face: ``fieldstudio fit | mesh | render | eval | slice | batch | demo | gui``. A thin layer over ``fieldstudio.api``: options become a
 ``Request``, the job's events become progress bars, Ctrl-C cancels the job (resumable).
 
 User errors (``FieldStudioError``) print one line and exit 2, without a traceback.
@@ -322,6 +322,110 @@ def slice_command(
     path = write_csl(cs, output)
     s = cs.summary()
     console.print(f"wrote {path}: {s['planes']} planes, {s['loops']} loops, {s['holes']} holes", highlight=False)
+
+
+@app.command()
+def batch(
+    manifest: Path = typer.Argument(..., help="A TOML manifest (inputs = [paths, globs], fit options as defaults, "
+                                    "[[items]] tables per input) or a CSV list (a header row: input, name, fit "
+                                    "options)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder: one run folder per item, report.json "
+                                "and report.html."),
+    workers: Optional[int] = typer.Option(None, help="Local executor: items at once (default: one per 2 cores)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per item (default: the cores shared among the "
+                                          "workers; Ray: CPUs each task asks for)."),
+    executor: str = typer.Option("local", help="local (a process pool on this machine) | ray (pip install "
+                                 "'fieldstudio[distributed]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A Ray cluster to join (auto, or "
+                                              "ray://HOST:10001); default: a Ray instance on this machine."),
+    gpus: float = typer.Option(0.0, help="Ray: GPUs per item (e.g. 0.5: two items share a GPU)."),
+    force: bool = typer.Option(False, "--force", help="Redo items whose run finished in an earlier batch."),
+    check: bool = typer.Option(False, "--check", help="Check the manifest and list the items and what their "
+                               "folders hold; run nothing."),
+) -> None:
+    """Fit every input of MANIFEST into OUTPUT/<name>/: finished items are skipped, interrupted ones resume, failed
+    ones are reported (exit status 1) while the rest go on. Ctrl-C stops within seconds; run it again to go on."""
+    from fieldstudio.api import batch_job
+    from fieldstudio.batch import ManifestError, split_cores
+
+    try:
+        job = batch_job(manifest, output, executor, workers, threads, ray_address, gpus, force)
+    except ManifestError as err:
+        for line in err.problems:
+            console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
+        raise typer.Exit(EXIT_USER_ERROR)
+    plan = job.plan
+    states = [plan.states[it.name] for it in plan.items]
+    todo = plan.to_run()
+    n_workers, n_threads = split_cores(len(todo), workers, threads)
+    how = (f"{n_workers} workers x {n_threads} threads" if executor == "local"
+           else f"Ray tasks of {n_threads} CPUs" + (f" and {gpus:g} GPUs" if gpus else ""))
+    skipped = 0 if force else states.count("done")
+    console.print(f"batch of {len(states)} items into {plan.out_dir}: {len(todo)} to run "
+                  f"({states.count('partial')} to resume), {skipped} finished earlier; {how}", highlight=False)
+    if check:
+        for it, state in zip(plan.items, states):
+            what = {"done": "finished" + (" (redone: --force)" if force else ""), "partial": "to resume",
+                    "new": "to run"}[state]
+            opts = ", ".join(f"{k}={v}" for k, v in {**it.options, **it.overrides}.items())
+            console.print(f"  {it.name:24s} {what:10s} {it.input}" + (f"  ({opts})" if opts else ""),
+                          highlight=False)
+        return
+    report = _run_batch_job(job)
+    c = report.get("counts", {})
+    failed = [r for r in report["items"] if r["status"] == "failed"]
+    console.print(f"{c.get('done', 0)} done, {len(failed)} failed of {len(report['items'])} items in "
+                  f"{report['wall_seconds']:.0f} s; report: {plan.out_dir / 'report.html'}", highlight=False)
+    if report["state"] == "stopped":
+        console.print("[yellow]stopped: run the same command again to go on (finished items are kept, "
+                      "interrupted ones resume).[/yellow]")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _item_line(row: dict) -> str:
+    """One line for a finished item: status, name, time, steps, headline metrics (or the error)."""
+    from fieldstudio.batch.item import HEADLINE
+
+    colour = {"done": "green", "failed": "red", "cancelled": "yellow"}.get(row["status"], "white")
+    head = f"[{colour}]{row['status']:9s}[/{colour}] {escape(row['name']):24s}"
+    if row["status"] == "failed":
+        return f"{head} {escape(str(row['error']))}"
+    seconds = f"{row['seconds']:.1f} s" if row.get("seconds") is not None else ""
+    steps = f"{row['steps']:,} steps" if row.get("steps") else ""
+    titles = dict(HEADLINE)
+    figures = "  ".join(f"{titles[k]} {v:.4g}" for k, v in row.get("metrics", {}).items() if k in titles)
+    extra = " (finished earlier)" if row.get("reused") else ""
+    return f"{head} {seconds:>9s} {steps:>12s}  {figures}{extra}"
+
+
+def _run_batch_job(job) -> dict:
+    """A batch with one overall bar (items, with ETA) and a line per item as it ends; Ctrl-C stops it."""
+    import signal
+
+    def listen(e) -> None:
+        if e.kind == "object" and e.message != "running":
+            progress.console.print(_item_line(e.detail), highlight=False)
+        elif e.kind == "progress" and e.stage == "batch":
+            progress.update(bar, total=e.total or 1, completed=e.done)
+
+    # `kill PID` stops a batch as Ctrl-C does: the items in hand save their checkpoints
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        with _progress() as progress:
+            bar = progress.add_task("batch", total=None, loss="")
+            job.subscribe(listen).start()
+            try:
+                while job.wait(0.2) is None and not job.done:
+                    pass
+            except KeyboardInterrupt:
+                progress.console.print("[yellow]stopping: the items in hand save their checkpoints ...[/yellow]")
+                job.cancel()
+                job.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return job.result
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

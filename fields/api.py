@@ -181,6 +181,8 @@ class Event:
     * ``note``: something the user should read (``message``), e.g. "compiling the fused CPU kernels";
     * ``object``: in runs of several objects (one per label), an object's status changed: ``object`` (its name),
       ``message`` ("waiting", "done" or "failed: <why>"), ``done`` (its index) of ``total`` objects;
+    * in batches (:func:`batch_job`): ``object`` events per item (``message`` running | done | failed: why |
+      cancelled, ``detail`` its report row) and ``progress`` over all items (``stage`` batch);
     * ``paused`` / ``resumed``;
     * ``finished`` / ``cancelled`` / ``failed`` (``message`` = the error): the job has ended.
     """
@@ -195,6 +197,7 @@ class Event:
     loss: float = math.nan
     message: str = ""
     elapsed: float = 0.0  # seconds since the job started
+    detail: dict | None = None  # batch ``object`` events: the item's report row
 
 
 class _StepEvents(Callback):
@@ -395,6 +398,30 @@ def mesh_job(run_dir: str | Path, out_path: str | Path, resolution: int | None =
     return Job(lambda cbs: mesh_from_run(run_dir, out_path, resolution, level))
 
 
-__all__ = ["Request", "resolve", "Job", "Event", "fit_job", "mesh_job", "render_job", "configure_threads",
+def batch_job(manifest: str | Path, out_dir: str | Path, executor: str = "local", workers: int | None = None,
+              threads: int | None = None, ray_address: str | None = None, gpus: float = 0.0,
+              force: bool = False) -> Job:
+    """A job that fits every item of ``manifest`` into ``out_dir/<item>/`` (see ``fieldstudio.batch``). The
+    manifest is read and checked here: a ``fieldstudio.batch.ManifestError`` lists every problem. The job's result
+    is the final report (as ``out_dir/report.json``); cancelling it stops the items in hand (resumable)."""
+    from fieldstudio.batch import make_executor, plan_batch, run_batch
+
+    plan = plan_batch(manifest, out_dir, force)
+    make_executor(executor, 1, ray_address, gpus)  # a bad choice fails here, not in the job's thread
+
+    def work(cbs):
+        from fieldstudio.control import current
+
+        control = current()
+        return run_batch(plan, executor, workers, threads, ray_address, gpus, sink=control.sink,
+                         should_stop=lambda: control.cancelled)
+
+    job = Job(work)
+    job.plan = plan
+    return job
+
+
+__all__ = ["Request", "resolve", "Job", "Event", "fit_job", "mesh_job", "render_job", "batch_job",
+           "configure_threads",
            "warm_up",
            "DEFAULT_STEPS"]
