@@ -229,3 +229,14 @@ def test_cli_fit_of_a_picture_prints_psnr(picture, tmp_path, monkeypatch, capsys
     assert "PSNR" in err and "reconstruction" in err
     code, _, err = run_cli(["fit", tmp_path / "missing.png", "-o", tmp_path / "r2"], monkeypatch, capsys)
     assert code == 2 and "not found" in err
+
+
+def test_a_picture_with_fewer_pixels_than_rbfs_is_fitted(tmp_path):
+    # The smallest budget (20,000) has more RBFs than the smallest picture (16 x 16) has pixels: they are placed
+    # inside pixels too.
+    from fieldstudio.api import Request, fit_job
+
+    rgb = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "tiny.png")
+    result = fit_job(Request(tmp_path / "tiny.png", steps=20), tmp_path / "run").run()
+    assert result.finished and result.config.field.rbf.n_rbf > 256 and result.metrics["psnr"] > 5

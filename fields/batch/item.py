@@ -174,6 +174,8 @@ def run_item(task: ItemTask, should_stop=None, progress=None) -> dict:
     row = {"name": task.name, "input": str(task.request.input), "status": "failed", "seconds": None, "steps": None,
            "task": None, "metrics": {}, "objects": [], "history": [], "thumbnail": None, "error": None,
            "host": os.uname().nodename, "threads": task.threads}
+    if should_stop is not None and should_stop():  # handed over while the batch stops: leave the folder as it is
+        return {**row, "status": "cancelled", "error": "not started: the batch was stopped", "seconds": 0.0}
     log_lines = []
     last = [0.0]
 
@@ -196,6 +198,7 @@ def run_item(task: ItemTask, should_stop=None, progress=None) -> dict:
             except KeyboardInterrupt:  # Ray's cancel, or Ctrl-C reaching a worker
                 job.cancel()
         result = job.wait()
+        row["resumed"] = bool(getattr(result, "resumed", False))
         if result is None or not result.finished:
             row.update(status="cancelled", error="stopped before the end; the next batch run resumes it",
                        steps=getattr(result, "steps", None))
@@ -215,7 +218,7 @@ def run_item(task: ItemTask, should_stop=None, progress=None) -> dict:
         log_lines.append(traceback.format_exc())
     row["seconds"] = round(time.perf_counter() - t0, 2)
     if log_lines or row["error"]:
-        _append_log(run_dir, log_lines + ([f"error: {row['error']}"] if row["error"] else []))
+        _append_log(run_dir, log_lines + ([f"{row['status']}: {row['error']}"] if row["error"] else []))
     return row
 
 
@@ -243,7 +246,7 @@ def init_local_worker(stop_event, queue, parent_pid: int) -> None:
     def watch_parent() -> None:
         while os.getppid() == parent_pid:
             time.sleep(0.5)
-        time.sleep(5.0)  # the item in hand sees the same and saves its checkpoint; then leave for sure
+        time.sleep(3.0)  # the item in hand sees the same and saves its checkpoint; then leave for sure
         os._exit(1)
 
     threading.Thread(target=watch_parent, daemon=True, name="parent-watch").start()

@@ -84,11 +84,13 @@ class ImageTask:
         self.field = None
 
     # -------------------------------------------------------------------------------------------- positions
-    def positions(self, flat: torch.Tensor) -> torch.Tensor:
-        """Box positions (N, 2) float32 of the pixel centres with flat indices ``flat`` (row-major)."""
+    def positions(self, flat: torch.Tensor, within: torch.Tensor | None = None) -> torch.Tensor:
+        """Box positions (N, 2) float32 of the pixels with flat indices ``flat`` (row-major): their centres, or
+        the points ``within`` (N, 2) in [0, 1) of each pixel."""
         v = torch.div(flat, self.picture.width, rounding_mode="floor")
         u = flat - v * self.picture.width
-        return self.frame.to_box(u.float() + 0.5, v.float() + 0.5).float()
+        du, dv = (0.5, 0.5) if within is None else (within[:, 0], within[:, 1])
+        return self.frame.to_box(u.float() + du, v.float() + dv).float()
 
     def colours(self, flat: torch.Tensor) -> torch.Tensor:
         """Colours (N, C) float32 of the pixels ``flat``, in [0, 1] for 8- and 16-bit pictures."""
@@ -105,13 +107,18 @@ class ImageTask:
         g = torch.Generator().manual_seed(seed)
         m = min(self.cfg.kmeans_points, self.n_pixels)
         pick = torch.randperm(self.n_pixels, generator=g)[:m]
+        n_rbf = field.rbf.n_rbf
+        within = None
+        if m < 2 * n_rbf:  # a tiny picture (fewer pixels than the smallest budget's RBFs): points inside pixels too
+            pick = torch.randint(self.n_pixels, (4 * n_rbf,), generator=g)
+            within = torch.rand(len(pick), 2, generator=g)
         w = torch.from_numpy(weights[pick.numpy()])
         keep = w > 0
-        n_rbf = field.rbf.n_rbf
         if int(keep.sum()) < n_rbf:  # a flat picture: fall back to uniform weights rather than fail
             keep = torch.ones_like(keep)
             w = torch.ones_like(w)
-        field.init_from_points(self.positions(pick[keep]), w[keep], seed=seed)
+        field.init_from_points(self.positions(pick[keep], None if within is None else within[keep]), w[keep],
+                               seed=seed)
 
     def attach(self, field) -> None:
         """The K nearest RBFs of every pixel, once, when the table fits in ``NEIGHBOUR_TABLE_BYTES``."""
