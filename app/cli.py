@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -347,6 +348,7 @@ def batch(
     ones are reported (exit status 1) while the rest go on. Ctrl-C stops within seconds; run it again to go on."""
     from fieldstudio.api import batch_job
     from fieldstudio.batch import ManifestError, split_cores
+    from fieldstudio.batch.report import shown_path
 
     try:
         job = batch_job(manifest, output, executor, workers, threads, ray_address, gpus, force)
@@ -358,8 +360,9 @@ def batch(
     states = [plan.states[it.name] for it in plan.items]
     todo = plan.to_run()
     n_workers, n_threads = split_cores(len(todo), workers, threads)
-    how = (f"{n_workers} workers x {n_threads} threads" if executor == "local"
-           else f"Ray tasks of {n_threads} CPUs" + (f" and {gpus:g} GPUs" if gpus else ""))
+    plural = lambda n, word: f"{n:g} {word}{'s' if n != 1 else ''}"  # noqa: E731
+    how = (f"{plural(n_workers, 'worker')} x {plural(n_threads, 'thread')}" if executor == "local"
+           else f"Ray tasks of {plural(n_threads, 'CPU')}" + (f" and {plural(gpus, 'GPU')}" if gpus else ""))
     skipped = 0 if force else states.count("done")
     console.print(f"batch of {len(states)} items into {plan.out_dir}: {len(todo)} to run "
                   f"({states.count('partial')} to resume), {skipped} finished earlier; {how}", highlight=False)
@@ -368,7 +371,8 @@ def batch(
             what = {"done": "finished" + (" (redone: --force)" if force else ""), "partial": "to resume",
                     "new": "to run"}[state]
             opts = ", ".join(f"{k}={v}" for k, v in {**it.options, **it.overrides}.items())
-            console.print(f"  {it.name:24s} {what:10s} {it.input}" + (f"  ({opts})" if opts else ""),
+            where = shown_path(str(it.input), plan.manifest.path.parent)
+            console.print(f"  {it.name:24s} {what:10s} {where}" + (f"  ({opts})" if opts else ""),
                           highlight=False)
         return
     report = _run_batch_job(job)
@@ -422,10 +426,11 @@ def _run_batch_job(job) -> dict:
             except KeyboardInterrupt:
                 progress.console.print("[yellow]stopping: the items in hand save their checkpoints ...[/yellow]")
                 job.cancel()
-                job.wait()
+                while not job.done:  # polled: a join that a signal interrupted can report a live thread as gone
+                    time.sleep(0.1)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return job.result
+    return job.wait()
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -200,9 +200,10 @@ def test_a_killed_batch_reruns_only_what_is_left(tmp_path):
     assert "(finished earlier)" in rerun.stderr
 
 
-def test_ray_gives_the_same_report_as_the_local_pool(tmp_path):
-    pytest.importorskip("ray")
+def test_ray_gives_the_same_report_as_the_local_pool(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
     from fieldstudio.api import batch_job
+    from fieldstudio.batch.executors import RayExecutor
 
     make_pictures(tmp_path, 2)
     (tmp_path / "flat.obj").write_text(FLAT_OBJ)
@@ -210,24 +211,34 @@ def test_ray_gives_the_same_report_as_the_local_pool(tmp_path):
     manifest.write_text('inputs = ["pic*.png", "flat.obj"]\nsteps = 60\nseed = 1\n')
     token = Path.home() / ".ray" / "auth_token"
     had_token = token.exists()
-    reports = {}
-    for executor in ("local", "ray"):
-        out = tmp_path / executor
-        job = batch_job(manifest, out, executor=executor, threads=1)
-        reports[executor] = job.start().wait()
-        assert reports[executor]["executor"] == executor and (out / "report.html").exists()
-    assert token.exists() == had_token  # no token file left behind by the private Ray instance
+    reports = {"local": batch_job(manifest, tmp_path / "local", threads=1).start().wait()}
+    # One private Ray instance (no dashboard, no token file; ../shared/docs/gui_testing.md) for two batches: run
+    # folders written where the nodes see them, and shipped back as from nodes that do not.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        reports["ray"] = batch_job(manifest, tmp_path / "ray", executor="ray", threads=1).start().wait()
+        reports["shipped"] = batch_job(manifest, tmp_path / "shipped", executor=RayExecutor(shared=False),
+                                       threads=1).start().wait()
+    finally:
+        ray.shutdown()
+    assert token.exists() == had_token
 
     def essence(report):
-        return {r["name"]: (r["status"], r["steps"], r["task"], sorted(r["metrics"]), bool(r["error"]))
-                for r in report["items"]}
+        return {r["name"]: (r["status"], r["steps"], r["task"], sorted(r["metrics"]), bool(r["error"]),
+                            r["thumbnail"]) for r in report["items"]}
 
-    assert essence(reports["local"]) == essence(reports["ray"])
     local = {r["name"]: r for r in reports["local"]["items"]}
-    for row in reports["ray"]["items"]:
-        for key, value in row["metrics"].items():  # same seed, same thread count: the same numbers
-            assert value == pytest.approx(local[row["name"]]["metrics"][key], rel=1e-5), (row["name"], key)
-    assert local["flat"]["status"] == "failed"
+    assert local["flat"]["status"] == "failed" and local["pic0"]["status"] == "done"
+    for kind in ("ray", "shipped"):
+        assert reports[kind]["executor"] == "ray" and essence(reports[kind]) == essence(reports["local"]), kind
+        for row in reports[kind]["items"]:
+            for key, value in row["metrics"].items():  # same seed, same thread count: the same numbers
+                assert value == pytest.approx(local[row["name"]]["metrics"][key], rel=1e-5), (kind, row["name"])
+        names = {p.name for p in (tmp_path / kind / "pic0").iterdir()}
+        assert {"metrics.json", "checkpoint.pt", "thumbnail.png", "reconstruction.png"} <= names, kind
+        assert set(parse_report(tmp_path / kind).rows) == set(local)
+    assert not list((tmp_path / "shipped").glob(".*.incoming")) and not list((tmp_path / "shipped").glob(".*.old"))
 
 
 # ------------------------------------------------------------------------------------------------ pieces
@@ -251,7 +262,7 @@ def test_folder_state_and_multi_object_summary(tmp_path):
     assert folder_state(run) == "partial"  # an object failed: the next batch tries it again
     row = summarize("case", "case.nii.gz", run)
     assert row["status"] == "failed" and "spleen: no surface" in row["error"]
-    assert row["metrics"] == {"objects": 2, "watertight": 1, "dice": 0.9, "volume_ml": 1500.0}
+    assert row["metrics"] == {"objects": 2, "watertight": 1, "dice": 0.9, "volume_ml": 1500.0}  # of what is done
     assert row["steps"] == 199 and len(row["history"]) == 1 and len(row["history"][0]) <= 60
     assert row["history"][0][-1] == [199, 1.0 / 199]
 

@@ -55,7 +55,10 @@ def plan_batch(manifest: str | Path, out_dir: str | Path, force: bool = False) -
     return BatchPlan(m, out, {it.name: folder_state(out / it.name) for it in m.items}, force)
 
 
-def make_executor(kind: str, workers: int, ray_address: str | None = None, gpus: float = 0.0):
+def make_executor(kind, workers: int, ray_address: str | None = None, gpus: float = 0.0):
+    """The executor called ``kind`` (local | ray); an executor object is used as it is."""
+    if not isinstance(kind, str):
+        return kind
     if kind not in EXECUTORS:
         raise FieldStudioError(f"executor {kind!r}; use local or ray")
     if kind == "local":
@@ -65,9 +68,10 @@ def make_executor(kind: str, workers: int, ray_address: str | None = None, gpus:
     return RayExecutor(ray_address, gpus)
 
 
-def run_batch(plan: BatchPlan, executor: str = "local", workers: int | None = None, threads: int | None = None,
+def run_batch(plan: BatchPlan, executor="local", workers: int | None = None, threads: int | None = None,
               ray_address: str | None = None, gpus: float = 0.0, sink=None, should_stop=None) -> dict:
     """Run the plan's items that are not finished yet and return the final report (also in ``out_dir``).
+    ``executor``: local | ray, or an executor object (``fieldstudio.batch.executors``).
 
     ``sink(kind, **data)`` hears ``object`` events (an item's ``message``: running | done | failed: why |
     cancelled, with its report row as ``detail``) and ``progress`` events over the whole batch (``done`` of
@@ -83,6 +87,7 @@ def run_batch(plan: BatchPlan, executor: str = "local", workers: int | None = No
     todo = plan.to_run()
     n_workers, n_threads = split_cores(len(todo), workers, threads)
     runner = make_executor(executor, n_workers, ray_address, gpus)
+    executor = runner.name
     rows: dict[str, dict] = {}
     tasks: list[ItemTask] = []
     for it in plan.items:
@@ -131,6 +136,9 @@ def run_batch(plan: BatchPlan, executor: str = "local", workers: int | None = No
         save(force=False)
 
     def on_done(row: dict) -> None:
+        if row["status"] == "pending":  # handed to a worker as the batch stopped: not started
+            rows[row["name"]]["status"] = "pending"
+            return
         row = {**rows[row["name"]], **row}
         row.pop("fraction", None)
         rows[row["name"]] = row
@@ -153,12 +161,11 @@ def run_batch(plan: BatchPlan, executor: str = "local", workers: int | None = No
                        lambda: should_stop() or False)
         stopped = should_stop()
     finally:
-        for row in rows.values():  # never reported: stopped before they started, or their pool broke
-            if row["status"] in ("pending", "running"):
-                if stopped or row["status"] == "running":
-                    row.update(status="cancelled" if row["status"] == "running" else "pending")
-                else:
-                    row.update(status="failed", error="not run: the worker pool kept breaking")
+        for row in rows.values():  # never reported back: stopped, or their worker pool kept breaking
+            if row["status"] == "running":
+                row.update(status="cancelled", error="stopped; the next batch run resumes it")
+            elif row["status"] == "pending" and not stopped:
+                row.update(status="failed", error="not run: the worker pool kept breaking")
         report["state"] = "stopped" if stopped else "finished"
         save()
     return report

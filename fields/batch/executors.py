@@ -11,10 +11,12 @@ same three callbacks, so the batch and its report do not know which one ran an i
 from __future__ import annotations
 
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from fieldstudio.batch.item import ItemTask, init_local_worker, run_item, run_local_item
+from fieldstudio.batch.item import ItemTask, folder_state, init_local_worker, run_item, run_local_item
+from fieldstudio.batch.shipping import pack_folder, sees, unpack_folder, write_marker
 from fieldstudio.errors import FieldStudioError
 
 
@@ -72,6 +74,8 @@ class LocalExecutor:
                         task = futures[f]
                         try:
                             on_done(f.result())
+                        except CancelledError:
+                            continue  # never started (the batch is stopping): it stays pending
                         except BrokenProcessPool:
                             broken = True
                             if task.name in started:
@@ -110,13 +114,17 @@ class RayExecutor:
     once. A task whose worker or node is lost is retried (``retries`` times): it resumes from its checkpoint.
 
     ``address`` None starts a Ray instance on this machine for the batch (no dashboard, no auth token written) and
-    stops it afterwards; ``"auto"`` or ``"ray://host:10001"`` joins a running cluster. Inputs and the output
-    folder must be at the same paths on every node (a shared file system): see the README's batch section."""
+    stops it afterwards; ``"auto"`` or ``"ray://host:10001"`` joins a running cluster. Inputs must be at the same
+    paths on every node. A node that sees the output folder writes its run folder there; one that does not fits in
+    a scratch folder and ships the run folder back to this machine (``fieldstudio.batch.shipping``; ``shared=False``
+    ships always)."""
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, gpus: float = 0.0, retries: int = 2, cores: int | None = None):
+    def __init__(self, address: str | None = None, gpus: float = 0.0, retries: int = 2, cores: int | None = None,
+                 shared: bool | None = None):
         self.address, self.gpus, self.retries, self.cores = address, gpus, retries, cores
+        self.shared = shared
 
     def run(self, tasks: list[ItemTask], on_start, on_progress, on_done, should_stop) -> None:
         try:
@@ -131,8 +139,16 @@ class RayExecutor:
             queue = Queue()
             remote = ray.remote(max_retries=self.retries, retry_exceptions=False)(_ray_item)
             refs = {}
+            out_dirs = {Path(t.run_dir).parent for t in tasks}
+            tokens = {d: write_marker(d) if self.shared is not False else None for d in out_dirs}
             for t in tasks:
-                refs[remote.options(num_cpus=t.threads, num_gpus=self.gpus or 0).remote(t, queue)] = t
+                run_dir = Path(t.run_dir)
+                # an interrupted item's folder goes along, in case its node cannot see it (wrapped in a list: Ray
+                # fetches it only when the task asks)
+                seed = [ray.put(pack_folder(run_dir))] if folder_state(run_dir) == "partial" else None
+                ref = remote.options(num_cpus=t.threads, num_gpus=self.gpus or 0).remote(
+                    t, queue, tokens[run_dir.parent], seed)
+                refs[ref] = t
             pending, stopping, seen = list(refs), False, set()
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1, timeout=0.25)
@@ -140,7 +156,10 @@ class RayExecutor:
                 for ref in ready:
                     task = refs[ref]
                     try:
-                        on_done(ray.get(ref))
+                        row = ray.get(ref)
+                        if row.get("shipped_folder") is not None:  # fitted where the output folder is not seen
+                            unpack_folder(row.pop("shipped_folder"), Path(task.run_dir))
+                        on_done(row)
                     except ray.exceptions.TaskCancelledError:
                         continue  # cancelled before it started: nothing to report
                     except ray.exceptions.RayError as err:
@@ -183,16 +202,37 @@ class RayExecutor:
                 on_progress(name, fraction)
 
 
-def _ray_item(task: ItemTask, queue) -> dict:
-    """A Ray task: one item, progress through the queue actor; ``ray.cancel`` arrives as a KeyboardInterrupt."""
+def _ray_item(task: ItemTask, queue, token: str | None, seed: list | None) -> dict:
+    """A Ray task: one item, progress through the queue actor; ``ray.cancel`` arrives as a KeyboardInterrupt. A
+    node that does not see the output folder (its marker with ``token``) fits in a scratch folder, seeded with the
+    interrupted folder when there is one, and returns the folder packed as ``shipped_folder``."""
+    import dataclasses
+    import shutil
+    import tempfile
     def tell(kind: str, name: str, fraction: float) -> None:
+        # Sent without waiting for the queue actor: a task blocked in ray.get lends its CPUs to another task,
+        # and the node would run more items than it has cores (measured: 3 at once on 2 CPUs).
         try:
-            queue.put_nowait((kind, name, fraction))
+            queue.actor.put_nowait.remote((kind, name, fraction))
         except Exception:  # progress is a courtesy; the item goes on without it
             pass
 
     tell("start", task.name, 0.0)
-    return run_item(task, None, lambda name, f: tell("progress", name, f))
+    report = lambda name, f: tell("progress", name, f)  # noqa: E731
+    if sees(Path(task.run_dir).parent, token):
+        return run_item(task, None, report)
+    import ray
+
+    scratch = Path(tempfile.mkdtemp(prefix="fieldstudio-batch-")) / task.name
+    try:
+        if seed is not None:
+            unpack_folder(ray.get(seed[0]), scratch)
+        row = run_item(dataclasses.replace(task, run_dir=str(scratch)), None, report)
+        if scratch.exists():
+            row["shipped_folder"] = pack_folder(scratch)
+        return row
+    finally:
+        shutil.rmtree(scratch.parent, ignore_errors=True)
 
 
 __all__ = ["LocalExecutor", "RayExecutor", "split_cores", "machine_cores", "run_item"]

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # Headline metrics per result, in report order: (metrics.json key, column title)
 HEADLINE = (("iou", "IoU"), ("nae_deg", "NAE °"), ("hausdorff", "Hausdorff"), ("hd95", "HD95"),
             ("dice", "Dice"), ("hd95_mm", "HD95 mm"), ("volume_ml", "volume ml"), ("psnr", "PSNR dB"),
@@ -61,7 +63,9 @@ def folder_state(run_dir: Path) -> str:
 
 
 def summarize(name: str, input: str, run_dir: Path) -> dict:
-    """The report row of a finished run folder (``status`` done, or failed when objects of it failed)."""
+    """The report row of a finished run folder (``status`` done, or failed when objects of it failed). Runs of
+    several objects list them in ``objects`` and sum them up in ``metrics``: objects, watertight (a count), Dice
+    (the mean), volume_ml (the total)."""
     m = json.loads((run_dir / "metrics.json").read_text())
     row = {"name": name, "input": str(input), "status": "done", "seconds": m.get("total_seconds"),
            "steps": m.get("steps"), "task": _task(run_dir), "metrics": _headline(m), "objects": [],
@@ -87,10 +91,10 @@ def summarize(name: str, input: str, run_dir: Path) -> dict:
         done = [o for o in row["objects"] if o["status"] == "done"]
         row["metrics"] = {"objects": len(row["objects"]),
                           "watertight": sum(bool(o.get("watertight")) for o in done)}
-        for key in ("dice", "volume_ml"):
+        for key, combine in (("dice", np.mean), ("volume_ml", np.sum)):  # mean Dice, total volume
             values = [o["metrics"][key] for o in done if key in o.get("metrics", {})]
             if values:
-                row["metrics"][key] = float(sum(values) / len(values))
+                row["metrics"][key] = float(combine(values))
     elif "mesh" in m:
         row["metrics"]["watertight"] = m["mesh"].get("watertight")
     if (run_dir / THUMBNAIL).exists():
@@ -175,7 +179,7 @@ def run_item(task: ItemTask, should_stop=None, progress=None) -> dict:
            "task": None, "metrics": {}, "objects": [], "history": [], "thumbnail": None, "error": None,
            "host": os.uname().nodename, "threads": task.threads}
     if should_stop is not None and should_stop():  # handed over while the batch stops: leave the folder as it is
-        return {**row, "status": "cancelled", "error": "not started: the batch was stopped", "seconds": 0.0}
+        return {**row, "status": "pending"}
     log_lines = []
     last = [0.0]
 

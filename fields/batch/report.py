@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import html
 import math
+import os
 from pathlib import Path
 
 from fieldstudio.batch.item import HEADLINE
@@ -92,8 +93,18 @@ def _thumbnail(out_dir: Path, row: dict) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(row["name"])}" width="96">'
 
 
+def shown_path(path: str, base: str | Path) -> str:
+    """``path`` relative to ``base`` (the manifest's folder) when that is shorter, as the manifest wrote it."""
+    try:
+        rel = os.path.relpath(path, base)
+    except ValueError:  # another drive
+        return str(path)
+    return rel if len(rel) < len(str(path)) else str(path)
+
+
 def render_html(report: dict, out_dir: Path) -> str:
     rows = report["items"]
+    base = Path(report.get("manifest", ".")).parent
     keys = [(k, t) for k, t in HEADLINE + EXTRA_COLUMNS if any(k in (r.get("metrics") or {}) for r in rows)]
     c = counts(rows)
     running = report.get("state") == "running"
@@ -108,12 +119,13 @@ def render_html(report: dict, out_dir: Path) -> str:
         cells = [
             ("", _thumbnail(out_dir, r)),
             (r["name"], f'<a href="{html.escape(r["name"])}/">{html.escape(r["name"])}</a>'
-                        f'<div class="input">{html.escape(str(r.get("input", "")))}</div>'),
+                        f'<div class="input">{html.escape(shown_path(r.get("input", ""), base))}</div>'),
             (STATUS_ORDER.get(r["status"], 9), f'<span class="st {r["status"]}">{html.escape(status)}</span>'
                                                + (" <small>(earlier run)</small>" if r.get("reused") else "")),
             (r.get("seconds") if r.get("seconds") is not None else "", _seconds(r.get("seconds"))),
             (r.get("steps") if r.get("steps") is not None else "", _fmt(r.get("steps"))),
-            *[(m.get(k, ""), _fmt(m.get(k), k)) for k, _ in keys],
+            *[(m.get(k, ""), _fmt(m.get(k), k) if not (k == "watertight" and "objects" in m)
+               else f'{m["watertight"]} of {m["objects"]}') for k, _ in keys],
             ("", _sparkline(r.get("history") or [])),
             (r.get("error") or "", f'<div class="err">{html.escape(r.get("error") or "")}</div>'),
         ]
@@ -131,14 +143,14 @@ table {{ border-collapse: collapse; }} th, td {{ padding: 4px 10px; border-botto
   text-align: left; vertical-align: middle; }}
 th {{ background: #f3f3f3; cursor: pointer; user-select: none; position: sticky; top: 0; }}
 th[data-type=none] {{ cursor: default; }} th.asc::after {{ content: " ▲"; }} th.desc::after {{ content: " ▼"; }}
-td[data-v] {{ font-variant-numeric: tabular-nums; }} .input {{ color: #888; font-size: 11px; }}
+td[data-v] {{ font-variant-numeric: tabular-nums; white-space: nowrap; }} .input {{ color: #888; font-size: 11px; }}
 .err {{ color: #a33; max-width: 420px; font-size: 12px; }} .st {{ padding: 1px 6px; border-radius: 3px; }}
 .done {{ background: #dcefdc; }} .failed {{ background: #f6d6d6; }} .running {{ background: #dde8f6; }}
 .cancelled {{ background: #f4ead0; }} .pending {{ background: #eee; }} small {{ color: #888; }}
 </style></head><body>
 <h2>fieldstudio batch: {html.escape(report.get("manifest_name", ""))}</h2>
 <p>{html.escape(summary)} of {len(rows)} items; {html.escape(state)}. Executor {html.escape(report.get("executor", ""))},
-{report.get("workers", "")} workers &times; {report.get("threads", "")} threads. Wall time {_seconds(report.get("wall_seconds"))}.
+{_how(report)}. Wall time {_seconds(report.get("wall_seconds"))}.
 Updated {html.escape(report.get("updated", ""))}. Manifest: {html.escape(report.get("manifest", ""))}.</p>
 <table id="items"><thead><tr>{th}</tr></thead><tbody>
 {chr(10).join(body)}
@@ -164,6 +176,15 @@ document.querySelectorAll("#items th").forEach((th, col) => {{
 </script>
 </body></html>
 """
+
+
+def _how(report: dict) -> str:
+    threads = report.get("threads") or 1
+    per = f"{threads} thread{'s' if threads != 1 else ''}"
+    if report.get("executor") == "ray":
+        return f"Ray tasks of {threads} CPU{'s' if threads != 1 else ''}"
+    workers = report.get("workers") or 1
+    return f"{workers} worker{'s' if workers != 1 else ''} &times; {per}"
 
 
 def timestamp() -> str:
