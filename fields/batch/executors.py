@@ -38,6 +38,20 @@ def split_cores(n_items: int, workers: int | None, threads: int | None, cores: i
     return workers, threads or max(1, cores // workers)
 
 
+def _drain(queue, started: set[str], on_start, on_progress) -> None:
+    """Hand the workers' messages (a multiprocessing queue, or Ray's queue actor) to the callbacks."""
+    while True:
+        try:
+            kind, name, fraction = queue.get_nowait()
+        except Exception:  # Empty (either kind), or a queue whose other end is gone
+            return
+        if kind == "start":
+            started.add(name)
+            on_start(name)
+        else:
+            on_progress(name, fraction)
+
+
 def _failed(task: ItemTask, error: str) -> dict:
     return {"name": task.name, "input": str(task.request.input), "status": "failed", "seconds": None,
             "steps": None, "task": None, "metrics": {}, "objects": [], "history": [], "thumbnail": None,
@@ -69,7 +83,7 @@ class LocalExecutor:
                 pending, broken = set(futures), False
                 while pending:
                     done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                    self._drain(queue, started, on_start, on_progress)
+                    _drain(queue, started, on_start, on_progress)
                     for f in done:
                         task = futures[f]
                         try:
@@ -87,26 +101,11 @@ class LocalExecutor:
                         stop.set()
                         for f in pending:
                             f.cancel()  # not started yet: never will be
-                self._drain(queue, started, on_start, on_progress)
+                _drain(queue, started, on_start, on_progress)
             if should_stop() or not broken:
                 return
             # a broken pool: what never started gets a new pool (what had started was reported as failed)
             todo = [t for t in todo if t.name not in started]
-
-    @staticmethod
-    def _drain(queue, started: set[str], on_start, on_progress) -> None:
-        import queue as queue_module
-
-        while True:
-            try:
-                kind, name, fraction = queue.get_nowait()
-            except (queue_module.Empty, OSError, EOFError, ValueError):
-                return
-            if kind == "start":
-                started.add(name)
-                on_start(name)
-            else:
-                on_progress(name, fraction)
 
 
 class RayExecutor:
@@ -152,7 +151,7 @@ class RayExecutor:
             pending, stopping, seen = list(refs), False, set()
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1, timeout=0.25)
-                self._drain(queue, seen, on_start, on_progress)
+                _drain(queue, seen, on_start, on_progress)
                 for ref in ready:
                     task = refs[ref]
                     try:
@@ -169,7 +168,7 @@ class RayExecutor:
                     stopping = True
                     for ref in pending:
                         ray.cancel(ref)  # running tasks hear a KeyboardInterrupt and save their checkpoints
-            self._drain(queue, seen, on_start, on_progress)
+            _drain(queue, seen, on_start, on_progress)
             queue.shutdown()
         finally:
             if started_here:
@@ -187,19 +186,6 @@ class RayExecutor:
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise FieldStudioError(f"cannot reach the Ray cluster at {self.address}: {str(err).splitlines()[0]}; "
                                    "start it with `ray start --head` or check --ray-address") from None
-
-    @staticmethod
-    def _drain(queue, seen: set[str], on_start, on_progress) -> None:
-        while not queue.empty():
-            try:
-                kind, name, fraction = queue.get_nowait()
-            except Exception:  # Empty, or the queue actor gone
-                return
-            if kind == "start":
-                seen.add(name)
-                on_start(name)
-            else:
-                on_progress(name, fraction)
 
 
 def _ray_item(task: ItemTask, queue, token: str | None, seed: list | None) -> dict:
