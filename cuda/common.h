@@ -24,6 +24,11 @@ using std::floor;
 
 enum Kernel : int { NLIN_S = 0, IVQ_A = 1, GAUSS_A = 2 };
 
+// Limits of the fused kernels (checks.h enforces them in the bindings; Python sends larger calls to the reference).
+constexpr int kMaxK = 64;             // neighbours per query: their kernel values live in a fixed array
+constexpr int kMaxLevels = 32;        // grid levels: the CUDA kernels take the layout by value
+constexpr int kMaxGridFeatures = 16;  // features per grid level: accumulated in a fixed array
+
 // Entries per RBF in the shapes table: one inverse width (NLIN_S) or a dim x dim inverse covariance.
 FS_HD int shape_size(int dim, int kernel) { return kernel == NLIN_S ? 1 : dim * dim; }
 

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "checks.h"
 #include "common.h"
 
 namespace {
@@ -23,8 +24,6 @@ void check_cpu(const torch::Tensor& t, const char* name) {
     TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
     TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
-
-constexpr int kMaxK = 64;
 
 // Sine of a float as straight-line arithmetic, so GCC inlines and vectorises it in the feature loops instead
 // of calling libmvec once per 8 lanes: reduce by the nearest multiple of pi (pi split in three parts, exact
@@ -82,7 +81,7 @@ void rbf_forward_impl(const T* x, const int64_t* idx, const T* centers, const T*
             prefetch_rows(ahead, k, centers, dim, 0, INT64_MAX, false);
             prefetch_rows(ahead, k, shapes, fs::shape_size(dim, kernel), 0, INT64_MAX, false);
         }
-        T phi[kMaxK];
+        T phi[fs::kMaxK];
         const int64_t* nb = idx + p * k;
         fs::rbf_phis(x + p * dim, nb, k, centers, shapes, dim, kernel, normalize, phi);
         T* o = out + p * n_feat;
@@ -253,9 +252,8 @@ torch::Tensor rbf_forward(torch::Tensor x, torch::Tensor idx, torch::Tensor cent
                           torch::Tensor features, torch::Tensor freqs, int64_t kernel, bool normalize) {
     use_torch_threads();
     for (auto* t : {&x, &idx, &centers, &shapes, &features, &freqs}) check_cpu(*t, "rbf input");
-    TORCH_CHECK(idx.scalar_type() == torch::kInt64, "idx must be int64");
-    TORCH_CHECK(idx.size(1) <= kMaxK, "at most ", kMaxK, " neighbours per query");
-    TORCH_CHECK(x.size(1) <= 3, "dim must be <= 3");
+    TORCH_CHECK(features.dim() == 2 && features.scalar_type() == x.scalar_type(), "features must be (n_rbf, F)");
+    fs::check_rbf_inputs(x, idx, centers, shapes, freqs, features.size(0), features.size(1), kernel);
     auto out = torch::empty({x.size(0), features.size(1)}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rbf_forward", [&] {
         dispatch_rbf((int)x.size(1), (int)kernel, [&](auto d, auto kern) {
@@ -272,6 +270,9 @@ torch::Tensor rbf_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor id
                            torch::Tensor shapes, torch::Tensor freqs, int64_t n_rbf, int64_t kernel, bool normalize) {
     use_torch_threads();
     for (auto* t : {&grad, &x, &idx, &centers, &shapes, &freqs}) check_cpu(*t, "rbf input");
+    TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.scalar_type() == x.scalar_type(),
+                "grad must be (N, F) in x's dtype");
+    fs::check_rbf_inputs(x, idx, centers, shapes, freqs, n_rbf, grad.size(1), kernel);
     auto gfeat = torch::zeros({n_rbf, grad.size(1)}, grad.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rbf_backward", [&] {
         dispatch_rbf((int)x.size(1), (int)kernel, [&](auto d, auto kern) {
@@ -289,9 +290,9 @@ torch::Tensor grid_forward(torch::Tensor x, torch::Tensor emb, torch::Tensor res
     use_torch_threads();
     check_cpu(x, "x");
     check_cpu(emb, "embeddings");
-    TORCH_CHECK(emb.size(1) <= 16, "at most 16 features per level");
+    TORCH_CHECK(emb.dim() == 2 && emb.scalar_type() == x.scalar_type(), "embeddings must be (rows, F) in x's dtype");
+    fs::check_grid_layout(x, resolutions, offsets, mult, emb.size(1), emb.size(0));
     const auto L = layout_of(resolutions, offsets, mult, n_dense, log2_hashmap_size);
-    TORCH_CHECK(L.dim == 2 || L.dim == 3, "grid kernels support dim 2 and 3");
     auto out = torch::empty({x.size(0), L.n_levels * emb.size(1)}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "grid_forward", [&] {
         if (L.dim == 2)
@@ -309,6 +310,9 @@ torch::Tensor grid_backward(torch::Tensor grad, torch::Tensor x, int64_t n_rows,
     use_torch_threads();
     check_cpu(grad, "grad");
     check_cpu(x, "x");
+    TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) % resolutions.numel() == 0,
+                "grad must be (N, levels x F)");
+    fs::check_grid_layout(x, resolutions, offsets, mult, grad.size(1) / resolutions.numel(), n_rows);
     const auto L = layout_of(resolutions, offsets, mult, n_dense, log2_hashmap_size);
     const int n_feat = (int)(grad.size(1) / L.n_levels);
     auto gemb = torch::zeros({n_rows, n_feat}, grad.options());

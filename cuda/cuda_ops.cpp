@@ -1,10 +1,20 @@
 // cuda_ops.cpp: torch bindings of the CUDA launchers (rbf_kernels.cu, grid_kernels.cu).
 //
 // Only torch/extension.h: the CUDA stream comes from Python as an integer (torch.cuda.current_stream()
-// .cuda_stream), so no ATen CUDA header is needed and the same source builds wherever torch has CUDA.
+// .cuda_stream), so no ATen CUDA header is needed and the same source builds wherever torch has CUDA. Every
+// input is checked (checks.h) before a kernel reads it, and the kernels run on the tensors' device.
+//
+// Built with FS_EMULATE_CUDA (tests/test_emulated_cuda.py) the same bindings take CPU tensors and call the
+// kernels compiled as C++ (cuda/emulated/), one thread at a time.
 #include <torch/extension.h>
+#include <c10/core/DeviceGuard.h>
 
 #include <cstdint>
+
+#include "checks.h"
+#ifdef FS_EMULATE_CUDA
+#include "emulated/cuda_runtime.h"
+#endif
 
 #define FS_DECLARE(T, S)                                                                                        \
     extern "C" int fs_rbf_forward_##S(const T*, const int64_t*, const T*, const T*, const T*, const T*, int64_t, \
@@ -20,9 +30,21 @@ FS_DECLARE(double, f64)
 
 namespace {
 
-void check_cuda(const torch::Tensor& t, const char* name) {
-    TORCH_CHECK(t.device().is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+#ifdef FS_EMULATE_CUDA
+constexpr bool kEmulated = true;
+#else
+constexpr bool kEmulated = false;
+#endif
+
+// Every tensor on the first one's device (a CUDA device; the CPU in the emulated build), contiguous.
+void check_device(std::initializer_list<const torch::Tensor*> ts, const char* what) {
+    const auto device = (*ts.begin())->device();
+    for (const auto* t : ts) {
+        TORCH_CHECK(kEmulated ? t->device().is_cpu() : t->device().is_cuda(), what,
+                    kEmulated ? " must be CPU tensors (emulated build)" : " must be CUDA tensors");
+        TORCH_CHECK(t->device() == device, what, " must all be on one device (", device, " and ", t->device(), ")");
+        TORCH_CHECK(t->is_contiguous(), what, " must be contiguous");
+    }
 }
 
 void check_status(int status, const char* op) {
@@ -35,8 +57,10 @@ void* as_stream(int64_t stream) { return reinterpret_cast<void*>(static_cast<int
 
 torch::Tensor rbf_forward(torch::Tensor x, torch::Tensor idx, torch::Tensor centers, torch::Tensor shapes,
                           torch::Tensor features, torch::Tensor freqs, int64_t kernel, bool normalize, int64_t stream) {
-    for (auto* t : {&x, &idx, &centers, &shapes, &features, &freqs}) check_cuda(*t, "rbf input");
-    TORCH_CHECK(idx.size(1) <= 64, "at most 64 neighbours per query");
+    check_device({&x, &idx, &centers, &shapes, &features, &freqs}, "rbf inputs");
+    TORCH_CHECK(features.dim() == 2 && features.scalar_type() == x.scalar_type(), "features must be (n_rbf, F)");
+    fs::check_rbf_inputs(x, idx, centers, shapes, freqs, features.size(0), features.size(1), kernel);
+    const c10::DeviceGuard guard(x.device());
     auto out = torch::empty({x.size(0), features.size(1)}, x.options());
     const int64_t n = x.size(0);
     const int k = (int)idx.size(1), dim = (int)x.size(1), nf = (int)features.size(1);
@@ -56,7 +80,11 @@ torch::Tensor rbf_forward(torch::Tensor x, torch::Tensor idx, torch::Tensor cent
 torch::Tensor rbf_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor idx, torch::Tensor centers,
                            torch::Tensor shapes, torch::Tensor freqs, int64_t n_rbf, int64_t kernel, bool normalize,
                            int64_t stream) {
-    for (auto* t : {&grad, &x, &idx, &centers, &shapes, &freqs}) check_cuda(*t, "rbf input");
+    check_device({&grad, &x, &idx, &centers, &shapes, &freqs}, "rbf inputs");
+    TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.scalar_type() == x.scalar_type(),
+                "grad must be (N, F) in x's dtype");
+    fs::check_rbf_inputs(x, idx, centers, shapes, freqs, n_rbf, grad.size(1), kernel);
+    const c10::DeviceGuard guard(x.device());
     auto gfeat = torch::zeros({n_rbf, grad.size(1)}, grad.options());
     const int64_t n = x.size(0);
     const int k = (int)idx.size(1), dim = (int)x.size(1), nf = (int)grad.size(1);
@@ -74,12 +102,15 @@ torch::Tensor rbf_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor id
     return gfeat;
 }
 
-// resolutions, offsets and mult are small CPU int64 tensors (the grid layout); they are read on the host.
+// resolutions, offsets and mult are the grid layout: small int64 tensors kept on the CPU by the caller
+// (MultiResGrid.host_layout), so a call makes no device-to-host copy.
 torch::Tensor grid_forward(torch::Tensor x, torch::Tensor emb, torch::Tensor resolutions, torch::Tensor offsets,
                            torch::Tensor mult, int64_t n_dense, int64_t log2_hashmap_size, int64_t stream) {
-    check_cuda(x, "x");
-    check_cuda(emb, "embeddings");
-    auto r = resolutions.cpu().contiguous(), o = offsets.cpu().contiguous(), m = mult.cpu().contiguous();
+    check_device({&x, &emb}, "x and embeddings");
+    TORCH_CHECK(emb.dim() == 2 && emb.scalar_type() == x.scalar_type(), "embeddings must be (rows, F) in x's dtype");
+    fs::check_grid_layout(x, resolutions, offsets, mult, emb.size(1), emb.size(0));
+    const c10::DeviceGuard guard(x.device());
+    auto r = resolutions.contiguous(), o = offsets.contiguous(), m = mult.contiguous();
     const int n_levels = (int)r.numel(), dim = (int)x.size(1), nf = (int)emb.size(1);
     auto out = torch::empty({x.size(0), n_levels * nf}, x.options());
     int status;
@@ -99,9 +130,12 @@ torch::Tensor grid_forward(torch::Tensor x, torch::Tensor emb, torch::Tensor res
 torch::Tensor grid_backward(torch::Tensor grad, torch::Tensor x, int64_t n_rows, torch::Tensor resolutions,
                             torch::Tensor offsets, torch::Tensor mult, int64_t n_dense, int64_t log2_hashmap_size,
                             int64_t stream) {
-    check_cuda(grad, "grad");
-    check_cuda(x, "x");
-    auto r = resolutions.cpu().contiguous(), o = offsets.cpu().contiguous(), m = mult.cpu().contiguous();
+    check_device({&grad, &x}, "grad and x");
+    TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) % resolutions.numel() == 0 &&
+                grad.scalar_type() == x.scalar_type(), "grad must be (N, levels x F) in x's dtype");
+    fs::check_grid_layout(x, resolutions, offsets, mult, grad.size(1) / resolutions.numel(), n_rows);
+    const c10::DeviceGuard guard(x.device());
+    auto r = resolutions.contiguous(), o = offsets.contiguous(), m = mult.contiguous();
     const int n_levels = (int)r.numel(), dim = (int)x.size(1), nf = (int)(grad.size(1) / n_levels);
     auto gemb = torch::zeros({n_rows, nf}, grad.options());
     int status;
@@ -124,4 +158,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("rbf_backward", &rbf_backward);
     m.def("grid_forward", &grid_forward);
     m.def("grid_backward", &grid_backward);
+#ifdef FS_EMULATE_CUDA
+    m.def("set_thread_order", &fs_emu::set_order, "0: in order; else a random order of blocks and threads");
+#endif
 }

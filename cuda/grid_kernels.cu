@@ -6,14 +6,14 @@
 #include <cuda_runtime.h>
 
 #include "common.h"
+#include "launch.h"
 
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxLevels = 32;
 
 struct Layout {
-    int64_t res[kMaxLevels], offsets[kMaxLevels + 1], mult[kMaxLevels * 3];
+    int64_t res[fs::kMaxLevels], offsets[fs::kMaxLevels + 1], mult[fs::kMaxLevels * 3];
     int n_levels, dim, n_dense;
     int64_t mask;
 };
@@ -28,7 +28,7 @@ __global__ void grid_forward_kernel(const T* __restrict__ x, const T* __restrict
     int64_t rows[8];
     T ws[8];
     fs::grid_corners(x + p * L.dim, L.dim, L.res[l], l >= L.n_dense, &L.mult[l * L.dim], L.offsets[l], L.mask, rows, ws);
-    T acc[16];
+    T acc[fs::kMaxGridFeatures];
     for (int f = 0; f < n_feat; ++f) acc[f] = T(0);
     for (int c = 0; c < (1 << L.dim); ++c)
         for (int f = 0; f < n_feat; ++f) acc[f] += ws[c] * emb[rows[c] * n_feat + f];
@@ -54,7 +54,7 @@ __global__ void grid_backward_kernel(const T* __restrict__ grad, const T* __rest
 // Host arrays -> the by-value kernel argument. Returns false when the grid is too large for it.
 bool make_layout(const int64_t* res, const int64_t* offsets, const int64_t* mult, int n_levels, int dim,
                  int n_dense, int log2_hashmap_size, Layout* L) {
-    if (n_levels > kMaxLevels || dim > 3) return false;
+    if (n_levels > fs::kMaxLevels || dim > 3) return false;
     for (int l = 0; l < n_levels; ++l) L->res[l] = res[l];
     for (int l = 0; l <= n_levels; ++l) L->offsets[l] = offsets[l];
     for (int i = 0; i < n_levels * dim; ++i) L->mult[i] = mult[i];
@@ -75,11 +75,11 @@ inline unsigned blocks_for(int64_t work) { return (unsigned)((work + kThreads - 
                                             const int64_t* offsets, const int64_t* mult, int n_levels, int dim,  \
                                             int n_dense, int log2_hashmap_size, T* out, void* stream) {          \
         Layout L;                                                                                               \
-        if (n_feat > 16 || !make_layout(res, offsets, mult, n_levels, dim, n_dense, log2_hashmap_size, &L))    \
+        if (n_feat > fs::kMaxGridFeatures || !make_layout(res, offsets, mult, n_levels, dim, n_dense, log2_hashmap_size, &L))    \
             return -1;                                                                                          \
         if (n == 0) return 0;                                                                                   \
-        grid_forward_kernel<T><<<blocks_for(n * n_levels), kThreads, 0, (cudaStream_t)stream>>>(x, emb, n,     \
-                                                                                                n_feat, L, out); \
+        FS_LAUNCH(grid_forward_kernel<T>, blocks_for(n * n_levels), kThreads, (cudaStream_t)stream)(            \
+            x, emb, n, n_feat, L, out);                                                                         \
         return (int)cudaGetLastError();                                                                         \
     }                                                                                                           \
     extern "C" int fs_grid_backward_##SUFFIX(const T* grad, const T* x, int64_t n, int n_feat,                 \
@@ -89,8 +89,8 @@ inline unsigned blocks_for(int64_t work) { return (unsigned)((work + kThreads - 
         Layout L;                                                                                               \
         if (!make_layout(res, offsets, mult, n_levels, dim, n_dense, log2_hashmap_size, &L)) return -1;        \
         if (n == 0) return 0;                                                                                   \
-        grid_backward_kernel<T><<<blocks_for(n * n_levels), kThreads, 0, (cudaStream_t)stream>>>(grad, x, n,   \
-                                                                                                 n_feat, L, gemb); \
+        FS_LAUNCH(grid_backward_kernel<T>, blocks_for(n * n_levels), kThreads, (cudaStream_t)stream)(           \
+            grad, x, n, n_feat, L, gemb);                                                                       \
         return (int)cudaGetLastError();                                                                         \
     }
 

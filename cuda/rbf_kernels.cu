@@ -8,10 +8,10 @@
 #include <cuda_runtime.h>
 
 #include "common.h"
+#include "launch.h"
 
 namespace {
 
-constexpr int kMaxK = 64;
 constexpr int kThreads = 256;
 
 template <typename T>
@@ -23,7 +23,7 @@ __global__ void rbf_forward_kernel(const T* __restrict__ x, const int64_t* __res
     if (t >= n * n_feat) return;
     const int64_t p = t / n_feat;
     const int f = (int)(t % n_feat);
-    T phi[kMaxK];
+    T phi[fs::kMaxK];
     const int64_t* nb = idx + p * k;
     fs::rbf_phis(x + p * dim, nb, k, centers, shapes, dim, kernel, normalize, phi);
     const T freq = freqs[f];
@@ -42,7 +42,7 @@ __global__ void rbf_backward_kernel(const T* __restrict__ grad, const T* __restr
     if (t >= n * n_feat) return;
     const int64_t p = t / n_feat;
     const int f = (int)(t % n_feat);
-    T phi[kMaxK];
+    T phi[fs::kMaxK];
     const int64_t* nb = idx + p * k;
     fs::rbf_phis(x + p * dim, nb, k, centers, shapes, dim, kernel, normalize, phi);
     const T g = grad[t], freq = freqs[f];
@@ -59,7 +59,7 @@ inline unsigned blocks_for(int64_t work) { return (unsigned)((work + kThreads - 
                                            const T* features, const T* freqs, int64_t n, int k, int dim,       \
                                            int n_feat, int kernel, int normalize, T* out, void* stream) {      \
         if (n == 0) return 0;                                                                                  \
-        rbf_forward_kernel<T><<<blocks_for(n * n_feat), kThreads, 0, (cudaStream_t)stream>>>(                 \
+        FS_LAUNCH(rbf_forward_kernel<T>, blocks_for(n * n_feat), kThreads, (cudaStream_t)stream)(               \
             x, idx, centers, shapes, features, freqs, n, k, dim, n_feat, kernel, normalize != 0, out);         \
         return (int)cudaGetLastError();                                                                        \
     }                                                                                                          \
@@ -67,7 +67,7 @@ inline unsigned blocks_for(int64_t work) { return (unsigned)((work + kThreads - 
                                             const T* shapes, const T* freqs, int64_t n, int k, int dim,        \
                                             int n_feat, int kernel, int normalize, T* gfeat, void* stream) {   \
         if (n == 0) return 0;                                                                                  \
-        rbf_backward_kernel<T><<<blocks_for(n * n_feat), kThreads, 0, (cudaStream_t)stream>>>(                \
+        FS_LAUNCH(rbf_backward_kernel<T>, blocks_for(n * n_feat), kThreads, (cudaStream_t)stream)(              \
             grad, x, idx, centers, shapes, freqs, n, k, dim, n_feat, kernel, normalize != 0, gfeat);           \
         return (int)cudaGetLastError();                                                                        \
     }

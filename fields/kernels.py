@@ -98,8 +98,25 @@ def _spec(name: str) -> tuple[str, list[Path], dict]:
     if name == "cuda":
         return ("fieldstudio_cuda", [SOURCES / f for f in ("cuda_ops.cpp", "rbf_kernels.cu", "grid_kernels.cu")],
                 {"extra_include_paths": [str(SOURCES)], "extra_cflags": flags,
-                 "extra_cuda_cflags": ["-O3", "-std=c++17"]})
+                 "extra_cuda_cflags": ["-O3", "-std=c++17", *_cuda_arch_flags()]})
+    if name == "emulated":
+        # The CUDA bindings and kernels compiled as C++ with a serial launch loop (cuda/emulated/), for tests on
+        # machines without a GPU.
+        return ("fieldstudio_cuda_emulated",
+                [SOURCES / "cuda_ops.cpp", SOURCES / "emulated" / "rbf_kernels.cpp",
+                 SOURCES / "emulated" / "grid_kernels.cpp"],
+                {"extra_include_paths": [str(SOURCES / "emulated"), str(SOURCES)],
+                 "extra_cflags": ["-O2", "-std=c++17", "-DFS_EMULATE_CUDA"]})
     raise ValueError(f"unknown extension {name!r}; use 'cpu' or 'cuda'")
+
+
+def _cuda_arch_flags() -> list[str]:
+    """Name the GPU architectures: ``$TORCH_CUDA_ARCH_LIST`` when set (torch's build reads it), else the visible
+    devices' own (never older nvcc defaults, below the sm_60 that double atomicAdd needs)."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST") or not torch.cuda.is_available():
+        return []
+    caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+    return [f"-gencode=arch=compute_{a}{b},code=sm_{a}{b}" for a, b in caps]
 
 
 def cache_root() -> Path:
@@ -118,6 +135,9 @@ def _folder(module: str, sources: list[Path], flags: dict) -> Path:
     files = {Path(s) for s in sources}
     for src in list(files):
         files.update(p for p in Path(src).parent.iterdir() if p.suffix in (".h", ".cuh", ".hpp"))
+    if any(Path(s).parent.name == "emulated" for s in sources):  # they include the .cu files of the folder above
+        files.update(SOURCES.glob("*.cu"))
+        files.update(SOURCES.glob("*.h"))
     for path in sorted(files, key=lambda p: p.name):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     h.update(json.dumps([module, flags, torch.version.cuda, sys.version_info[:2]], sort_keys=True).encode())
@@ -181,6 +201,12 @@ def _build_in_folder(name: str, module: str, sources: list[Path], flags: dict):
 
 def _build(name: str):
     return _build_in_folder(name, *_spec(name))
+
+
+def emulated_extension():
+    """The emulated CUDA build (see ``_spec``), built on first use and cached like the others; raises when it cannot
+    be built (no host compiler)."""
+    return _build_in_folder("emulated", *_spec("emulated"))
 
 
 def extension(name: str):

@@ -35,6 +35,7 @@ __all__ = ["MultiResGrid"]
 
 _PRIMES = (1, 2654435761, 805459861)
 _FUSED_MAX_FEATURES = 16  # per level: the fused kernels accumulate a level's features in a fixed array
+_FUSED_MAX_LEVELS = 32    # the CUDA kernels take the layout by value (cuda/common.h kMaxLevels); 1-D grids: reference
 
 
 class _GridFunction(torch.autograd.Function):
@@ -251,11 +252,20 @@ class MultiResGrid(nn.Module):
             raise ValueError(f"expected x of shape (N, {self.dim}), got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point x, got {x.dtype}")
-        path = kernels.path_for_call(x, self.embeddings, supported=self.n_features <= _FUSED_MAX_FEATURES)
+        supported = self.n_features <= _FUSED_MAX_FEATURES and self.n_levels <= _FUSED_MAX_LEVELS and self.dim >= 2
+        path = kernels.path_for_call(x, self.embeddings, supported=supported)
         if path == "reference":
             return self.forward_reference(x)
-        return _GridFunction.apply(x.contiguous(), self.embeddings, self.resolutions, self.offsets,
-                                   self._axis_mult.contiguous(), self.n_dense, self.log2_hashmap_size, path)
+        return _GridFunction.apply(x.contiguous(), self.embeddings, *self.host_layout(), self.n_dense,
+                                   self.log2_hashmap_size, path)
+
+    def host_layout(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(resolutions, offsets, axis multipliers) as CPU int64 tensors, copied once: the fused kernels read the
+        layout on the host, and a GPU module's buffers would otherwise cost three device-to-host copies per call."""
+        if getattr(self, "_host_layout", None) is None:
+            self._host_layout = tuple(t.detach().to("cpu", torch.int64).contiguous()
+                                      for t in (self.resolutions, self.offsets, self._axis_mult))
+        return self._host_layout
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """Encode points in plain PyTorch: the oracle of the fused kernels.

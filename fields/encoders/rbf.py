@@ -38,6 +38,7 @@ __all__ = ["KERNELS", "KERNEL_IDS", "AdaptiveRBF", "rbf_layer", "rbf_phi", "rbf_
 
 KERNELS = ("nlin_s", "ivq_a", "gauss_a")
 KERNEL_IDS = {"nlin_s": 0, "ivq_a": 1, "gauss_a": 2}  # the `Kernel` enum of cuda/common.h
+FUSED_MAX_K = 64  # neighbours per query in the fused kernels (cuda/common.h kMaxK)
 
 # Width clamps in field-box units (the box [-1, 1] has extent 2).
 # NeuRBF clamps std-like widths to [max(cell/200, 1e-3), extent/10]; in its SDF set-up (1024 cells over [-1, 1],
@@ -150,7 +151,9 @@ def rbf_layer(x: torch.Tensor, idx: torch.Tensor, centers: torch.Tensor, shapes:
     Runs the fused kernels when ``kernels.path_for_call`` picks them (only ``features`` may need a gradient there),
     else :func:`rbf_reference`.
     """
-    path = kernels.path_for_call(x, features, centers, shapes, freqs)
+    # Beyond the fused kernels (cuda/common.h kMaxK, dim 2-3): the reference, which also raises on bad indices.
+    supported = idx.shape[1] <= FUSED_MAX_K and x.shape[-1] in (2, 3)
+    path = kernels.path_for_call(x, features, centers, shapes, freqs, supported=supported)
     if path == "reference":
         return rbf_reference(x, idx, centers, shapes, features, freqs, kernel, normalize)
     return _RBFFunction.apply(x.contiguous(), idx.long().contiguous(), centers.contiguous(),
