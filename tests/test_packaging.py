@@ -27,7 +27,8 @@ def test_wheel_holds_one_package_with_kernel_sources_and_assets(wheel):
     assert top == {"fieldstudio"}  # no `fields`, no `app` in site-packages
     for needed in ("fieldstudio/api.py", "fieldstudio/app/cli.py", "fieldstudio/cuda/cpu_ops.cpp",
                    "fieldstudio/cuda/common.h", "fieldstudio/cuda/rbf_kernels.cu", "fieldstudio/cuda/cuda_ops.cpp",
-                   "fieldstudio/assets/trefoil.ply", "fieldstudio/tasks/registry.py", "fieldstudio/batch/report.py"):
+                   "fieldstudio/assets/trefoil.ply", "fieldstudio/tasks/registry.py", "fieldstudio/batch/report.py",
+                   "fieldstudio/cuda/checks.h", "fieldstudio/cuda/launch.h", "fieldstudio/cuda/emulated/cuda_runtime.h"):
         assert needed in names, needed
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "fieldstudio = fieldstudio.app.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
