@@ -13,10 +13,11 @@
 namespace fs {
 
 // x (N, dim), idx (N, k) int64 in [-1, n_rbf), centers (n_rbf, dim), shapes (n_rbf, 1 or dim^2), freqs (F,);
-// one float dtype throughout.
+// one float dtype throughout. The index range is checked unless check_indices is false (the CUDA kernels treat
+// rows outside it as missing instead: reading them back to check would stall the GPU once per call).
 inline void check_rbf_inputs(const torch::Tensor& x, const torch::Tensor& idx, const torch::Tensor& centers,
                              const torch::Tensor& shapes, const torch::Tensor& freqs, int64_t n_rbf, int64_t n_feat,
-                             int64_t kernel) {
+                             int64_t kernel, bool check_indices = true) {
     TORCH_CHECK(x.dim() == 2 && idx.dim() == 2 && idx.size(0) == x.size(0), "x must be (N, dim) and idx (N, k)");
     const int64_t dim = x.size(1);
     TORCH_CHECK(dim == 2 || dim == 3, "RBF kernels support dim 2 and 3, got ", dim);
@@ -31,7 +32,7 @@ inline void check_rbf_inputs(const torch::Tensor& x, const torch::Tensor& idx, c
     TORCH_CHECK(freqs.numel() == n_feat, "freqs must hold one frequency per feature");
     for (const auto* t : {&centers, &shapes, &freqs})
         TORCH_CHECK(t->scalar_type() == x.scalar_type(), "every RBF table must have x's dtype");
-    if (idx.numel() > 0) {  // one reduction (and, on a GPU, one sync) per call
+    if (check_indices && idx.numel() > 0) {  // one reduction per call (on a GPU also a sync: see the caller)
         const auto range = idx.aminmax();
         const int64_t lo = std::get<0>(range).item<int64_t>(), hi = std::get<1>(range).item<int64_t>();
         TORCH_CHECK(lo >= -1 && hi < n_rbf, "neighbour indices must be in [-1, ", n_rbf, "), got ", lo, "..", hi);

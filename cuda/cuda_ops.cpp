@@ -18,9 +18,9 @@
 
 #define FS_DECLARE(T, S)                                                                                        \
     extern "C" int fs_rbf_forward_##S(const T*, const int64_t*, const T*, const T*, const T*, const T*, int64_t, \
-                                      int, int, int, int, int, T*, void*);                                      \
+                                      int64_t, int, int, int, int, int, T*, void*);                             \
     extern "C" int fs_rbf_backward_##S(const T*, const T*, const int64_t*, const T*, const T*, const T*, int64_t, \
-                                       int, int, int, int, int, T*, void*);                                     \
+                                       int64_t, int, int, int, int, int, T*, void*);                            \
     extern "C" int fs_grid_forward_##S(const T*, const T*, int64_t, int, const int64_t*, const int64_t*,       \
                                        const int64_t*, int, int, int, int, T*, void*);                          \
     extern "C" int fs_grid_backward_##S(const T*, const T*, int64_t, int, const int64_t*, const int64_t*,      \
@@ -59,7 +59,7 @@ torch::Tensor rbf_forward(torch::Tensor x, torch::Tensor idx, torch::Tensor cent
                           torch::Tensor features, torch::Tensor freqs, int64_t kernel, bool normalize, int64_t stream) {
     check_device({&x, &idx, &centers, &shapes, &features, &freqs}, "rbf inputs");
     TORCH_CHECK(features.dim() == 2 && features.scalar_type() == x.scalar_type(), "features must be (n_rbf, F)");
-    fs::check_rbf_inputs(x, idx, centers, shapes, freqs, features.size(0), features.size(1), kernel);
+    fs::check_rbf_inputs(x, idx, centers, shapes, freqs, features.size(0), features.size(1), kernel, false);
     const c10::DeviceGuard guard(x.device());
     auto out = torch::empty({x.size(0), features.size(1)}, x.options());
     const int64_t n = x.size(0);
@@ -68,11 +68,11 @@ torch::Tensor rbf_forward(torch::Tensor x, torch::Tensor idx, torch::Tensor cent
     if (x.scalar_type() == torch::kFloat32)
         status = fs_rbf_forward_f32(x.data_ptr<float>(), idx.data_ptr<int64_t>(), centers.data_ptr<float>(),
                                     shapes.data_ptr<float>(), features.data_ptr<float>(), freqs.data_ptr<float>(), n,
-                                    k, dim, nf, (int)kernel, normalize, out.data_ptr<float>(), as_stream(stream));
+                                    centers.size(0), k, dim, nf, (int)kernel, normalize, out.data_ptr<float>(), as_stream(stream));
     else
         status = fs_rbf_forward_f64(x.data_ptr<double>(), idx.data_ptr<int64_t>(), centers.data_ptr<double>(),
                                     shapes.data_ptr<double>(), features.data_ptr<double>(), freqs.data_ptr<double>(),
-                                    n, k, dim, nf, (int)kernel, normalize, out.data_ptr<double>(), as_stream(stream));
+                                    n, centers.size(0), k, dim, nf, (int)kernel, normalize, out.data_ptr<double>(), as_stream(stream));
     check_status(status, "rbf_forward");
     return out;
 }
@@ -83,7 +83,7 @@ torch::Tensor rbf_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor id
     check_device({&grad, &x, &idx, &centers, &shapes, &freqs}, "rbf inputs");
     TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.scalar_type() == x.scalar_type(),
                 "grad must be (N, F) in x's dtype");
-    fs::check_rbf_inputs(x, idx, centers, shapes, freqs, n_rbf, grad.size(1), kernel);
+    fs::check_rbf_inputs(x, idx, centers, shapes, freqs, n_rbf, grad.size(1), kernel, false);
     const c10::DeviceGuard guard(x.device());
     auto gfeat = torch::zeros({n_rbf, grad.size(1)}, grad.options());
     const int64_t n = x.size(0);
@@ -92,11 +92,11 @@ torch::Tensor rbf_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor id
     if (x.scalar_type() == torch::kFloat32)
         status = fs_rbf_backward_f32(grad.data_ptr<float>(), x.data_ptr<float>(), idx.data_ptr<int64_t>(),
                                      centers.data_ptr<float>(), shapes.data_ptr<float>(), freqs.data_ptr<float>(), n,
-                                     k, dim, nf, (int)kernel, normalize, gfeat.data_ptr<float>(), as_stream(stream));
+                                     n_rbf, k, dim, nf, (int)kernel, normalize, gfeat.data_ptr<float>(), as_stream(stream));
     else
         status = fs_rbf_backward_f64(grad.data_ptr<double>(), x.data_ptr<double>(), idx.data_ptr<int64_t>(),
                                      centers.data_ptr<double>(), shapes.data_ptr<double>(), freqs.data_ptr<double>(),
-                                     n, k, dim, nf, (int)kernel, normalize, gfeat.data_ptr<double>(),
+                                     n, n_rbf, k, dim, nf, (int)kernel, normalize, gfeat.data_ptr<double>(),
                                      as_stream(stream));
     check_status(status, "rbf_backward");
     return gfeat;

@@ -21,16 +21,16 @@ namespace {
 
 constexpr int kThreads = 128;
 
-// The kernel values of a query's neighbours (row -1: none), normalised by their sum when asked: rbf_phis of
+// The kernel values of a query's neighbours (row < 0: none), normalised by their sum when asked: rbf_phis of
 // common.h with a compile-time bound, so that phi and row stay in registers.
 template <typename T, int KMAX>
-__device__ __forceinline__ void query_phis(const T* x, const int64_t* nb, int k, const T* centers, const T* shapes,
-                                           int dim, int kernel, bool normalize, T (&phi)[KMAX],
+__device__ __forceinline__ void query_phis(const T* x, const int64_t* nb, int k, int64_t n_rbf, const T* centers,
+                                           const T* shapes, int dim, int kernel, bool normalize, T (&phi)[KMAX],
                                            int64_t (&row)[KMAX]) {
     T sum = T(0);
 #pragma unroll
     for (int i = 0; i < KMAX; ++i) {
-        row[i] = i < k ? nb[i] : -1;
+        row[i] = i < k && nb[i] < n_rbf ? nb[i] : -1;  // out of range: missing, never read (see checks.h)
         phi[i] = row[i] >= 0 ? fs::rbf_kernel(x, centers, shapes, row[i], dim, kernel) : T(0);
         sum += phi[i];
     }
@@ -44,13 +44,13 @@ __device__ __forceinline__ void query_phis(const T* x, const int64_t* nb, int k,
 template <typename T, int KMAX>
 __global__ void rbf_forward_kernel(const T* __restrict__ x, const int64_t* __restrict__ idx,
                                    const T* __restrict__ centers, const T* __restrict__ shapes,
-                                   const T* __restrict__ features, const T* __restrict__ freqs, int64_t n, int k,
+                                   const T* __restrict__ features, const T* __restrict__ freqs, int64_t n, int64_t n_rbf, int k,
                                    int dim, int n_feat, int kernel, bool normalize, T* __restrict__ out) {
     const int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= n) return;
     T phi[KMAX];
     int64_t row[KMAX];
-    query_phis<T, KMAX>(x + p * dim, idx + p * k, k, centers, shapes, dim, kernel, normalize, phi, row);
+    query_phis<T, KMAX>(x + p * dim, idx + p * k, k, n_rbf, centers, shapes, dim, kernel, normalize, phi, row);
     T* o = out + p * n_feat;
     for (int f = 0; f < n_feat; ++f) {
         const T freq = freqs[f];
@@ -65,13 +65,13 @@ __global__ void rbf_forward_kernel(const T* __restrict__ x, const int64_t* __res
 template <typename T, int KMAX>
 __global__ void rbf_backward_kernel(const T* __restrict__ grad, const T* __restrict__ x,
                                     const int64_t* __restrict__ idx, const T* __restrict__ centers,
-                                    const T* __restrict__ shapes, const T* __restrict__ freqs, int64_t n, int k,
+                                    const T* __restrict__ shapes, const T* __restrict__ freqs, int64_t n, int64_t n_rbf, int k,
                                     int dim, int n_feat, int kernel, bool normalize, T* __restrict__ gfeat) {
     const int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= n) return;
     T phi[KMAX];
     int64_t row[KMAX];
-    query_phis<T, KMAX>(x + p * dim, idx + p * k, k, centers, shapes, dim, kernel, normalize, phi, row);
+    query_phis<T, KMAX>(x + p * dim, idx + p * k, k, n_rbf, centers, shapes, dim, kernel, normalize, phi, row);
     const T* g = grad + p * n_feat;
 #pragma unroll
     for (int i = 0; i < KMAX; ++i) {
@@ -93,25 +93,27 @@ auto pick(int k, Kernel8 k8, Kernel16 k16, Kernel32 k32, Kernel64 k64) {
 
 #define FS_RBF_LAUNCHERS(T, SUFFIX)                                                                             \
     extern "C" int fs_rbf_forward_##SUFFIX(const T* x, const int64_t* idx, const T* centers, const T* shapes,  \
-                                           const T* features, const T* freqs, int64_t n, int k, int dim,       \
+                                           const T* features, const T* freqs, int64_t n, int64_t n_rbf, int k, \
+                                           int dim,                                                            \
                                            int n_feat, int kernel, int normalize, T* out, void* stream) {      \
         auto kern = pick(k, &rbf_forward_kernel<T, 8>, &rbf_forward_kernel<T, 16>, &rbf_forward_kernel<T, 32>, \
                          &rbf_forward_kernel<T, 64>);                                                          \
         if (kern == nullptr || dim > 3) return -1;                                                             \
         if (n == 0) return 0;                                                                                  \
         FS_LAUNCH(kern, blocks_for(n), kThreads, (cudaStream_t)stream)(                                        \
-            x, idx, centers, shapes, features, freqs, n, k, dim, n_feat, kernel, normalize != 0, out);         \
+            x, idx, centers, shapes, features, freqs, n, n_rbf, k, dim, n_feat, kernel, normalize != 0, out);         \
         return (int)cudaGetLastError();                                                                        \
     }                                                                                                          \
     extern "C" int fs_rbf_backward_##SUFFIX(const T* grad, const T* x, const int64_t* idx, const T* centers,   \
-                                            const T* shapes, const T* freqs, int64_t n, int k, int dim,        \
+                                            const T* shapes, const T* freqs, int64_t n, int64_t n_rbf, int k,  \
+                                            int dim,                                                           \
                                             int n_feat, int kernel, int normalize, T* gfeat, void* stream) {   \
         auto kern = pick(k, &rbf_backward_kernel<T, 8>, &rbf_backward_kernel<T, 16>,                           \
                          &rbf_backward_kernel<T, 32>, &rbf_backward_kernel<T, 64>);                            \
         if (kern == nullptr || dim > 3) return -1;                                                             \
         if (n == 0) return 0;                                                                                  \
         FS_LAUNCH(kern, blocks_for(n), kThreads, (cudaStream_t)stream)(                                        \
-            grad, x, idx, centers, shapes, freqs, n, k, dim, n_feat, kernel, normalize != 0, gfeat);           \
+            grad, x, idx, centers, shapes, freqs, n, n_rbf, k, dim, n_feat, kernel, normalize != 0, gfeat);           \
         return (int)cudaGetLastError();                                                                        \
     }
 
