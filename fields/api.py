@@ -118,6 +118,11 @@ def resolve(request: Request) -> RunConfig:
     if request.overrides:
         cfg = _apply_overrides(cfg, request.overrides)
     validate(cfg)
+    if cfg.field.grid.backend == "tcnn" and cfg.field.kind in ("hybrid", "grid", "voxels"):
+        from fieldstudio.encoders.tcnn_grid import available
+
+        if available() is not None:  # said before anything runs, not when the field is built
+            raise FieldStudioError(available())
     if cfg.sdf.reference:  # checked here, not in validate: a run stays meshable after its reference moved
         ref = Path(cfg.sdf.reference).expanduser()
         if not ref.is_file():

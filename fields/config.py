@@ -43,6 +43,9 @@ class GridConfig:
     base_resolution: int = 16
     max_resolution: int = 2048
     log2_hashmap_size: int = 19
+    # fieldstudio (the built-in grid: PyTorch reference, fused CPU and CUDA kernels) | tcnn (tiny-cuda-nn's hash
+    # grid on a CUDA GPU; its checkpoints do not convert, see fieldstudio.encoders.tcnn_grid)
+    backend: str = "fieldstudio"
 
 
 @dataclass
@@ -456,6 +459,7 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("field.grid.base_resolution", between(1, g.max_resolution), f"1..max_resolution ({g.max_resolution})"),
         ("field.grid.max_resolution", between(1, 65536), "1..65536"),
         ("field.grid.log2_hashmap_size", between(4, 24), "4..24 (a table of 2**N rows per level)"),
+        ("field.grid.backend", lambda v: v in ("fieldstudio", "tcnn"), "fieldstudio or tcnn"),
         ("field.rbf.n_rbf", lambda v: v == "auto" or (_is_int(v) and v >= 1), 'an integer >= 1 or "auto"'),
         ("field.rbf.n_features", at_least(1), ">= 1"),
         ("field.rbf.k", between(1, 64), "1..64 (neighbours per point; the kernels' limit)"),

@@ -327,9 +327,15 @@ class Field(nn.Module):
         self.grid = self.rbf = self.fourier = None
         if cfg.kind in ("hybrid", "grid", "voxels"):
             g = cfg.grid
-            self.grid = MultiResGrid(cfg.dim, g.n_levels, g.n_features, g.base_resolution,
-                                     g.max_resolution, g.log2_hashmap_size, init_scale=ENCODER_INIT_SCALE,
-                                     generator=generator)
+            if g.backend == "tcnn":  # tiny-cuda-nn's hash grid (GPU only; FieldStudioError when unavailable)
+                from fieldstudio.encoders.tcnn_grid import TcnnHashGrid
+
+                self.grid = TcnnHashGrid(cfg.dim, g.n_levels, g.n_features, g.base_resolution, g.max_resolution,
+                                         g.log2_hashmap_size, seed=seed)
+            else:
+                self.grid = MultiResGrid(cfg.dim, g.n_levels, g.n_features, g.base_resolution,
+                                         g.max_resolution, g.log2_hashmap_size, init_scale=ENCODER_INIT_SCALE,
+                                         generator=generator)
         if cfg.kind in ("hybrid", "neurbf"):
             r = cfg.rbf
             self.rbf = AdaptiveRBF(cfg.dim, r.n_rbf, r.n_features, r.k, r.kernel,
