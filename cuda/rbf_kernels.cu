@@ -4,7 +4,9 @@
 // integer), so this file compiles with nvcc alone, also where torch is a CPU build.
 //
 // One thread per query: its k kernel values are computed once and kept in registers (the neighbour count is a
-// template bound, 8/16/32/64, with fully unrolled loops), then every feature channel is composed from them.
+// template bound, 8/16/32/64; loops are unrolled fully up to 16, so K <= 16 stays in registers, while 32 and 64
+// keep their arrays in local memory: unrolling those made nvcc take 80 s for this file instead of 11), then
+// every feature channel is composed from them.
 // (The first version had a thread per (query, feature) and recomputed the k kernel values for each of the F
 // features: 16x the kernel arithmetic at the defaults.) Each thread reads its neighbours' feature rows
 // contiguously and writes its own contiguous output row.
@@ -28,7 +30,7 @@ __device__ __forceinline__ void query_phis(const T* x, const int64_t* nb, int k,
                                            const T* shapes, int dim, int kernel, bool normalize, T (&phi)[KMAX],
                                            int64_t (&row)[KMAX]) {
     T sum = T(0);
-#pragma unroll
+#pragma unroll (KMAX <= 16 ? KMAX : 4)
     for (int i = 0; i < KMAX; ++i) {
         row[i] = i < k && nb[i] < n_rbf ? nb[i] : -1;  // out of range: missing, never read (see checks.h)
         phi[i] = row[i] >= 0 ? fs::rbf_kernel(x, centers, shapes, row[i], dim, kernel) : T(0);
@@ -36,7 +38,7 @@ __device__ __forceinline__ void query_phis(const T* x, const int64_t* nb, int k,
     }
     if (normalize) {
         const T inv = T(1) / (sum + T(1e-8));
-#pragma unroll
+#pragma unroll (KMAX <= 16 ? KMAX : 4)
         for (int i = 0; i < KMAX; ++i) phi[i] *= inv;
     }
 }
@@ -55,7 +57,7 @@ __global__ void rbf_forward_kernel(const T* __restrict__ x, const int64_t* __res
     for (int f = 0; f < n_feat; ++f) {
         const T freq = freqs[f];
         T acc = T(0);
-#pragma unroll
+#pragma unroll (KMAX <= 16 ? KMAX : 4)
         for (int i = 0; i < KMAX; ++i)
             if (row[i] >= 0) acc += features[row[i] * n_feat + f] * sin(phi[i] * freq);
         o[f] = acc;
@@ -73,7 +75,7 @@ __global__ void rbf_backward_kernel(const T* __restrict__ grad, const T* __restr
     int64_t row[KMAX];
     query_phis<T, KMAX>(x + p * dim, idx + p * k, k, n_rbf, centers, shapes, dim, kernel, normalize, phi, row);
     const T* g = grad + p * n_feat;
-#pragma unroll
+#pragma unroll (KMAX <= 16 ? KMAX : 4)
     for (int i = 0; i < KMAX; ++i) {
         if (row[i] < 0) continue;
         T* gw = gfeat + row[i] * n_feat;  // one row's atomics together
