@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fieldstudio.batch.executors import LocalExecutor, RayExecutor, machine_cores, split_cores
-from fieldstudio.batch.item import ItemTask, folder_state, summarize, write_thumbnail
+from fieldstudio.batch.item import ItemTask, empty_row, folder_state, summarize, write_thumbnail
 from fieldstudio.batch.manifest import Item, Manifest, ManifestError, load_manifest
 from fieldstudio.batch.report import counts, timestamp, write_report
 from fieldstudio.errors import FieldStudioError
@@ -95,7 +95,7 @@ def run_batch(plan: BatchPlan, executor="local", workers: int | None = None, thr
         if it not in todo:
             rows[it.name] = _finished_row(it, run_dir)
             continue
-        rows[it.name] = _row(it, "pending")
+        rows[it.name] = empty_row(it.name, it.input, "pending")
         try:  # bad options for this input fail this item only, before any worker starts
             request = it.request()
             resolve(request)
@@ -171,11 +171,6 @@ def run_batch(plan: BatchPlan, executor="local", workers: int | None = None, thr
     return report
 
 
-def _row(it: Item, status: str) -> dict:
-    return {"name": it.name, "input": str(it.input), "status": status, "seconds": None, "steps": None,
-            "task": None, "metrics": {}, "objects": [], "history": [], "thumbnail": None, "error": None}
-
-
 def _finished_row(it: Item, run_dir: Path) -> dict:
     """A run finished by an earlier batch (or by ``fieldstudio fit``): its row, with a thumbnail drawn if it had
     none."""
@@ -184,7 +179,7 @@ def _finished_row(it: Item, run_dir: Path) -> dict:
             write_thumbnail(run_dir)
         row = summarize(it.name, str(it.input), run_dir)
     except (OSError, ValueError, KeyError) as err:
-        row = {**_row(it, "failed"), "error": f"its finished run could not be read ({err}); rerun with --force"}
+        row = empty_row(it.name, it.input, "failed", f"its finished run could not be read ({err}); rerun with --force")
     row["reused"] = True
     return row
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from fieldstudio.batch.item import ItemTask, folder_state, init_local_worker, run_item, run_local_item
+from fieldstudio.batch.item import ItemTask, empty_row, folder_state, init_local_worker, run_item, run_local_item
 from fieldstudio.batch.shipping import pack_folder, sees, unpack_folder, write_marker
 from fieldstudio.errors import FieldStudioError
 
@@ -53,9 +53,7 @@ def _drain(queue, started: set[str], on_start, on_progress) -> None:
 
 
 def _failed(task: ItemTask, error: str) -> dict:
-    return {"name": task.name, "input": str(task.request.input), "status": "failed", "seconds": None,
-            "steps": None, "task": None, "metrics": {}, "objects": [], "history": [], "thumbnail": None,
-            "error": error}
+    return empty_row(task.name, task.request.input, "failed", error)
 
 
 class LocalExecutor:

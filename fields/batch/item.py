@@ -43,6 +43,12 @@ class ItemTask:
     overwrite: bool = False
 
 
+def empty_row(name: str, input, status: str, error: str | None = None) -> dict:
+    """A report row with nothing measured yet (pending items, failures before or outside a fit)."""
+    return {"name": name, "input": str(input), "status": status, "seconds": None, "steps": None, "task": None,
+            "metrics": {}, "objects": [], "history": [], "thumbnail": None, "error": error}
+
+
 # ------------------------------------------------------------------------------------------------ run folders
 
 def folder_state(run_dir: Path) -> str:
@@ -175,9 +181,8 @@ def run_item(task: ItemTask, should_stop=None, progress=None) -> dict:
     configure_threads(task.threads)
     run_dir = Path(task.run_dir)
     t0 = time.perf_counter()
-    row = {"name": task.name, "input": str(task.request.input), "status": "failed", "seconds": None, "steps": None,
-           "task": None, "metrics": {}, "objects": [], "history": [], "thumbnail": None, "error": None,
-           "host": os.uname().nodename, "threads": task.threads}
+    row = {**empty_row(task.name, task.request.input, "failed"), "host": os.uname().nodename,
+           "threads": task.threads}
     if should_stop is not None and should_stop():  # handed over while the batch stops: leave the folder as it is
         return {**row, "status": "pending"}
     log_lines = []
