@@ -173,6 +173,12 @@ class SlicesTaskConfig:
     hinge_weight: float = 1e-4
     hinge_alpha: float = 100.0
     refine_iterations: int = 2
+    # Labelled points between neighbouring parallel planes (tasks/slab_prior.py): a share of every batch, their
+    # loss weighted by prior_weight (0: off, the default: at 120 s it did not lower Hausdorff on 6 benchmark inputs,
+    # docs/benchmarks.md "Session 9"); the agreement margin is a fraction of the gap.
+    prior_weight: float = 0.0
+    prior_fraction: float = 0.25
+    prior_margin: float = 0.2
     # Multi-label inputs: "each" (one object and mesh per label), "union" (one object), or a list such as "1,4".
     labels: str = "each"
     label: int | None = None  # set on the run of one object: the label it reconstructs

@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_slices import contour_interpolation, load_itk  # noqa: E402
+from bench_slices import _value, contour_interpolation, load_itk  # noqa: E402
 from fieldstudio.api import Request, fit_job  # noqa: E402
 from fieldstudio.data.cross_sections import signed_area_2d  # noqa: E402
 from fieldstudio.data.medical_readers import read_label_volume, read_rtstruct  # noqa: E402
@@ -88,10 +88,13 @@ def mask_mesh(mask: np.ndarray, affine: np.ndarray):
 
 # ------------------------------------------------------------------------------------------------ fieldstudio
 
+OVERRIDES: dict = {}  # --set: config overrides of every fieldstudio fit
+
+
 def fieldstudio_volume(input_path: Path, run_dir: Path, budget: float, seed: int, **slices) -> dict:
     """What `fieldstudio fit INPUT --time-budget B --seed S` does, with ``slices`` options (every, offset, planes,
     labels) as the request's."""
-    request = Request(input_path, time_budget=budget, seed=seed, **slices)
+    request = Request(input_path, time_budget=budget, seed=seed, overrides=dict(OVERRIDES), **slices)
     t = time.perf_counter()
     result = fit_job(request, run_dir).run()
     seconds = time.perf_counter() - t
@@ -210,7 +213,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "medical")
     ap.add_argument("--figure-k", type=int, default=8, help="write the full-mask and naive meshes at this k, offset 0")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides of the fieldstudio fits, e.g. slices.prior_weight=0")
     args = ap.parse_args()
+    OVERRIDES.update({k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)})
 
     heart = args.data / "totalsegmentator" / "heart.nii.gz"
     rtss = args.data / "dicompyler_rtstruct" / "rtss.dcm"

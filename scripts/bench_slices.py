@@ -296,10 +296,11 @@ def load_itk():
 
 # ------------------------------------------------------------------------------------------------ fieldstudio
 
-def fieldstudio_fit(inp: Input, method: str, run_dir: Path, budget: float, resolution: int, seed: int):
+def fieldstudio_fit(inp: Input, method: str, run_dir: Path, budget: float, resolution: int, seed: int,
+                    overrides: dict | None = None):
     kind, params = FIELDS[method]
     request = Request(inp.csl, field=kind, params=params, labels="union", time_budget=budget, seed=seed,
-                      resolution=resolution)
+                      resolution=resolution, overrides=dict(overrides or {}))
     result = fit_job(request, run_dir, overwrite=True).run()
     mesh = trimesh.load(result.files["mesh"], force="mesh", process=False)
     return mesh, {"params": result.metrics["params"], "steps": result.metrics["steps"],
@@ -342,7 +343,7 @@ def run_input(inp: Input, methods: list[str], args, itk_state) -> list[dict]:
                     mesh, info = itk_interpolation(inp.cs, args.resolution, itk_state[0])
                 else:
                     mesh, info = fieldstudio_fit(inp, method, run_dir / method, args.time_budget, args.resolution,
-                                                 args.seed)
+                                                 args.seed, args.overrides)
                 row["seconds"] = round(time.perf_counter() - t, 2)
                 row.update(info)
                 if method not in FIELDS:
@@ -395,6 +396,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=default_data())
@@ -410,7 +418,10 @@ def main() -> None:
     ap.add_argument("--no-orex-inputs", action="store_true", help="only the inputs cut from meshes/")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides of the fieldstudio fits, e.g. slices.prior_weight=0")
     args = ap.parse_args()
+    args.overrides = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     if args.threads:
         configure_threads(args.threads)
     if not (args.data / "cross_sections").exists():

@@ -10,7 +10,9 @@ Sampling follows OReX's hierarchy (orex.md 2.4): per level, points offset by +-r
 on circles of radius r around every vertex (labelled by the even-odd rule of the plane's loops, so holes and
 islands in holes are right), the edge points themselves (0.5), uniform "white noise" on each plane, and points
 on the convex hull of all contours scaled by 1 + margin (outside). Training walks the levels coarse to fine
-and mixes the last ``window`` levels.
+and mixes the last ``window`` levels. Beyond OReX, a share of every batch comes from the slab prior
+(tasks/slab_prior.py): points between neighbouring parallel planes labelled where the contours on both sides
+agree, which bounds the surface's worst case between and beyond the planes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fieldstudio.control import check_cancel
 from fieldstudio.data.cross_sections import CrossSections, Plane, box_frame, inside_2d
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.field import value_and_gradient
+from fieldstudio.tasks.slab_prior import parallel_stacks, slab_prior
 
 
 SIGMA_SPACING = 0.075  # Fourier sigma x plane spacing (box units), see fourier_sigma
@@ -71,25 +74,12 @@ def _plane_level_samples(plane: Plane, radius: float, n: int, n_noise: int,
     return pts[keep], y[keep]
 
 
-def _parallel_stacks(cs: CrossSections) -> list[tuple[np.ndarray, list[Plane]]]:
-    """Planes grouped by normal (up to sign, 1e-4), each group sorted along its unit normal."""
-    stacks: dict[tuple, list[Plane]] = {}
-    for p in cs.planes:
-        n = p.normal if p.normal[int(np.argmax(np.abs(p.normal)))] > 0 else -p.normal
-        stacks.setdefault(tuple(np.round(n, 4)), []).append(p)
-    out = []
-    for key, planes in stacks.items():
-        n = np.asarray(key) / np.linalg.norm(key)
-        out.append((n, sorted(planes, key=lambda p: float(n @ p.origin))))
-    return out
-
-
 def plane_spacing(cs: CrossSections) -> float | None:
     """How far apart the planes sample the shape: the median gap between neighbouring parallel planes, with
     several families of parallel planes combined as densities (three orthogonal families of gap g act like one
     of gap g / 3). None when no two planes are parallel."""
     density = 0.0
-    for n, planes in _parallel_stacks(cs):
+    for n, planes in parallel_stacks(cs):
         gaps = [float(n @ (b.origin - a.origin)) for a, b in zip(planes, planes[1:])]
         if gaps and np.median(gaps) > 0:
             density += 1.0 / float(np.median(gaps))
@@ -118,7 +108,7 @@ def _onto_empty_neighbours(cs: CrossSections) -> list[np.ndarray]:
     an ellipsoid sliced every 2.5 mm).
     """
     out = []
-    for n, planes in _parallel_stacks(cs):
+    for n, planes in parallel_stacks(cs):
         for a, b in zip(planes, planes[1:]):
             for full, empty in ((a, b), (b, a)):
                 if full.loops and not empty.loops:
@@ -184,6 +174,9 @@ class SlicesTask:
             x = np.concatenate([p for p, _ in parts] + [hull])
             y = np.concatenate([t for _, t in parts] + [np.ones(len(hull))])
             self.levels.append((torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))))
+        px, py = slab_prior(self.cs, rng, margin=cfg.prior_margin) if cfg.prior_weight > 0 else (np.zeros((0, 3)),
+                                                                                                 np.zeros(0))
+        self.prior = (torch.from_numpy(px.astype(np.float32)), torch.from_numpy(py.astype(np.float32)))
         weights = np.asarray(cfg.level_weights, dtype=np.float64)
         self.level_ends = np.cumsum(weights) / weights.sum()
         self.neighbours = None
@@ -202,13 +195,16 @@ class SlicesTask:
     def attach(self, field) -> None:
         self.neighbours = None
         if field.needs_points:
-            self.neighbours = [field.neighbours(x).to(torch.int32) for x, _ in self.levels]
+            pools = self.levels + ([self.prior] if len(self.prior[0]) else [])
+            self.neighbours = [field.neighbours(x).to(torch.int32) for x, _ in pools]
 
     def batch(self, step: int, batch_size: int, generator: torch.Generator, progress: float = 0.0) -> dict:
         top = self.level_at(progress)
         used = list(range(max(0, top - self.cfg.window + 1), top + 1))
+        n_prior = len(self.prior[0])
+        m_prior = int(round(batch_size * self.cfg.prior_fraction)) if n_prior else 0
         sizes = torch.tensor([len(self.levels[i][0]) for i in used], dtype=torch.float64)
-        which = torch.multinomial(sizes / sizes.sum(), batch_size, replacement=True, generator=generator)
+        which = torch.multinomial(sizes / sizes.sum(), batch_size - m_prior, replacement=True, generator=generator)
         xs, ys, idx = [], [], []
         for k, lvl in enumerate(used):
             m = int((which == k).sum())
@@ -217,7 +213,13 @@ class SlicesTask:
             ys.append(self.levels[lvl][1][pick])
             if self.neighbours is not None:
                 idx.append(self.neighbours[lvl][pick].long())
-        batch = {"x": torch.cat(xs), "y": torch.cat(ys), "level": top}
+        if m_prior:
+            pick = torch.randint(n_prior, (m_prior,), generator=generator)
+            xs.append(self.prior[0][pick])
+            ys.append(self.prior[1][pick])
+            if self.neighbours is not None:
+                idx.append(self.neighbours[-1][pick].long())
+        batch = {"x": torch.cat(xs), "y": torch.cat(ys), "level": top, "prior": m_prior}
         if idx:
             batch["rbf_idx"] = torch.cat(idx)
         return batch
@@ -226,8 +228,13 @@ class SlicesTask:
         y = batch["y"]
         hinge = self.cfg.hinge_weight > 0
         logits, grad = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), hinge)
-        # Deep supervision (OReX): every refinement iteration is pulled to the labels, equally weighted.
-        bce = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, y) for v in logits) / len(logits)
+        # Deep supervision (OReX): every refinement iteration is pulled to the labels, equally weighted. The last
+        # batch["prior"] points are the slab prior's, weighted apart.
+        m = batch.get("prior", 0)
+        w = torch.ones_like(y)
+        if m:
+            w[-m:] = self.cfg.prior_weight
+        bce = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, y, weight=w) for v in logits) / len(logits)
         loss, scalars = bce, {"bce": bce.item(), "level": batch["level"]}
         if hinge:
             # OReX's anti-ripple term: penalise only the part of |grad logit| above alpha.
