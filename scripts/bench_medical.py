@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_slices import _value, contour_interpolation, load_itk  # noqa: E402
+from bench_slices import contour_interpolation, load_itk, parse_overrides  # noqa: E402
 from fieldstudio.api import Request, fit_job  # noqa: E402
 from fieldstudio.data.cross_sections import signed_area_2d  # noqa: E402
 from fieldstudio.data.medical_readers import read_label_volume, read_rtstruct  # noqa: E402
@@ -216,7 +216,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides of the fieldstudio fits, e.g. slices.prior_weight=0")
     args = ap.parse_args()
-    OVERRIDES.update({k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)})
+    OVERRIDES.update(parse_overrides(args.set))
 
     heart = args.data / "totalsegmentator" / "heart.nii.gz"
     rtss = args.data / "dicompyler_rtstruct" / "rtss.dcm"

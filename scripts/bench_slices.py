@@ -396,11 +396,16 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def parse_overrides(items: list[str]) -> dict:
+    """``--set`` arguments (``KEY=VALUE``, the value read as JSON when it parses, else as text) as request
+    overrides."""
+    def value(text: str):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+    return {key: value(text) for key, text in (item.split("=", 1) for item in items)}
 
 
 def main() -> None:
@@ -421,7 +426,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides of the fieldstudio fits, e.g. slices.prior_weight=0")
     args = ap.parse_args()
-    args.overrides = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    args.overrides = parse_overrides(args.set)
     if args.threads:
         configure_threads(args.threads)
     if not (args.data / "cross_sections").exists():

@@ -2,10 +2,12 @@
 
 import numpy as np
 import torch
+import trimesh
 
 from fieldstudio.config import SlicesTaskConfig
 from fieldstudio.data.cross_sections import CrossSections, Plane, Polygon
-from fieldstudio.tasks.slab_prior import signed_distance_2d
+from fieldstudio.data.slicing import slice_mesh
+from fieldstudio.tasks.slab_prior import signed_distance_2d, slab_prior
 from fieldstudio.tasks.slices import SlicesTask
 
 
@@ -23,11 +25,58 @@ def test_signed_distance_is_negative_inside_and_exact_for_a_square():
     assert np.isinf(signed_distance_2d(Plane.through([0, 0, 1], [], offset=0.0), q)).all()
 
 
+def test_labels_of_a_sliced_sphere_are_right_between_planes_and_within_half_a_gap_beyond():
+    """Every label is checked against the sphere itself. Between the planes none is wrong; beyond the end planes the
+    inside cone bets on a cap half a gap high (stacking's bet), so its wrong labels (the sphere's caps are lower)
+    lie within half a gap of the surface."""
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=0.8)
+    cs = slice_mesh(sphere, 8, "parallel", axis="z")
+    heights = sorted(p.origin[2] for p in cs.planes)
+    gap = float(np.diff(heights).mean())
+    x, y = slab_prior(cs, np.random.default_rng(0))
+    r = np.linalg.norm(x, axis=1)
+    truth = np.where(r < 0.8, 0.0, 1.0)
+    assert (y == 0).sum() > 1000 and (y == 1).sum() > 1000
+    beyond = (x[:, 2] < heights[0]) | (x[:, 2] > heights[-1])
+    wrong = y != truth
+    assert not (wrong & ~beyond).any()
+    assert ((y == 0) & beyond).any()  # the caps are held inside
+    assert np.abs(r[wrong] - 0.8).max() < 0.5 * gap
+    off_plane = np.min([np.abs(x[:, 2] - h) for h in heights], axis=0) > 0.1 * gap
+    # heights are drawn uniformly (0.8 of them beyond 0.1 gap); the cones keep more of those near a plane (0.77 here)
+    assert off_plane.mean() > 0.7  # the points are between the planes, where nothing else supervises
+
+
+def test_a_thin_tube_is_inside_at_mid_gap_and_far_points_are_outside():
+    """Two planes 0.15 apart cutting a tube of radius 0.05: its axis half-way between them is inside (the contours
+    agree by more than the 0.03 margin), a point far from the tube between the planes is outside; a lone oblique
+    plane adds nothing."""
+    cs = CrossSections([Plane.through([0, 0, 1], [disc(z, 0.05)], offset=-z) for z in (0.0, 0.15)])
+    x, y = slab_prior(cs, np.random.default_rng(0), points_per_gap=20000)
+    mid = np.abs(x[:, 2] - 0.075) < 0.02
+    core = mid & (np.linalg.norm(x[:, :2], axis=1) < 0.015)
+    far = mid & (np.linalg.norm(x[:, :2], axis=1) > 0.1)
+    assert core.any() and (y[core] == 0).all()
+    assert far.any() and (y[far] == 1).all()
+    tilted = CrossSections([Plane.through([0, 0, 1], [disc(0.0, 0.3)], offset=0.0),
+                            Plane.through([1, 0, 1], [disc(0.0, 0.3)], offset=0.0)])
+    assert len(slab_prior(tilted, np.random.default_rng(0))[0]) == 0
+
+
 def test_task_batches_carry_the_prior_share_when_it_is_on():
     cs = CrossSections([Plane.through([0, 0, 1], [disc(z, 0.5)], offset=-z) for z in (-0.4, 0.0, 0.4)])
     task = SlicesTask(cs, SlicesTaskConfig(white_noise=200, hull_points=200, prior_weight=1.0), seed=0)
     b = task.batch(0, 1000, torch.Generator().manual_seed(0), progress=0.5)
     assert b["prior"] == 250 and len(b["x"]) == 1000
+    from fieldstudio.field import Field, preset, resolve_budget
+
+    cfg = preset("mlp", "slices", params=2000)
+    cfg.fourier.sigma = 1.0
+    field = Field(resolve_budget(cfg))
+    task.cfg.hinge_weight = 0.0  # the BCE alone
+    task.cfg.prior_weight = 0.0  # the prior's quarter weighs nothing: the loss is the data points' alone
+    data_only = {**b, "x": b["x"][:-250], "y": b["y"][:-250], "prior": 0}
+    torch.testing.assert_close(task.loss(field, b)[0] * 1000 / 750, task.loss(field, data_only)[0])
     off = SlicesTask(cs, SlicesTaskConfig(white_noise=200, hull_points=200), seed=0)  # the default: off
     assert len(off.prior[0]) == 0
     assert off.batch(0, 1000, torch.Generator().manual_seed(0), progress=0.5)["prior"] == 0

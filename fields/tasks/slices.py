@@ -10,9 +10,9 @@ Sampling follows OReX's hierarchy (orex.md 2.4): per level, points offset by +-r
 on circles of radius r around every vertex (labelled by the even-odd rule of the plane's loops, so holes and
 islands in holes are right), the edge points themselves (0.5), uniform "white noise" on each plane, and points
 on the convex hull of all contours scaled by 1 + margin (outside). Training walks the levels coarse to fine
-and mixes the last ``window`` levels. Beyond OReX, a share of every batch comes from the slab prior
-(tasks/slab_prior.py): points between neighbouring parallel planes labelled where the contours on both sides
-agree, which bounds the surface's worst case between and beyond the planes.
+and mixes the last ``window`` levels. Beyond OReX, with ``prior_weight`` > 0 (off by default: no gain measured, see
+docs/benchmarks.md "Session 9") a share of every batch comes from the slab prior (tasks/slab_prior.py): points
+between neighbouring parallel planes labelled where the contours on both sides agree, and inside cones under ends.
 """
 
 from __future__ import annotations
@@ -174,8 +174,10 @@ class SlicesTask:
             x = np.concatenate([p for p, _ in parts] + [hull])
             y = np.concatenate([t for _, t in parts] + [np.ones(len(hull))])
             self.levels.append((torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))))
-        px, py = slab_prior(self.cs, rng, margin=cfg.prior_margin) if cfg.prior_weight > 0 else (np.zeros((0, 3)),
-                                                                                                 np.zeros(0))
+        if cfg.prior_weight > 0:
+            px, py = slab_prior(self.cs, rng, margin=cfg.prior_margin)
+        else:
+            px, py = np.zeros((0, 3)), np.zeros(0)
         self.prior = (torch.from_numpy(px.astype(np.float32)), torch.from_numpy(py.astype(np.float32)))
         weights = np.asarray(cfg.level_weights, dtype=np.float64)
         self.level_ends = np.cumsum(weights) / weights.sum()
@@ -231,8 +233,9 @@ class SlicesTask:
         # Deep supervision (OReX): every refinement iteration is pulled to the labels, equally weighted. The last
         # batch["prior"] points are the slab prior's, weighted apart.
         m = batch.get("prior", 0)
-        w = torch.ones_like(y)
+        w = None
         if m:
+            w = torch.ones_like(y)
             w[-m:] = self.cfg.prior_weight
         bce = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, y, weight=w) for v in logits) / len(logits)
         loss, scalars = bce, {"bce": bce.item(), "level": batch["level"]}
