@@ -405,6 +405,9 @@ def parse_overrides(items: list[str]) -> dict:
         except json.JSONDecodeError:
             return text
 
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        sys.exit(f"--set {bad[0]!r}: expected KEY=VALUE, e.g. slices.prior_weight=0")
     return {key: value(text) for key, text in (item.split("=", 1) for item in items)}
 
 
