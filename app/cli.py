@@ -181,6 +181,9 @@ def fit(
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     labels: Optional[str] = typer.Option(None, help="Multi-label cross-sections: each (one mesh per label, the "
                                          "default), union (one mesh), or the labels to reconstruct, e.g. 1,4."),
+    multi_label: Optional[str] = typer.Option(None, "--multi-label", help="How several labels are fitted: joint "
+                                              "(one field for all, trained once, labels never overlap; the "
+                                              "default) or separate (one field per label, one after another)."),
     every: Optional[int] = typer.Option(None, help="Label maps: keep every K-th slice along the acquisition axis "
                                         "(default 1: all acquired slices)."),
     offset: Optional[int] = typer.Option(None, help="Label maps: index of the first kept slice (0..K-1)."),
@@ -201,8 +204,8 @@ def fit(
     from fieldstudio.api import Request
 
     request = Request(input, task=task, field=field, params=params, steps=steps, time_budget=time_budget,
-                      resolution=resolution, seed=seed, labels=labels, every=every, offset=offset, planes=planes,
-                      roi=roi, reference=reference, config=config, downscale=downscale)
+                      resolution=resolution, seed=seed, labels=labels, multi_label=multi_label, every=every,
+                      offset=offset, planes=planes, roi=roi, reference=reference, config=config, downscale=downscale)
     _run_fit(request, output, overwrite)
 
 
@@ -213,11 +216,13 @@ def mesh(
     resolution: Optional[int] = typer.Option(None, help="Marching-cubes resolution (default: the run's)."),
     level: Optional[float] = typer.Option(None, help="NeRF runs: the density (per world unit) where the surface "
                                           "is cut (default 10; higher: tighter)."),
+    object_name: Optional[str] = typer.Option(None, "--object", help="Runs of several labels fitted as one field: "
+                                              "the object to mesh (its folder name in the run folder)."),
 ) -> None:
     """Extract a mesh from a trained run, in the input's coordinate frame."""
     from fieldstudio.api import mesh_job
 
-    done = _run_job(mesh_job(run_dir, output, resolution, level))
+    done = _run_job(mesh_job(run_dir, output, resolution, level, object_name))
     if done is None:
         raise typer.Exit(EXIT_INTERRUPTED)
     path, report = done

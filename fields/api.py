@@ -55,6 +55,7 @@ class Request:
     resolution: int | None = None   # marching cubes
     seed: int | None = None
     labels: str | None = None       # each | union | "1,4"
+    multi_label: str | None = None  # joint | separate: how "each" fits several labels
     every: int | None = None        # label maps: every k-th slice
     offset: int | None = None
     planes: str | None = None       # label maps: plane families, e.g. "axial:6,1/0/1:4"
@@ -109,6 +110,7 @@ def resolve(request: Request) -> RunConfig:
         t.steps = DEFAULT_STEPS
     for value, section, key in ((request.resolution, cfg.mesh, "resolution"), (request.seed, t, "seed"),
                                 (request.labels, cfg.slices, "labels"), (request.every, cfg.slices, "every"),
+                                (request.multi_label, cfg.slices, "multi_label"),
                                 (request.offset, cfg.slices, "slice_offset"), (request.planes, cfg.slices, "families"),
                                 (request.roi, cfg.slices, "rois"), (request.downscale, cfg.nerf, "downscale"),
                                 (None if request.reference is None else str(request.reference), cfg.sdf,
@@ -395,12 +397,12 @@ def render_job(run_dir: str | Path, out_path: str | Path, **options) -> Job:
 
 
 def mesh_job(run_dir: str | Path, out_path: str | Path, resolution: int | None = None,
-             level: float | None = None) -> Job:
+             level: float | None = None, object_name: str | None = None) -> Job:
     """A job that meshes a trained run folder into ``out_path`` (in the input's frame; NeRF runs at the density
-    ``level``)."""
+    ``level``; a joint multi-label run, its object ``object_name``)."""
     from fieldstudio.run import mesh_from_run
 
-    return Job(lambda cbs: mesh_from_run(run_dir, out_path, resolution, level))
+    return Job(lambda cbs: mesh_from_run(run_dir, out_path, resolution, level, object_name))
 
 
 def batch_job(manifest: str | Path, out_dir: str | Path, executor: str = "local", workers: int | None = None,

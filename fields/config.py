@@ -181,6 +181,9 @@ class SlicesTaskConfig:
     prior_margin: float = 0.2
     # Multi-label inputs: "each" (one object and mesh per label), "union" (one object), or a list such as "1,4".
     labels: str = "each"
+    # How "each" fits several labels: "joint" (one field with an output per label, trained once; a point belongs to
+    # one label) or "separate" (one field per label, one after another; labels that overlap always take this way).
+    multi_label: str = "joint"
     label: int | None = None  # set on the run of one object: the label it reconstructs
     rois: str = ""  # RTSTRUCT: ROI names to reconstruct, comma-separated (default: every ROI)
     # Label maps (NIfTI, NRRD, DICOM series): which slices become planes. Every `every`-th slice along the
@@ -380,7 +383,8 @@ def load_run_config(path: str | Path) -> RunConfig:
 # Command-line options that set a config key, named next to the key in messages (the value may come from either).
 _CLI_OPTIONS = {"train.steps": "--steps", "train.time_budget": "--time-budget", "train.seed": "--seed",
                 "field.params": "--params", "field.kind": "--field", "mesh.resolution": "--resolution",
-                "slices.labels": "--labels", "nerf.downscale": "--downscale", "nerf.mesh_level": "--level"}
+                "slices.labels": "--labels", "slices.multi_label": "--multi-label", "nerf.downscale": "--downscale",
+                "nerf.mesh_level": "--level"}
 
 
 def _check_types(cfg: Any, source: str | Path | None, table: str = "") -> None:
@@ -413,6 +417,8 @@ _OUT_DIMS = {
     "image": (lambda v: 1 <= v <= 4, "the picture's channel count (1-4)"),
     "nerf": (lambda v: v == 4, "4 (density and RGB)"),
     "sdf": (lambda v: v == 1, "1 (one value per point: distance or occupancy)"),
+    # Cross-sections: one occupancy logit, or a joint multi-label fit's background + one class per label.
+    "slices": (lambda v: v == 1 or v >= 3, "1 (occupancy), or one more than the labels of a joint multi-label fit"),
 }
 
 
@@ -544,6 +550,9 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         label_list(sl.labels)
     except FieldStudioError as err:
         raise FieldStudioError(f"{_prefix(source)}[slices] labels (--labels): {err}") from None
+    if sl.multi_label not in ("joint", "separate"):
+        raise FieldStudioError(f"{_prefix(source)}[slices] multi_label (--multi-label) must be joint or separate, "
+                               f"got {_show(sl.multi_label)}")
     if sl.every < 1 or not 0 <= sl.slice_offset < sl.every:
         raise FieldStudioError(f"{_prefix(source)}--every {sl.every} --offset {sl.slice_offset} ([slices] every, "
                                "slice_offset): need every >= 1 and an offset from 0 to every - 1")

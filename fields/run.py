@@ -76,17 +76,37 @@ def fit(cfg: RunConfig, run_dir: str | Path, callbacks: list[Callback] = (), ove
     if control is not None:
         control.enter("prepare")
     objects, skipped, extents = spec.plan_objects(cfg) if spec.plan_objects else ([], [], {})
+    run_dir = Path(run_dir)
+    if objects and _joint(cfg, run_dir, overwrite):
+        from fieldstudio.tasks.joint_slices import OverlappingLabels
+
+        try:
+            return _fit_joint(cfg, objects, skipped, run_dir, callbacks, overwrite, t_start)
+        except OverlappingLabels as err:  # said before anything is written: fit them one by one instead
+            skipped = skipped + [str(err)]
+            cfg.slices.multi_label = "separate"
     if objects:
-        return _fit_objects(cfg, objects, skipped, extents, Path(run_dir), callbacks, overwrite, t_start)
-    return _fit_one(cfg, Path(run_dir), callbacks, overwrite, t_start)
+        return _fit_objects(cfg, objects, skipped, extents, run_dir, callbacks, overwrite, t_start)
+    return _fit_one(cfg, run_dir, callbacks, overwrite, t_start)
+
+
+def _joint(cfg: RunConfig, run_dir: Path, overwrite: bool) -> bool:
+    """Whether several objects are fitted as one field (``slices.multi_label``). A folder that holds an unfinished
+    run of either kind resumes as it began; OReX's field has one output and always fits them one by one."""
+    if not overwrite and (run_dir / "checkpoint.pt").exists():
+        return True
+    if not overwrite and any(run_dir.glob("*/checkpoint.pt")):
+        return False
+    return cfg.slices.multi_label == "joint" and cfg.field.kind != "orex"
 
 
 def clear_run(run_dir: Path) -> None:
     """Remove what a run wrote in ``run_dir`` (``--overwrite``): its files, and those of its objects' folders."""
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
-    for sub in run_dir.glob("*/checkpoint.pt"):
-        clear_run(sub.parent)
+    for sub in {p.parent for pattern in ("*/checkpoint.pt", "*/metrics.json", "*/mesh.ply") for p in
+                run_dir.glob(pattern)}:
+        clear_run(sub)
 
 
 def _refuse_finished(run_dir: Path) -> None:
@@ -170,6 +190,19 @@ def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[s
     return result
 
 
+def _fit_joint(cfg: RunConfig, objects: list[tuple[str, int]], notes: list[str], run_dir: Path, callbacks,
+               overwrite: bool, t_start: float) -> FitResult:
+    """Every object in one field with an output per label (``fieldstudio.tasks.joint_slices``), trained once on the
+    whole time budget, then meshed object by object into ``run_dir/<name>/`` as a run of several objects is (the
+    same metrics.json rows, so faces and reports read both alike); the checkpoint is ``run_dir``'s own."""
+    cfg.field.out_dim = len(objects) + 1
+    control = current_control()
+    if control is not None:
+        for i, (name, _) in enumerate(objects):
+            control.sink("object", object=name, message="training (one field for all)", done=i, total=len(objects))
+    return _fit_one(cfg, run_dir, callbacks, overwrite, t_start, notes=notes)
+
+
 def _failed_objects(metrics_path: Path) -> set[str]:
     try:
         return {row["name"] for row in json.loads(metrics_path.read_text()).get("objects", []) if "error" in row}
@@ -178,7 +211,7 @@ def _failed_objects(metrics_path: Path) -> set[str]:
 
 
 def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite: bool,
-             t_start: float | None = None) -> FitResult:
+             t_start: float | None = None, notes: list[str] = ()) -> FitResult:
     t_start = time.perf_counter() if t_start is None else t_start
     ensure_writable_dir(run_dir)
     remove_stale_temporaries(run_dir)
@@ -209,6 +242,9 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
         budget = _BudgetAfterSetup(model, cfg, spec, prepared, t_start)
         callbacks.insert(0, budget)
     extra = {"run_config": to_dict(cfg), "frame": prepared.frame.to_dict(), "input_report": prepared.report}
+    if prepared.objects:  # a joint fit: which output is which object, and the box each is meshed in
+        extra["objects"] = [{"name": name, "label": label, "channel": box.channel, "lo": box.lo.tolist(),
+                             "side": box.side} for name, label, box in prepared.objects]
     setup_seconds = time.perf_counter() - t_start
     if control is not None:
         control.live = {"model": model, "cfg": cfg, "frame": prepared.frame, "task": prepared.task}
@@ -221,6 +257,11 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
     if spec.finish is not None:
         metrics, files = spec.finish.write(cfg, model, prepared, run_dir)
         metrics["frame"] = prepared.frame.to_dict()
+    elif prepared.objects:
+        metrics, files = _mesh_objects(cfg, spec, model, extra["objects"], prepared, run_dir, state)
+        metrics["notes"] = list(notes)
+        result.objects = [FitResult(run_dir / name, cfg, state.step, state.elapsed, False, resumed,
+                                    files={"mesh": path}) for name, path in files.items()]
     else:
         metrics, files = _mesh_and_score(cfg, spec, model, prepared, run_dir, state)
     result.files.update(files)
@@ -240,7 +281,71 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
     check_cancel()
     atomic_write_json(run_dir / "metrics.json", metrics)
     result.metrics, result.files["metrics"] = metrics, run_dir / "metrics.json"
+    failed = [f"{row['name']}: {row['error'].split(';')[0]}" for row in metrics.get("objects", []) if "error" in row]
+    if failed:
+        raise FieldStudioError(f"{len(failed)} of {len(metrics['objects'])} objects failed ({'; '.join(failed)}). The "
+                               f"others are done and kept in {run_dir}; rerun with --overwrite and a larger "
+                               "--time-budget, or with --multi-label separate")
     return result
+
+
+def object_resolution(side: float, largest_side: float, resolution: int) -> int:
+    """Grid points per axis for an object's mesh box of ``side``: one voxel size for every object of a joint fit,
+    the largest box getting ``resolution``."""
+    return max(32, int(np.ceil(side / largest_side * (resolution - 1))) + 1)
+
+
+def _mesh_objects(cfg: RunConfig, spec, model: Field, objects: list[dict], prepared, run_dir: Path,
+                  state) -> tuple[dict, dict]:
+    """A joint fit's end: each object meshed in its box into ``run_dir/<name>/mesh.ply`` and scored there
+    (``metrics.json`` per object, as a separate fit writes). Objects already meshed (a rerun after a kill while
+    meshing) are kept; one without a surface is reported in its row without stopping the others."""
+    control = current_control()
+    largest = max(o["side"] for o in objects)
+    rows, files = [], {}
+
+    def status(i: int, text: str) -> None:
+        if control is not None:
+            control.sink("object", object=objects[i]["name"], message=text, done=i, total=len(objects))
+
+    for i, obj in enumerate(objects):
+        name, sub_dir = obj["name"], run_dir / obj["name"]
+        t0 = time.perf_counter()
+        if (sub_dir / "metrics.json").exists() and (sub_dir / "mesh.ply").exists():
+            m = json.loads((sub_dir / "metrics.json").read_text())
+        else:
+            if control is not None:
+                control.object = f"{name} ({i + 1}/{len(objects)})"
+                control.enter("mesh")
+            r = object_resolution(obj["side"], largest, cfg.mesh.resolution)
+            try:
+                mesh = _extract(model, cfg, prepared.frame, r, obj)
+            except FieldStudioError as err:
+                rows.append({"name": name, "label": obj["label"],
+                             "error": f"{err} (after {state.step} steps in {state.elapsed:.0f} s)"})
+                status(i, f"failed: {str(err).split(';')[0]}")
+                continue
+            ensure_writable_dir(sub_dir)
+            path = export_mesh(mesh, sub_dir / "mesh.ply")
+            if control is not None:
+                control.enter("score")
+            t_score = time.perf_counter()
+            sub_cfg = copy.deepcopy(cfg)
+            sub_cfg.slices.label = obj["label"]
+            m, extra = spec.score(sub_cfg, mesh, prepared, sub_dir)
+            m.update({"label": obj["label"], "resolution": r, "mesh": mesh_report(mesh),
+                      "mesh_seconds": round(t_score - t0, 2), "score_seconds": round(time.perf_counter() - t_score, 2),
+                      "params": model.param_count(), "steps": state.step, "multi_label": "joint",
+                      "mesh_file": str(path), **{f"{k}_file": str(v) for k, v in extra.items()}})
+            atomic_write_json(sub_dir / "metrics.json", json_ready(m))
+        files[name] = sub_dir / "mesh.ply"
+        rows.append({"name": name, "label": obj["label"], "mesh_file": str(files[name]), "steps": state.step,
+                     "total_seconds": round(time.perf_counter() - t0, 2),
+                     **{k: m[k] for k in ("params", "mesh") if k in m}})
+        status(i, "done")
+    if control is not None:
+        control.object = ""
+    return {"objects": rows, "multi_label": "joint"}, files
 
 
 def _mesh_and_score(cfg: RunConfig, spec, model: Field, prepared, run_dir: Path, state) -> tuple[dict, dict]:
@@ -283,6 +388,11 @@ class _BudgetAfterSetup(Callback):
         self.model, self.budget, self.t_start = model, cfg.train.time_budget, t_start
         self.resolution, self.plan, self.finish = cfg.mesh.resolution, spec.mesh_plan, spec.finish
         self.surface, self.finish_points = prepared.surface, None
+        # The grids meshing will evaluate: one, or one per object of a joint fit (each in its own box).
+        self.grids = [cfg.mesh.resolution]
+        if prepared.objects:
+            largest = max(box.side for _, _, box in prepared.objects)
+            self.grids = [object_resolution(box.side, largest, cfg.mesh.resolution) for _, _, box in prepared.objects]
         if spec.finish is not None:
             self.finish_points = spec.finish.points(cfg, prepared)
         self.reserved = None
@@ -315,8 +425,9 @@ class _BudgetAfterSetup(Callback):
             cell = ((pts.clamp(-1, 1) + 1) * (r - 1) / 2).long()
             order = torch.argsort((cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2])
             fine = self._seconds_per_point(pts[order])
-        allowance = coarse * (r // self.plan.coarse_factor) ** 3 + fine * self.plan.fine_share * r**3
-        self._keep_back(state, 1.1 * allowance + self.plan.score_seconds)
+        allowance = sum(coarse * (g // self.plan.coarse_factor) ** 3 + fine * self.plan.fine_share * g**3
+                        for g in self.grids)
+        self._keep_back(state, 1.1 * allowance + self.plan.score_seconds * len(self.grids))
 
     def _keep_back(self, state, allowance: float) -> None:
         self.reserved = round(allowance, 2)
@@ -325,18 +436,23 @@ class _BudgetAfterSetup(Callback):
         state.time_budget = max(self.budget - setup - allowance, 0.25 * self.budget)
 
 
-def field_function(model: Field, cfg: RunConfig, frame=None):
+def field_function(model: Field, cfg: RunConfig, frame=None, channel: int | None = None):
     """The field as ``fn(points) -> values`` for meshing: CPU points in, CPU values out, whatever the field's
-    device, scaled and offset as the task's mesh plan says (negative inside)."""
+    device, scaled and offset as the task's mesh plan says (negative inside). A joint multi-label field gives the
+    object of output ``channel`` (1..L), or without one the union of its objects (previews)."""
     plan = registry.get(cfg.task).mesh_plan
     scale, offset = plan.value_scale(cfg), plan.value_offset(cfg, frame)
     device = next(model.parameters()).device
     cells = _cell_list(model, cfg)
+    joint = cfg.task == "slices" and model.cfg.out_dim > 1
+    if joint:
+        from fieldstudio.tasks.joint_slices import object_value
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device)
         out = model(x) if cells is None else model(x, cells.query(x))
-        return (out[:, 0] * scale + offset).to("cpu")
+        value = object_value(out, channel) if joint else out[:, 0]
+        return (value * scale + offset).to("cpu")
     return fn
 
 
@@ -350,21 +466,26 @@ def _cell_list(model: Field, cfg: RunConfig):
     return CellNeighbours(model.rbf.centers.detach(), model.rbf.k)
 
 
-def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int):
+def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int, obj: dict | None = None):
     """The run's mesh in the input's frame, evaluated on the task's narrow band (its ``MeshPlan``); progress and
     cancel through the job's control. Occupancy meshes then get their vertices moved onto the zero level
-    (marching cubes interpolates a logit linearly, which is not linear across a cell)."""
+    (marching cubes interpolates a logit linearly, which is not linear across a cell). ``obj``: one object of a
+    joint fit (its output ``channel``, meshed in the cube ``lo``, ``side`` of the field box)."""
     from fieldstudio.control import report
     from fieldstudio.tasks.slices import refine_vertices
 
     plan = registry.get(cfg.task).mesh_plan
-    fn = field_function(model, cfg, frame)
-    mesh = extract_mesh(fn, resolution, narrow_band=True, band_cells=plan.band_cells,
+    fn = field_function(model, cfg, frame, None if obj is None else obj["channel"])
+    side, bounds = 2.0, (-1.0, 1.0)
+    if obj is not None:
+        side = obj["side"]
+        bounds = [(lo, lo + side) for lo in obj["lo"]]
+    mesh = extract_mesh(fn, resolution, bounds=bounds, narrow_band=True, band_cells=plan.band_cells,
                         coarse_factor=plan.coarse_factor, min_component_ratio=cfg.mesh.min_component_ratio,
                         smooth_iterations=cfg.mesh.smooth_iterations, progress=report)
     check_cancel()
     if plan.refine and cfg.slices.refine_iterations > 0:
-        mesh.vertices = refine_vertices(fn, np.asarray(mesh.vertices), max_step=1.0 / (resolution - 1),
+        mesh.vertices = refine_vertices(fn, np.asarray(mesh.vertices), max_step=0.5 * side / (resolution - 1),
                                         iterations=cfg.slices.refine_iterations)
     return transform_mesh(mesh, frame.to_world_matrix())
 
@@ -410,10 +531,21 @@ def frame_from_dict(d: dict):
 
 
 def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | None = None,
-                  level: float | None = None) -> tuple[Path, dict]:
+                  level: float | None = None, object_name: str | None = None) -> tuple[Path, dict]:
     """Mesh a trained run at ``resolution`` (default: the run's) into ``out_path``, in the input's frame; NeRF runs
-    at the density ``level`` (per world unit; default ``[nerf] mesh_level``)."""
+    at the density ``level`` (per world unit; default ``[nerf] mesh_level``); a joint multi-label run, its object
+    ``object_name`` (``resolution`` is then that of the largest object's box, as in the fit)."""
     cfg, model, frame = load_run(run_dir)
+    objects = load_checkpoint(Path(run_dir) / "checkpoint.pt").get("objects") or []
+    obj = None
+    if objects or object_name is not None:
+        by_name = {o["name"]: o for o in objects}
+        if object_name not in by_name:
+            listed = ", ".join(by_name) if by_name else "none: it is a run of one object"
+            raise FieldStudioError(f"{run_dir} holds one field for several objects; give one with --object "
+                                   f"(its objects: {listed})" if object_name is None else
+                                   f"{run_dir} has no object {object_name!r} (its objects: {listed})")
+        obj = by_name[object_name]
     if registry.get(cfg.task).mesh_plan is None:
         raise FieldStudioError(f"{run_dir} is an {cfg.task} run, which has no surface to mesh; use fieldstudio "
                                "render for pictures")
@@ -428,7 +560,10 @@ def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | N
     control = current_control()
     if control is not None:
         control.enter("mesh")
-    mesh = _extract(model, cfg, frame, cfg.mesh.resolution)
+    r = cfg.mesh.resolution
+    if obj is not None:
+        r = object_resolution(obj["side"], max(o["side"] for o in objects), r)
+    mesh = _extract(model, cfg, frame, r, obj)
     path = export_mesh(mesh, out_path)
     return path, mesh_report(mesh)
 

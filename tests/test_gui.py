@@ -200,7 +200,7 @@ def test_result_coloured_by_distance_to_the_input(window, qtbot, tmp_path, spher
     assert window.view.items_by_name["result"][0].opts["meshdata"].vertexColors() is None
 
 
-def test_labels_fitted_one_by_one_are_listed_with_their_status(window, qtbot, tmp_path, two_label_csl):
+def test_labels_fitted_together_are_listed_with_their_status(window, qtbot, tmp_path, two_label_csl):
     window.open_path(two_label_csl[0])
     set_fast(window, tmp_path / "run", steps="200", labels="each")
     statuses = []
@@ -210,10 +210,10 @@ def test_labels_fitted_one_by_one_are_listed_with_their_status(window, qtbot, tm
     assert fit_and_wait(qtbot, window) == "finished", window.errors
     names = {name for name, _ in statuses}
     assert names == {"label_1", "label_2"}
-    for name in names:  # each went from waiting through training to done, in that order
+    for name in names:  # each went from training (one field for both) through meshing to done, in that order
         seen = [s.split(",")[0] for n, s in statuses if n == name]
-        assert seen[0] == "waiting" and "training" in seen and seen[-1] == "done"
-        assert seen.index("training") < seen.index("done")
+        assert seen[0] == "training (one field for all)" and seen[-1] == "done"
+        assert seen.index("meshing") < seen.index("done")
     assert {"label_1", "label_2"} <= set(window.view.items_by_name)
     assert "watertight" in window.metrics.cell("label_1")
     # each mesh in its label's colour, as the contours are drawn

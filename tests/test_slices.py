@@ -106,15 +106,18 @@ def test_gradient_hinge_lowers_roughness_without_lowering_iou(tmp_path, quick_sl
 
 
 def test_two_labels_give_two_meshes_each_where_its_object_is(tmp_path, quick_slices_config, two_label_csl):
+    """One field with an output per label (the default; its config and checkpoint in the run folder), a mesh per
+    label in the label's folder. (One run per label: tests/test_joint_slices.py, labels that overlap.)"""
     path, sphere, box = two_label_csl
     cfg = quick_slices_config(path, steps=300, resolution=64)
     result = fit(cfg, tmp_path / "run")
     assert [r["name"] for r in result.metrics["objects"]] == ["label_1", "label_2"]
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    saved = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["field"]["fourier"]["sigma"]
+    assert isinstance(saved, float) and 0.25 <= saved <= 1.0  # "auto" resolved from the planes, and saved
     for name, ref, other in (("label_1", sphere, box), ("label_2", box, sphere)):
         mesh = trimesh.load(tmp_path / "run" / name / "mesh.ply", process=False)
         assert mesh.is_watertight
-        saved = tomllib.loads((tmp_path / "run" / name / "config.toml").read_text())["field"]["fourier"]["sigma"]
-        assert isinstance(saved, float) and 0.25 <= saved <= 1.0  # "auto" resolved from the planes, and saved
         assert mesh_metrics(mesh, ref, n_samples=10_000, n_iou_points=50_000)["iou"] >= 0.8
         assert mesh_metrics(mesh, other, n_samples=10_000, n_iou_points=50_000)["iou"] < 0.05
     # A rerun keeps finished objects; asking for a label the file lacks names the labels it has.

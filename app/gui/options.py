@@ -12,6 +12,8 @@ FIELDS = [
     ("resolution", "Mesh resolution", "--resolution", "marching-cubes grid"),
     ("seed", "Seed", "--seed", "random seed"),
     ("labels", "Labels", "--labels", "each | union | 1,4"),
+    ("multi_label", "Several labels", "--multi-label",
+     "joint: one field for all labels, trained once, a voxel in one label only | separate: one field per label"),
     ("every", "Every k-th slice", "--every", "label maps: keep every k-th slice"),
     ("offset", "Slice offset", "--offset", "label maps: first kept slice"),
     ("planes", "Plane families", "--planes", "label maps, e.g. axial:6,sagittal:6 or 1/0/1:6"),

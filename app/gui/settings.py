@@ -20,9 +20,10 @@ from fieldstudio.errors import FieldStudioError
 from fieldstudio.tasks import registry
 
 # Fields a task does not use: hidden while its input is open, and left out of its requests and commands.
-UNUSED = {"image": {"resolution", "labels", "every", "offset", "planes", "roi", "downscale"},
-          "nerf": {"resolution", "labels", "every", "offset", "planes", "roi"},
-          "sdf": {"downscale"}, "slices": {"downscale"}}
+UNUSED = {"image": {"resolution", "labels", "multi_label", "every", "offset", "planes", "roi",
+                    "downscale"},
+          "nerf": {"resolution", "labels", "multi_label", "every", "offset", "planes", "roi"},
+          "sdf": {"downscale", "multi_label"}, "slices": {"downscale"}}
 
 
 class SettingsPanel(QWidget):
@@ -78,7 +79,8 @@ class SettingsPanel(QWidget):
         """Fill the fields from a run's resolved config (reopening a run folder shows what it was made with)."""
         values = {"params": cfg.field.params, "time_budget": cfg.train.time_budget, "steps": cfg.train.steps,
                   "resolution": cfg.mesh.resolution, "seed": cfg.train.seed, "labels": cfg.slices.labels,
-                  "every": cfg.slices.every, "offset": cfg.slices.slice_offset, "planes": cfg.slices.families,
+                  "multi_label": cfg.slices.multi_label, "every": cfg.slices.every,
+                  "offset": cfg.slices.slice_offset, "planes": cfg.slices.families,
                   "roi": cfg.slices.rois}
         for name, value in values.items():
             self.edits[name].blockSignals(True)
@@ -124,7 +126,8 @@ class SettingsPanel(QWidget):
         cfg = self.resolved
         defaults = {"params": cfg.field.params, "resolution": cfg.mesh.resolution, "seed": cfg.train.seed,
                     "steps": cfg.train.steps, "time_budget": cfg.train.time_budget, "labels": cfg.slices.labels,
-                    "every": cfg.slices.every, "offset": cfg.slices.slice_offset}
+                    "multi_label": cfg.slices.multi_label, "every": cfg.slices.every,
+                    "offset": cfg.slices.slice_offset}
         for name, value in defaults.items():
             self.edits[name].setPlaceholderText("" if value is None else f"{value:,}" if isinstance(value, int)
                                                 else str(value))

@@ -76,8 +76,10 @@ def summarize(name: str, input: str, run_dir: Path) -> dict:
     row = {"name": name, "input": str(input), "status": "done", "seconds": m.get("total_seconds"),
            "steps": m.get("steps"), "task": _task(run_dir), "metrics": _headline(m), "objects": [],
            "history": [_curve(m.get("history", []))], "thumbnail": None, "error": None}
-    if "objects" in m:  # one run per label
-        row["steps"], row["history"] = 0, []
+    if "objects" in m:  # one run per label, or one field for all labels ("multi_label": "joint": steps and
+        # history are the run's, once)
+        joint = m.get("multi_label") == "joint"
+        row["steps"], row["history"] = 0, [_curve(m.get("history", []))] if joint else []
         for obj in m["objects"]:
             entry = {"name": obj["name"], "status": "failed" if "error" in obj else "done",
                      "error": obj.get("error"), "steps": obj.get("steps"), "seconds": obj.get("total_seconds")}
@@ -86,8 +88,9 @@ def summarize(name: str, input: str, run_dir: Path) -> dict:
                 sm = json.loads(sub.read_text())
                 entry["metrics"] = _headline(sm)
                 entry["watertight"] = sm.get("mesh", {}).get("watertight")
-                row["history"].append(_curve(sm.get("history", [])))
-            row["steps"] += obj.get("steps") or 0
+                if not joint:
+                    row["history"].append(_curve(sm.get("history", [])))
+            row["steps"] = m.get("steps") if joint else row["steps"] + (obj.get("steps") or 0)
             row["objects"].append(entry)
         failed = [o for o in row["objects"] if o["status"] == "failed"]
         if failed:

@@ -246,13 +246,17 @@ def _edges(loops2d: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _even_odd(points2d: np.ndarray, loops2d: list[np.ndarray]) -> np.ndarray:
-    """Crossing-number parity of each point against all edges of ``loops2d`` (see ``inside_2d``)."""
+def _even_odd(points2d: np.ndarray, loops2d: list[np.ndarray], group: np.ndarray | None = None) -> np.ndarray:
+    """Crossing-number parity of each point against all edges of ``loops2d`` (see ``inside_2d``): (n,) bool, or
+    with ``group`` (one integer 0..G-1 per loop) the parity per group of loops, (n, G) bool, in one pass."""
     pts = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
     a, b = _edges(loops2d)
-    inside = np.zeros(len(pts), dtype=bool)
+    n_groups = 1 if group is None else int(np.max(group, initial=-1)) + 1
+    inside = np.zeros((len(pts), n_groups), dtype=bool)
     if len(a) == 0 or len(pts) == 0:
-        return inside
+        return inside[:, 0] if group is None else inside
+    owner = np.zeros(len(a), dtype=np.int64) if group is None else \
+        np.repeat(np.asarray(group, dtype=np.int64), [len(lp) for lp in loops2d])
     ylo, yhi = np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1])
     order = np.argsort(pts[:, 1], kind="stable")  # blocks of points close in v meet few edges
     rows = min(len(pts), max(64, _CHUNK // len(a)))
@@ -265,8 +269,13 @@ def _even_odd(points2d: np.ndarray, loops2d: list[np.ndarray]) -> np.ndarray:
         # side of p relative to the directed edge a->b; exactly 0 when p is an endpoint
         side = (bx - ax) * (py - ay) - (by - ay) * (px - ax)
         crosses = straddle & np.where(by > ay, side > 0, side < 0)
-        inside[idx] = (np.count_nonzero(crosses, axis=1) & 1).astype(bool)
-    return inside
+        if n_groups == 1:
+            inside[idx, 0] = (np.count_nonzero(crosses, axis=1) & 1).astype(bool)
+        else:
+            own = owner[near]
+            for g in np.unique(own):
+                inside[idx, g] = (np.count_nonzero(crosses[:, own == g], axis=1) & 1).astype(bool)
+    return inside[:, 0] if group is None else inside
 
 
 def inside_2d(plane: Plane, pts2d) -> np.ndarray:
@@ -283,6 +292,20 @@ def inside_2d(plane: Plane, pts2d) -> np.ndarray:
     bottom sides and the corner (0, 0) are inside; the right and top sides and the other corners are outside.
     """
     return _even_odd(pts2d, [to_2d(plane, lp.points) for lp in plane.loops])
+
+
+def inside_by_label_2d(plane: Plane, pts2d, labels: list[int]) -> np.ndarray:
+    """Which in-plane points ``(n, 2)`` are inside each label's loops: ``(n, len(labels))`` bool, the even-odd
+    rule per label (as ``inside_2d`` of ``CrossSections.select(label)``), in one pass over the plane's edges.
+    Loops of labels not listed are ignored."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    loops = [lp for lp in plane.loops if lp.label in index]
+    group = np.array([index[lp.label] for lp in loops], dtype=np.int64)
+    out = np.zeros((len(np.asarray(pts2d).reshape(-1, 2)), len(labels)), dtype=bool)
+    if loops:
+        found = _even_odd(pts2d, [to_2d(plane, lp.points) for lp in loops], group)
+        out[:, :found.shape[1]] = found
+    return out
 
 
 def _orient(ax, ay, bx, by, cx, cy):

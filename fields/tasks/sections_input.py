@@ -129,6 +129,10 @@ def build(cfg) -> Prepared:
 
     cs, names = load_sections(cfg)
     report = {**cs.summary(), "notes": list(cs.notes)}
+    if cfg.slices.label is None and cfg.slices.multi_label == "joint":
+        objects, _, _ = plan_objects(cfg)
+        if objects:
+            return _build_joint(cfg, cs, names, objects, report)
     if cfg.slices.label is not None:
         # Planes without this label's loops stay: they say the object is absent there.
         cs = cs.select(cfg.slices.label)
@@ -142,6 +146,20 @@ def build(cfg) -> Prepared:
     task = SlicesTask(cs, cfg.slices, seed=cfg.train.seed)
     x, y = task.levels[-1]
     return Prepared(task, task.frame, None, report, fourier_sigma=fourier_sigma(task.cs), surface=x[y == 0.5])
+
+
+def _build_joint(cfg, cs, names: dict[int, str], objects: list[tuple[str, int]], report: dict) -> Prepared:
+    """One task for every object's label: a field with an output per label (tasks/joint_slices.py)."""
+    from fieldstudio.tasks.joint_slices import JointSlicesTask
+    from fieldstudio.tasks.slices import fourier_sigma
+
+    labels = [label for _, label in objects]
+    task = JointSlicesTask(cs, labels, cfg.slices, seed=cfg.train.seed, names=names)
+    report.update({"labels": labels, "multi_label": "joint"})
+    x, y = task.levels[-1]
+    edges = x[(y[:, 0] != y[:, 1]) & (y[:, 0] >= 0)]
+    return Prepared(task, task.frame, None, report, fourier_sigma=fourier_sigma(task.cs), surface=edges,
+                    objects=[(name, label, box) for (name, label), box in zip(objects, task.boxes)])
 
 
 def score(cfg, mesh, prepared: Prepared, run_dir: Path) -> tuple[dict, dict]:

@@ -56,6 +56,9 @@ class Prepared:
     report: dict = field(default_factory=dict)
     fourier_sigma: float = 1.0  # what fourier.sigma = "auto" becomes for this input
     surface: Any = None  # (n, 3) box points on the expected surface: time budgets probe meshing cost there
+    # A field of several objects (a joint multi-label fit): (folder name, label, box) per object, meshed one by one
+    # in its box (fieldstudio.tasks.joint_slices.LabelBox).
+    objects: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
