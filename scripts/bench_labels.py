@@ -41,8 +41,20 @@ def run(input_path: Path, mode: str, labels: str, budget: float, run_dir: Path) 
         job.run()
     except FieldStudioError as err:  # objects without a surface: the others are still measured
         error = str(err)
-    seconds = time.perf_counter() - t0
+    return {"mode": mode, "seconds": round(time.perf_counter() - t0, 1), "error": error,
+            **collect(input_path, run_dir)}
+
+
+def collect(input_path: Path, run_dir: Path) -> dict:
+    """Per object of a finished run folder: steps, faces, watertight, Dice / HD95 (label maps) and, for CSL inputs,
+    the mean IoU of the mesh's sections with the label's contours on the planes where either has area."""
+    import trimesh
+
+    from fieldstudio.data.cross_sections import read_csl
+    from fieldstudio.metrics import contour_fidelity
+
     top = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    cs = read_csl(input_path) if input_path.suffix == ".csl" else None
     rows = []
     for obj in top.get("objects", []):
         row = {"name": obj["name"], "label": obj["label"], "ok": "error" not in obj}
@@ -52,24 +64,30 @@ def run(input_path: Path, mode: str, labels: str, budget: float, run_dir: Path) 
             row.update({"steps": m.get("steps"), "faces": m["mesh"]["n_faces"],
                         "watertight": m["mesh"]["watertight"], "dice": m.get("dice"), "hd95_mm": m.get("hd95_mm"),
                         "seconds": m.get("total_seconds", obj.get("total_seconds"))})
+            if cs is not None:
+                own = cs.select(obj["label"])
+                fid = contour_fidelity(trimesh.load(run_dir / obj["name"] / "mesh.ply", process=False), own)
+                scored = [iou for p, iou in zip(own.planes, fid["per_plane"]) if p.loops or iou < 1.0]
+                row["contour_iou"] = float(np.mean(scored))
         else:
             row["error"] = obj.get("error", "")[:120]
         rows.append(row)
-    return {"mode": mode, "seconds": round(seconds, 1), "steps": top.get("steps"), "notes": top.get("notes", []),
-            "error": error, "objects": rows}
+    return {"steps": top.get("steps"), "notes": top.get("notes", []), "objects": rows}
 
 
 def table(results: list[dict]) -> str:
     modes = [r["mode"] for r in results]
     names = [o["name"] for o in results[0]["objects"]]
-    head = "| label | " + " | ".join(f"{m}: steps, watertight, Dice, HD95 mm" for m in modes) + " |"
+    what = "Dice, HD95 mm" if any(o.get("dice") is not None for o in results[0]["objects"]) else "contour IoU"
+    head = "| label | " + " | ".join(f"{m}: steps, watertight, {what}" for m in modes) + " |"
     lines = [head, "|---|" + "---|" * len(modes)]
 
     def cell(o):
         if not o.get("ok"):
             return "no surface"
         dice = f", {o['dice']:.3f}, {o['hd95_mm']:.1f}" if o.get("dice") is not None else ""
-        return f"{o['steps']}, {'yes' if o['watertight'] else 'NO'}{dice}"
+        contour = f", {o['contour_iou']:.3f}" if o.get("contour_iou") is not None else ""
+        return f"{o['steps']}, {'yes' if o['watertight'] else 'NO'}{dice}{contour}"
 
     for name in names:
         cells = [cell(next((o for o in r["objects"] if o["name"] == name), {})) for r in results]
@@ -82,6 +100,9 @@ def table(results: list[dict]) -> str:
                 f"{sum(bool(o.get('watertight')) for o in done)} watertight")
         if dices:
             text += f", mean Dice {np.mean(dices):.3f} over the meshed ones"
+        contour = [o["contour_iou"] for o in done if o.get("contour_iou") is not None]
+        if contour:
+            text += f", mean contour IoU {np.mean(contour):.3f} over the meshed ones"
         summary.append(text)
     return "\n".join(lines) + "\n\n" + "; ".join(summary) + "\n"
 
@@ -94,10 +115,17 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["joint", "separate"])
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "labels")
     ap.add_argument("--name", default=None)
+    ap.add_argument("--rescore", action="store_true", help="score the run folders already in --out again, no fits")
     args = ap.parse_args()
     name = args.name or args.input.name.split(".")[0]
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
+    if args.rescore:
+        old = {r["mode"]: r for r in json.loads((args.out / f"{name}.json").read_text())["results"]}
+        results = [{**old[m], **collect(args.input, args.out / f"{name}_{m}")} for m in args.modes]
+        atomic_write_text(args.out / f"{name}.md", table(results))
+        print(table(results))
+        return
     for mode in args.modes:
         print(f"{name}: {mode} ...", flush=True)
         results.append(run(args.input, mode, args.labels, args.budget, args.out / f"{name}_{mode}"))

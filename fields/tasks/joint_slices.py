@@ -124,6 +124,7 @@ class JointSlicesTask(SlicesTask):
                 ys.append(np.tile([-1, -1, i + 1], (len(not_k), 1)))
             x = np.concatenate(xs).astype(np.float32)
             self.levels.append((torch.from_numpy(x), torch.from_numpy(np.concatenate(ys).astype(np.int64))))
+        self.strata = [_strata(y) for _, y in self.levels]
         self.prior = (torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64))  # no slab prior here
         weights = np.asarray(cfg.level_weights, dtype=np.float64)
         self.level_ends = np.cumsum(weights) / weights.sum()
@@ -133,7 +134,7 @@ class JointSlicesTask(SlicesTask):
         lo, hi = hull.mesh.bounds
         lo = hull.centre + (1.0 + hull.margin) * (lo - hull.centre)
         hi = hull.centre + (1.0 + hull.margin) * (hi - hull.centre)
-        side = float(min((hi - lo).max() * 1.04, 2.0))  # a cube, with room for the mesher's outer cells
+        side = float(min((hi - lo).max() * 1.1, 2.0))  # a cube, with room for the mesher's outer cells
         lo = np.clip((lo + hi) / 2 - side / 2, -1.0, 1.0 - side)
         return LabelBox(label, channel, lo, side)
 
@@ -151,6 +152,31 @@ class JointSlicesTask(SlicesTask):
         a, b = (names.get(self.labels[k], f"label {self.labels[k]}") for k in (i, j))
         return (f"{a} and {b} overlap (a point can be in one label only in a joint fit); fitting the labels one by "
                 "one instead")
+
+    def batch(self, step: int, batch_size: int, generator: torch.Generator, progress: float = 0.0) -> dict:
+        """Half the single-label task's batch (uniform over the window's points), half drawn class by class:
+        a class picked uniformly, then one of its points, so that a small label gets as many points per step as
+        the largest (a 4 mm organ beside a 40 mm one got none in 250 steps otherwise)."""
+        n_even = batch_size // 2
+        batch = super().batch(step, batch_size - n_even, generator, progress)
+        top = self.level_at(progress)
+        used = list(range(max(0, top - self.cfg.window + 1), top + 1))
+        which = torch.randint(len(used), (n_even,), generator=generator)
+        xs, ys, idx = [batch["x"]], [batch["y"]], [batch["rbf_idx"]] if "rbf_idx" in batch else []
+        for k, lvl in enumerate(used):
+            m = int((which == k).sum())
+            order, starts, counts = self.strata[lvl]
+            cls = torch.randint(len(counts), (m,), generator=generator)
+            pos = starts[cls] + (torch.rand(m, generator=generator) * counts[cls]).long().clamp_max(counts[cls] - 1)
+            pick = order[pos]
+            xs.append(self.levels[lvl][0][pick])
+            ys.append(self.levels[lvl][1][pick])
+            if self.neighbours is not None:
+                idx.append(self.neighbours[lvl][pick].long())
+        batch.update(x=torch.cat(xs), y=torch.cat(ys))
+        if idx:
+            batch["rbf_idx"] = torch.cat(idx)
+        return batch
 
     def init_field(self, field, seed: int) -> None:
         """RBF centres by k-means over the samples, edge points weighted most (as the single-label task)."""
@@ -175,6 +201,16 @@ class JointSlicesTask(SlicesTask):
             total = total + torch.where(labelled, ce, away).mean()
         loss = total / len(outs)
         return loss, {"ce": loss.item(), "level": batch["level"]}
+
+
+def _strata(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A level's points grouped by the class they are about (the larger of a point's two classes, or the class it
+    is not in): (point indices sorted by class, each present class's first position, its count)."""
+    about = torch.where(y[:, 0] >= 0, torch.maximum(y[:, 0], y[:, 1]), y[:, 2])
+    order = torch.argsort(about, stable=True)
+    classes, counts = torch.unique_consecutive(about[order], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    return order, starts, counts
 
 
 def object_value(out: torch.Tensor, channel: int | None) -> torch.Tensor:
