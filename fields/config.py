@@ -172,6 +172,7 @@ class SlicesTaskConfig:
     hull_margin: float = 0.05
     hinge_weight: float = 1e-4
     hinge_alpha: float = 100.0
+    hinge_points: int = 2048  # batch points the hinge's mean is estimated on (see tasks/slices.py: loss)
     refine_iterations: int = 2
     # Labelled points between neighbouring parallel planes (tasks/slab_prior.py): a share of every batch, their
     # loss weighted by prior_weight (0: off, the default: at 120 s it did not lower Hausdorff on 6 benchmark inputs,
@@ -519,6 +520,7 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("slices.hull_margin", at_least(0), ">= 0"),
         ("slices.hinge_weight", at_least(0), ">= 0"),
         ("slices.hinge_alpha", positive, "> 0"),
+        ("slices.hinge_points", at_least(1), ">= 1"),
         ("slices.refine_iterations", at_least(0), ">= 0"),
         ("image.frame", at_least(0), ">= 0 (frames and pages count from 0)"),
         ("nerf.downscale", between(1, 64), "1..64"),

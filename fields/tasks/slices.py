@@ -229,7 +229,7 @@ class SlicesTask:
     def loss(self, field, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         y = batch["y"]
         hinge = self.cfg.hinge_weight > 0
-        logits, grad = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), hinge)
+        logits, _ = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), False)
         # Deep supervision (OReX): every refinement iteration is pulled to the labels, equally weighted. The last
         # batch["prior"] points are the slab prior's, weighted apart.
         m = batch.get("prior", 0)
@@ -240,7 +240,12 @@ class SlicesTask:
         bce = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, y, weight=w) for v in logits) / len(logits)
         loss, scalars = bce, {"bce": bce.item(), "level": batch["level"]}
         if hinge:
-            # OReX's anti-ripple term: penalise only the part of |grad logit| above alpha.
+            # OReX's anti-ripple term: penalise only the part of |grad logit| above alpha. Its mean is estimated on
+            # the first hinge_points of the (random) batch: the double backward pass over all of it made a step
+            # 2.9x slower (hand.csl, 16,384 points: 134 ms against 46 without the term).
+            n = min(self.cfg.hinge_points, len(y))
+            idx = batch.get("rbf_idx")
+            _, grad = value_and_gradient(field, batch["x"][:n], None if idx is None else idx[:n], True)
             excess = (grad.norm(dim=-1) - self.cfg.hinge_alpha).clamp_min(0.0).mean()
             loss = loss + self.cfg.hinge_weight * excess
             scalars["grad_excess"] = excess.item()
