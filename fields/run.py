@@ -519,6 +519,11 @@ def run_task(run_dir: str | Path) -> str:
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, Field, BoxFrame]:
     """Rebuild the trained field of a run directory (for meshing at another resolution, rendering, ...)."""
+    return _load_run(run_dir)[1:]
+
+
+def _load_run(run_dir: str | Path) -> tuple[dict, RunConfig, Field, BoxFrame]:
+    """``load_run`` with the checkpoint it read (a joint fit's objects are in it)."""
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
     if not ckpt_path.exists():
@@ -533,7 +538,7 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Field, BoxFrame]:
     model.load_state_dict(ckpt["field"])
     model.to(resolve_device(cfg.train.device))
     model.eval()
-    return cfg, model, frame_from_dict(ckpt["frame"])
+    return ckpt, cfg, model, frame_from_dict(ckpt["frame"])
 
 
 def frame_from_dict(d: dict):
@@ -554,8 +559,8 @@ def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | N
     """Mesh a trained run at ``resolution`` (default: the run's) into ``out_path``, in the input's frame; NeRF runs
     at the density ``level`` (per world unit; default ``[nerf] mesh_level``); a joint multi-label run, its object
     ``object_name`` (``resolution`` is then that of the largest object's box, as in the fit)."""
-    cfg, model, frame = load_run(run_dir)
-    objects = load_checkpoint(Path(run_dir) / "checkpoint.pt").get("objects") or []
+    ckpt, cfg, model, frame = _load_run(run_dir)
+    objects = ckpt.get("objects") or []
     obj = None
     if objects or object_name is not None:
         by_name = {o["name"]: o for o in objects}

@@ -79,7 +79,7 @@ def summarize(name: str, input: str, run_dir: Path) -> dict:
     if "objects" in m:  # one run per label, or one field for all labels ("multi_label": "joint": steps and
         # history are the run's, once)
         joint = m.get("multi_label") == "joint"
-        row["steps"], row["history"] = 0, [_curve(m.get("history", []))] if joint else []
+        row["steps"], row["history"] = (m.get("steps"), [_curve(m.get("history", []))]) if joint else (0, [])
         for obj in m["objects"]:
             entry = {"name": obj["name"], "status": "failed" if "error" in obj else "done",
                      "error": obj.get("error"), "steps": obj.get("steps"), "seconds": obj.get("total_seconds")}
@@ -90,7 +90,8 @@ def summarize(name: str, input: str, run_dir: Path) -> dict:
                 entry["watertight"] = sm.get("mesh", {}).get("watertight")
                 if not joint:
                     row["history"].append(_curve(sm.get("history", [])))
-            row["steps"] = m.get("steps") if joint else row["steps"] + (obj.get("steps") or 0)
+            if not joint:
+                row["steps"] += obj.get("steps") or 0
             row["objects"].append(entry)
         failed = [o for o in row["objects"] if o["status"] == "failed"]
         if failed:

@@ -26,7 +26,7 @@ from fieldstudio.config import SlicesTaskConfig
 from fieldstudio.control import check_cancel
 from fieldstudio.data.cross_sections import CrossSections, Plane, box_frame, inside_by_label_2d
 from fieldstudio.errors import FieldStudioError
-from fieldstudio.tasks.slices import PaddedHull, SlicesTask, to_box
+from fieldstudio.tasks.slices import PaddedHull, SlicesTask, loop_samples, plane_noise, to_box
 
 OVERLAP_TOL = 0.01  # share of the labelled plane samples inside two labels at once beyond which labels overlap
 
@@ -50,23 +50,13 @@ def _plane_samples(plane: Plane, labels: list[int], radius: float, n: int, n_noi
     """(m, 3) box points on ``plane``, their (m, 2) class pairs (0 background, i + 1 for ``labels[i]``; the two
     differ only on contour edges, which are half one class, half the other), and how many labelled samples fall
     inside two labels at once, out of how many inside any."""
-    free, edges, sides = [], [], []
-    for loop in plane.loops:
-        q = plane.to_2d(loop.points)
-        edge = np.roll(q, -1, axis=0) - q
-        length = np.linalg.norm(edge, axis=1, keepdims=True)
-        normal = np.stack([-edge[:, 1], edge[:, 0]], axis=1) / np.maximum(length, 1e-12)
-        t = (np.arange(n) / n)[None, :, None]
-        on_edge = (q[:, None] + t * edge[:, None]).reshape(-1, 2)
-        nrm = np.repeat(normal, n, axis=0)
+    edges, plus, minus, free = [], [], [], []
+    for on_edge, up, down, circle in loop_samples(plane, radius, n, rng):
         edges.append(on_edge)
-        sides += [on_edge + radius * nrm, on_edge - radius * nrm]
-        ang = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(n) / n
-        circle = np.stack([np.cos(ang), np.sin(ang)], axis=1) * radius
-        free.append((q[:, None] + circle[None]).reshape(-1, 2))
-    verts = plane.vertices()
-    centre = plane.to_2d(verts.mean(axis=0, keepdims=True) if len(verts) else np.zeros((1, 3)))[0]
-    free.append(centre + rng.uniform(-1.0, 1.0, size=(n_noise, 2)))
+        plus.append(up)
+        minus.append(down)
+        free.append(circle)
+    free.append(plane_noise(plane, n_noise, rng))
     # Noise around each label's own loops too, as a fit of that label alone draws it (in its own box): a small
     # label would otherwise get a sliver of the plane's noise (a box beside a sphere: 2 % of the samples).
     for label in {lp.label for lp in plane.loops}:
@@ -74,8 +64,7 @@ def _plane_samples(plane: Plane, labels: list[int], radius: float, n: int, n_noi
         lo, hi = q.min(axis=0), q.max(axis=0)
         half = 0.75 * (hi - lo).max()
         free.append((lo + hi) / 2 + rng.uniform(-half, half, size=(n_noise // 2, 2)))
-    # Each edge's two offset points, in order: [+r of loop 0, -r of loop 0, +r of loop 1, ...].
-    pts2d = np.concatenate(sides[0::2] + sides[1::2] + free)
+    pts2d = np.concatenate(plus + minus + free)  # the edges' +r points, their -r points in the same order, the rest
     inside = inside_by_label_2d(plane, pts2d, labels)
     hits = inside.sum(axis=1)
     cls = np.where(hits > 0, inside.argmax(axis=1) + 1, 0)
@@ -100,8 +89,9 @@ class JointSlicesTask(SlicesTask):
             raise FieldStudioError("a joint fit needs two or more labels")
         self.cfg = cfg
         self.labels = list(labels)
-        self.frame = box_frame(cs.select(self.labels), extent=0.9)
-        self.cs = to_box(cs.select(self.labels), self.frame)
+        cs = cs.select(self.labels)
+        self.frame = box_frame(cs, extent=0.9)
+        self.cs = to_box(cs, self.frame)
         rng = np.random.default_rng(seed)
         padded_hull = PaddedHull(self.cs, cfg.hull_margin)
         label_hulls = [PaddedHull(self.cs.select(lab), cfg.hull_margin) for lab in self.labels]
@@ -159,8 +149,7 @@ class JointSlicesTask(SlicesTask):
         the largest (a 4 mm organ beside a 40 mm one got none in 250 steps otherwise)."""
         n_even = batch_size // 2
         batch = super().batch(step, batch_size - n_even, generator, progress)
-        top = self.level_at(progress)
-        used = list(range(max(0, top - self.cfg.window + 1), top + 1))
+        _, used = self.window(progress)
         which = torch.randint(len(used), (n_even,), generator=generator)
         xs, ys, idx = [batch["x"]], [batch["y"]], [batch["rbf_idx"]] if "rbf_idx" in batch else []
         for k, lvl in enumerate(used):
@@ -208,7 +197,7 @@ def _strata(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     is not in): (point indices sorted by class, each present class's first position, its count)."""
     about = torch.where(y[:, 0] >= 0, torch.maximum(y[:, 0], y[:, 1]), y[:, 2])
     order = torch.argsort(about, stable=True)
-    classes, counts = torch.unique_consecutive(about[order], return_counts=True)
+    _, counts = torch.unique_consecutive(about[order], return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
     return order, starts, counts
 

@@ -42,29 +42,39 @@ def to_box(cs: CrossSections, frame) -> CrossSections:
     return CrossSections(planes, list(cs.notes), cs.source)
 
 
+def loop_samples(plane: Plane, radius: float, n: int, rng: np.random.Generator):
+    """OReX's samples around each loop of ``plane``, in its (u, v) frame, one tuple per loop: ``n`` points per edge
+    on the edge, the same offset by +radius and -radius along the edge's normal, and ``n`` points on a circle of
+    ``radius`` around each vertex (one random phase per loop)."""
+    for loop in plane.loops:
+        q = plane.to_2d(loop.points)
+        edge = np.roll(q, -1, axis=0) - q
+        length = np.linalg.norm(edge, axis=1, keepdims=True)
+        normal = np.stack([-edge[:, 1], edge[:, 0]], axis=1) / np.maximum(length, 1e-12)
+        t = (np.arange(n) / n)[None, :, None]
+        on_edge = (q[:, None] + t * edge[:, None]).reshape(-1, 2)
+        nrm = np.repeat(normal, n, axis=0)
+        ang = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(n) / n
+        circle = np.stack([np.cos(ang), np.sin(ang)], axis=1) * radius
+        yield on_edge, on_edge + radius * nrm, on_edge - radius * nrm, (q[:, None] + circle[None]).reshape(-1, 2)
+
+
+def plane_noise(plane: Plane, n_noise: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_noise`` uniform (u, v) points within 1 of the centre of the plane's contours (of the origin without any)."""
+    verts = plane.vertices()
+    centre = plane.to_2d(verts.mean(axis=0, keepdims=True) if len(verts) else np.zeros((1, 3)))[0]
+    return centre + rng.uniform(-1.0, 1.0, size=(n_noise, 2))
+
+
 def _plane_level_samples(plane: Plane, radius: float, n: int, n_noise: int,
                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(m, 3) box points on ``plane`` and their targets (1 outside, 0 inside, 0.5 on an edge)."""
     pts2d, fixed = [], []
-    for loop in plane.loops:
-        q = plane.to_2d(loop.points)
-        a, b = q, np.roll(q, -1, axis=0)
-        edge = b - a
-        length = np.linalg.norm(edge, axis=1, keepdims=True)
-        normal = np.stack([-edge[:, 1], edge[:, 0]], axis=1) / np.maximum(length, 1e-12)
-        t = (np.arange(n) / n)[None, :, None]
-        on_edge = (a[:, None] + t * edge[:, None]).reshape(-1, 2)
-        nrm = np.repeat(normal, n, axis=0)
-        pts2d += [on_edge + radius * nrm, on_edge - radius * nrm]
+    for on_edge, plus, minus, circle in loop_samples(plane, radius, n, rng):
+        pts2d += [plus, minus, circle]
         fixed.append(on_edge)
-        ang = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(n) / n
-        circle = np.stack([np.cos(ang), np.sin(ang)], axis=1) * radius
-        pts2d.append((q[:, None] + circle[None]).reshape(-1, 2))
-    verts = plane.vertices()
     # A plane without loops (of the selected label) says the shape is absent there: noise only, all outside.
-    centre = plane.to_2d(verts.mean(axis=0, keepdims=True) if len(verts) else np.zeros((1, 3)))[0]
-    noise = centre + rng.uniform(-1.0, 1.0, size=(n_noise, 2))
-    pts2d.append(noise)
+    pts2d.append(plane_noise(plane, n_noise, rng))
     free = np.concatenate(pts2d)
     labels = np.where(inside_2d(plane, free), 0.0, 1.0)
     edges = np.concatenate(fixed) if fixed else np.zeros((0, 2))
@@ -200,9 +210,13 @@ class SlicesTask:
             pools = self.levels + ([self.prior] if len(self.prior[0]) else [])
             self.neighbours = [field.neighbours(x).to(torch.int32) for x, _ in pools]
 
-    def batch(self, step: int, batch_size: int, generator: torch.Generator, progress: float = 0.0) -> dict:
+    def window(self, progress: float) -> tuple[int, list[int]]:
+        """The level reached at ``progress`` and the levels mixed there (the last ``cfg.window`` of them)."""
         top = self.level_at(progress)
-        used = list(range(max(0, top - self.cfg.window + 1), top + 1))
+        return top, list(range(max(0, top - self.cfg.window + 1), top + 1))
+
+    def batch(self, step: int, batch_size: int, generator: torch.Generator, progress: float = 0.0) -> dict:
+        top, used = self.window(progress)
         n_prior = len(self.prior[0])
         m_prior = int(round(batch_size * self.cfg.prior_fraction)) if n_prior else 0
         sizes = torch.tensor([len(self.levels[i][0]) for i in used], dtype=torch.float64)
@@ -227,9 +241,15 @@ class SlicesTask:
         return batch
 
     def loss(self, field, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        y = batch["y"]
-        hinge = self.cfg.hinge_weight > 0
-        logits, _ = value_and_gradient(field, batch["x"], batch.get("rbf_idx"), False)
+        y, x, idx = batch["y"], batch["x"], batch.get("rbf_idx")
+        # OReX's anti-ripple hinge needs the spatial gradient, a double backward pass: over the whole batch it made
+        # a step 2.9x slower (hand.csl, 16,384 points: 134 ms against 46 without the term), so its mean is estimated
+        # on the first hinge_points of the (random) batch, evaluated apart from the rest.
+        n = min(self.cfg.hinge_points, len(y)) if self.cfg.hinge_weight > 0 else 0
+        logits, grad = value_and_gradient(field, x[:n], None if idx is None else idx[:n], True) if n else ([], None)
+        if n < len(y):
+            rest, _ = value_and_gradient(field, x[n:], None if idx is None else idx[n:], False)
+            logits = [torch.cat([a, b]) for a, b in zip(logits, rest)] if n else rest
         # Deep supervision (OReX): every refinement iteration is pulled to the labels, equally weighted. The last
         # batch["prior"] points are the slab prior's, weighted apart.
         m = batch.get("prior", 0)
@@ -239,13 +259,8 @@ class SlicesTask:
             w[-m:] = self.cfg.prior_weight
         bce = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, y, weight=w) for v in logits) / len(logits)
         loss, scalars = bce, {"bce": bce.item(), "level": batch["level"]}
-        if hinge:
-            # OReX's anti-ripple term: penalise only the part of |grad logit| above alpha. Its mean is estimated on
-            # the first hinge_points of the (random) batch: the double backward pass over all of it made a step
-            # 2.9x slower (hand.csl, 16,384 points: 134 ms against 46 without the term).
-            n = min(self.cfg.hinge_points, len(y))
-            idx = batch.get("rbf_idx")
-            _, grad = value_and_gradient(field, batch["x"][:n], None if idx is None else idx[:n], True)
+        if n:
+            # Penalise only the part of |grad logit| above alpha.
             excess = (grad.norm(dim=-1) - self.cfg.hinge_alpha).clamp_min(0.0).mean()
             loss = loss + self.cfg.hinge_weight * excess
             scalars["grad_excess"] = excess.item()
