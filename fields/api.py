@@ -77,17 +77,20 @@ def resolve(request: Request) -> RunConfig:
     path = Path(request.input).expanduser()
     if not path.exists():
         raise FieldStudioError(f"input not found: {path}")
-    cfg, tables = RunConfig(), set()
+    cfg, tables, file_field = RunConfig(), set(), {}
     if request.config is not None:
         cfg = load_run_config(request.config)
-        tables = set(tomllib.loads(Path(request.config).read_text()))
+        data = tomllib.loads(Path(request.config).read_text())
+        tables, file_field = set(data), data.get("field", {})
     spec = registry.for_input(path) if request.task in ("auto", None) else registry.get(request.task)
     if request.task not in ("auto", None) and not _reads(spec, path):
         raise FieldStudioError(f"task {spec.name} reads {spec.inputs}; {path.name} is not one of them (leave "
                                "--task out to choose from the input)")
     cfg.input, cfg.task = str(path.resolve()), spec.name
 
-    if "field" not in tables or (request.field is not None and request.field != cfg.field.kind):
+    # A [field] table that names no kind (e.g. only [field.fourier] sigma) refines the preset of the field chosen.
+    refines = "field" in tables and "kind" not in file_field
+    if "field" not in tables or refines or (request.field is not None and request.field != cfg.field.kind):
         # A config without a [field] table gets the task's default field, not the dataclass default.
         kind = request.field or spec.default_field
         default_params = spec.default_params(path) if callable(spec.default_params) else spec.default_params
@@ -96,6 +99,9 @@ def resolve(request: Request) -> RunConfig:
         cfg.field = preset(kind, spec.name, params, dim, out_dim)
         if spec.tune_field is not None:
             spec.tune_field(cfg.field, path)
+        if refines:
+            cfg = _apply_overrides(cfg, {k: v for k, v in _dotted(file_field, "field").items()
+                                         if k not in ("field.params", "field.kind")})
     elif request.params is not None:  # the file's field, sized anew for the new budget
         cfg.field.params = request.params
         if cfg.field.kind in ("hybrid", "neurbf"):
@@ -155,6 +161,17 @@ def _apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         else:
             node[name] = value
     return from_dict(RunConfig, data, "overrides")
+
+
+def _dotted(table: dict, prefix: str) -> dict[str, Any]:
+    """A nested TOML table as dotted keys: {"grid": {"n_levels": 4}} -> {"field.grid.n_levels": 4}."""
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}.{key}"))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
 
 
 def configure_threads(n: int | None) -> None:

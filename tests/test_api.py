@@ -288,3 +288,16 @@ def test_a_field_without_a_zero_level_yet_previews_its_lowest_part():
     assert np.allclose(mesh.bounds.mean(axis=0), [0.3, 0, 0], atol=0.1)
     share = mesh.volume / 8.0  # of the box's volume
     assert 0.05 < share < 0.15
+
+
+def test_field_table_without_kind_refines_the_task_preset(sphere_file, tmp_path):
+    # A user tweaking one value of the field keeps the task's field and size, not the dataclass defaults.
+    path = tmp_path / "c.toml"
+    path.write_text("[field.grid]\nn_levels = 12\n[field.decoder]\nhidden = 32\n")
+    preset_cfg = resolve(Request(sphere_file))
+    cfg = resolve(Request(sphere_file, config=path))
+    assert cfg.field.kind == preset_cfg.field.kind == "hybrid" and cfg.field.params == preset_cfg.field.params
+    assert cfg.field.grid.n_levels == 12 and cfg.field.decoder.hidden == 32
+    assert cfg.field.grid.n_features == preset_cfg.field.grid.n_features  # the SDF preset's, not the default
+    cfg = resolve(Request(sphere_file, config=path, field="grid", params=30_000))
+    assert cfg.field.kind == "grid" and cfg.field.params == 30_000 and cfg.field.decoder.hidden == 32
