@@ -77,11 +77,11 @@ def resolve(request: Request) -> RunConfig:
     path = Path(request.input).expanduser()
     if not path.exists():
         raise FieldStudioError(f"input not found: {path}")
-    cfg, tables, file_field = RunConfig(), set(), {}
+    cfg, data = RunConfig(), {}
     if request.config is not None:
         cfg = load_run_config(request.config)
         data = tomllib.loads(Path(request.config).read_text())
-        tables, file_field = set(data), data.get("field", {})
+    tables, file_field = set(data), data.get("field", {})
     spec = registry.for_input(path) if request.task in ("auto", None) else registry.get(request.task)
     if request.task not in ("auto", None) and not _reads(spec, path):
         raise FieldStudioError(f"task {spec.name} reads {spec.inputs}; {path.name} is not one of them (leave "
@@ -108,6 +108,8 @@ def resolve(request: Request) -> RunConfig:
             cfg.field.rbf.n_rbf = "auto"
     if "train" not in tables:
         tune_training(cfg.field.kind, cfg.train, spec.name)
+    if "resolution" not in data.get("mesh", {}):
+        cfg.mesh.resolution = spec.mesh_resolution
 
     t = cfg.train
     if request.steps is not None or request.time_budget is not None:  # the request's limits replace the file's

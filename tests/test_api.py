@@ -38,6 +38,12 @@ def test_task_defaults_come_from_the_registry(sphere_file, tmp_path):
     cfg = resolve(Request(csl))
     assert (cfg.task, cfg.field.kind, cfg.field.params) == ("slices", "mlp", 40_000)
     assert resolve(Request(sphere_file, field="mlp")).sdf.loss == "l1"
+    # Marching cubes: finer for signed distances (their detail), unless a file or the request sets it.
+    assert cfg.mesh.resolution == 256 and resolve(Request(sphere_file)).mesh.resolution == 384
+    path = tmp_path / "m.toml"
+    path.write_text("[mesh]\nresolution = 200\n")
+    assert resolve(Request(sphere_file, config=path)).mesh.resolution == 200
+    assert resolve(Request(sphere_file, config=path, resolution=96)).mesh.resolution == 96
 
 
 def test_precedence_defaults_file_request_overrides(sphere_file, tmp_path):

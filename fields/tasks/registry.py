@@ -124,7 +124,10 @@ def _register_builtin() -> None:
         default_field="hybrid", default_params=450_000, build=_build_sdf, score=_score_sdf,
         # SDFs get a distance band (measured: 16 % of the fine grid on the bunny at 256^3).
         # Scoring samples 200k surface points per mesh and 400k IoU points: 1.6-2.5 s on 2 cores.
-        mesh_plan=MeshPlan(band_cells=2.0, coarse_factor=4, fine_share=0.22, score_seconds=3.0)))
+        mesh_plan=MeshPlan(band_cells=2.0, coarse_factor=4, fine_share=0.22, score_seconds=3.0),
+        # Fine detail needs finer cells than 256^3: the exact SDF of the armadillo meshed at 256^3 has a normal
+        # error of 4.4 deg, at 384^3 3.1 (docs/benchmarks.md, "Session 11: what limits fine detail").
+        mesh_resolution=384))
     register(TaskSpec(
         name="slices", inputs="cross-sections .csl, label maps .nii .nii.gz .nrrd, DICOM SEG/RTSTRUCT .dcm, "
                               "a DICOM series folder",

@@ -76,6 +76,7 @@ class TaskSpec:
     build: Callable[[Any], Prepared]
     score: Callable[..., tuple[dict, dict]] | None = None
     mesh_plan: MeshPlan | None = None
+    mesh_resolution: int = 256          # the marching-cubes grid when neither a file nor --resolution sets it
     finish: Finish | None = None
     accepts_folders: bool = False       # a folder input (a DICOM series)
     # The field's input and output dimensions for an input (path -> (dim, out_dim)); shapes: (3, 1).
