@@ -425,10 +425,11 @@ class _BudgetAfterSetup(Callback):
             cell = ((pts.clamp(-1, 1) + 1) * (r - 1) / 2).long()
             order = torch.argsort((cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2])
             fine = self._seconds_per_point(pts[order])
-        # The fine points lie in a band around the surface, so their number grows as g^2, not g^3: fine_share is
-        # the share at 256^3 (armadillo at 512^3 kept 45 s back for 27 s of meshing and scoring with a fixed share).
+        # The fine points lie in a band around the surface, so their share of g^3 falls with g: fine_share is the
+        # share at 256^3. Measured (SDFs): a fixed share kept 45 s back for 27 s of meshing and scoring at 512^3; a
+        # share falling as 1/g kept 3-4 s too little at 384^3; one falling as 1/sqrt(g) is between the two.
         allowance = sum(coarse * (g // self.plan.coarse_factor) ** 3
-                        + fine * min(1.0, self.plan.fine_share * 256 / g) * g**3 for g in self.grids)
+                        + fine * min(1.0, self.plan.fine_share * (256 / g) ** 0.5) * g**3 for g in self.grids)
         # Scoring an object costs about its box's volume (Dice voxelises the mesh there): 41 labels of a label map
         # scored in 2.3 s, where 2 s per object would have kept 80 s back.
         score = sum(max((g / max(self.grids)) ** 3, 0.01) for g in self.grids) * self.plan.score_seconds

@@ -17,7 +17,7 @@ class MeshPlan:
     """How a task's field is meshed, and the share of the fine grid this evaluates (time budgets keep it back).
 
     band_cells: distance band in coarse-cell diagonals; 0 = the band of sign-changing coarse cells.
-    fine_share: the share of a 256^3 fine grid evaluated (a band around the surface: it scales as 256 / resolution).
+    fine_share: the share of a 256^3 fine grid evaluated (a band around the surface: smaller on finer grids).
     value_scale: the field value is multiplied by this before marching cubes (occupancy logits: 1 / hinge alpha,
     so that the band and the Newton refinement see distance-like values).
     refine: move the vertices onto the zero level with Newton steps (logits are not linear across a cell).
