@@ -30,7 +30,7 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any, Callable
 
-from fieldstudio.config import RunConfig, from_dict, load_run_config, to_dict, validate
+from fieldstudio.config import RunConfig, dotted_keys, from_dict, load_run_config, to_dict, validate
 from fieldstudio.control import Cancelled, Control, active
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.tasks import registry
@@ -100,7 +100,7 @@ def resolve(request: Request) -> RunConfig:
         if spec.tune_field is not None:
             spec.tune_field(cfg.field, path)
         if refines:
-            cfg = _apply_overrides(cfg, {k: v for k, v in _dotted(file_field, "field").items()
+            cfg = _apply_overrides(cfg, {k: v for k, v in dotted_keys(file_field, "field")
                                          if k not in ("field.params", "field.kind")})
     elif request.params is not None:  # the file's field, sized anew for the new budget
         cfg.field.params = request.params
@@ -163,17 +163,6 @@ def _apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         else:
             node[name] = value
     return from_dict(RunConfig, data, "overrides")
-
-
-def _dotted(table: dict, prefix: str) -> dict[str, Any]:
-    """A nested TOML table as dotted keys: {"grid": {"n_levels": 4}} -> {"field.grid.n_levels": 4}."""
-    out = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            out.update(_dotted(value, f"{prefix}.{key}"))
-        else:
-            out[f"{prefix}.{key}"] = value
-    return out
 
 
 def configure_threads(n: int | None) -> None:

@@ -246,6 +246,15 @@ class RunConfig:
     nerf: NeRFTaskConfig = dc_field(default_factory=NeRFTaskConfig)
 
 
+def dotted_keys(table: dict, prefix: str):
+    """(dotted key, value) pairs of a nested TOML table: {"grid": {"n_levels": 4}}, "field" -> field.grid.n_levels."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from dotted_keys(value, f"{prefix}.{key}")
+        else:
+            yield f"{prefix}.{key}", value
+
+
 def to_dict(cfg: Any) -> dict:
     """Config -> nested dict of TOML-able primitives (``None`` values dropped)."""
     out = {}

@@ -33,7 +33,6 @@ from fieldstudio.metrics import mesh_metrics  # noqa: E402
 from fieldstudio.tasks.sdf import MeshOracle  # noqa: E402
 
 MESHES = ["odedstein_bunny", "odedstein_armadillo", "ajc_spot", "ajc_fandisk"]
-KEYS = ("iou", "chamfer_l1", "hausdorff", "nae_deg")
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fieldstudio.config import dotted_keys
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.tasks.spec import suffix_of
 
@@ -157,7 +158,7 @@ def _options(table: dict, where: str, problems: list[str], allowed: tuple[str, .
         if key in allowed:
             continue
         if key in SECTIONS and isinstance(value, dict):
-            for name, v in _flatten(value, key):
+            for name, v in dotted_keys(value, key):
                 overrides[name] = v
         elif "." in key and key.split(".")[0] in SECTIONS:
             overrides[key] = value
@@ -175,14 +176,6 @@ def _options(table: dict, where: str, problems: list[str], allowed: tuple[str, .
             problems.append(f"{where}: unknown key {raw_key!r}{hint}; fit options are {', '.join(OPTIONS)}, and "
                             f"config tables [{'], ['.join(SECTIONS)}]")
     return options, overrides
-
-
-def _flatten(table: dict, prefix: str):
-    for key, value in table.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}.{key}")
-        else:
-            yield f"{prefix}.{key}", value
 
 
 def _typed(key: str, value: Any) -> Any:
