@@ -168,6 +168,7 @@ class SlicesTaskConfig:
     level_weights: list = dc_field(default_factory=lambda: [50, 50, 100, 100, 150, 200])  # share of the run
     window: int = 3
     white_noise: int = 2048
+    loop_core_points: int = 0
     hull_points: int = 16384
     hull_margin: float = 0.05
     hinge_weight: float = 1e-4
@@ -525,6 +526,7 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("slices.level_weights", lambda v: all(_is_num(x) and x > 0 for x in v), "a list of numbers > 0"),
         ("slices.window", at_least(1), ">= 1"),
         ("slices.white_noise", at_least(0), ">= 0"),
+        ("slices.loop_core_points", at_least(0), ">= 0"),
         ("slices.hull_points", at_least(1), ">= 1"),
         ("slices.hull_margin", at_least(0), ">= 0"),
         ("slices.hinge_weight", at_least(0), ">= 0"),

@@ -342,11 +342,14 @@ def _marching_cubes_in_slabs(vol: np.ndarray, level: float, slab: int = SLAB) ->
     return vertices[keep], new_index[target][faces]
 
 
-def drop_small_components(mesh: trimesh.Trimesh, min_ratio: float) -> tuple[trimesh.Trimesh, int]:
+def drop_small_components(mesh: trimesh.Trimesh, min_ratio: float, keep_near: np.ndarray | None = None,
+                          tol: float = 0.0) -> tuple[trimesh.Trimesh, int]:
     """Remove connected components (by shared edges) whose area is below ``min_ratio`` x the largest one's.
 
     ``min_ratio=1`` keeps only the largest component. Relative to the largest part rather than the total, so a
-    shape made of many similar parts keeps all of them. Returns the mesh and the number of parts removed.
+    shape made of many similar parts keeps all of them. With ``keep_near`` (n, 3) points in the mesh's frame, a
+    small part with a vertex within ``tol`` of one of them is kept (below 1): a part the input data show (a
+    contour) is not a floater, however small. Returns the mesh and the number of parts removed.
     """
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
     areas = np.bincount(labels, weights=mesh.area_faces)
@@ -355,6 +358,15 @@ def drop_small_components(mesh: trimesh.Trimesh, min_ratio: float) -> tuple[trim
     keep_parts = areas >= min_ratio * areas.max()
     if min_ratio >= 1.0:
         keep_parts = np.arange(len(areas)) == int(np.argmax(areas))
+    elif keep_near is not None and len(keep_near) and not keep_parts.all():
+        from scipy.spatial import cKDTree
+
+        vertex_part = np.empty(len(mesh.vertices), dtype=np.int64)
+        vertex_part[np.asarray(mesh.faces).reshape(-1)] = np.repeat(labels, 3)
+        small = np.flatnonzero(~keep_parts[vertex_part])
+        dist, _ = cKDTree(np.asarray(keep_near, dtype=np.float64)).query(mesh.vertices[small],
+                                                                         distance_upper_bound=tol)
+        keep_parts[np.unique(vertex_part[small[np.isfinite(dist)]])] = True
     keep = keep_parts[labels]
     faces = mesh.faces[keep]
     used = np.unique(faces)
@@ -395,6 +407,7 @@ def extract_mesh(
     narrow_band: bool = False,
     band_cells: float = 2.0,
     coarse_factor: int = 4,
+    keep_near: np.ndarray | None = None,
 ) -> trimesh.Trimesh:
     """Mesh of a field's level set: :func:`evaluate_grid`, :func:`marching_cubes`, optional clean-up.
 
@@ -410,7 +423,8 @@ def extract_mesh(
     largest_component : bool
         Keep only the connected component with the largest area (drops floaters).
     min_component_ratio : float
-        Drop components with less than this fraction of the largest component's area (0 keeps all).
+        Drop components with less than this fraction of the largest component's area (0 keeps all), except those
+        within two grid cells of a ``keep_near`` point ((n, 3) in the field box: where the input shows surface).
     smooth_iterations : int
         Taubin smoothing iterations (lambda 0.5, mu -0.53; shrinks far less than Laplacian), 0 for none.
         Done in the field box, before ``transform``.
@@ -432,7 +446,9 @@ def extract_mesh(
     mesh = marching_cubes(volume, level=level, bounds=bounds, overwrite_input=True)
     del volume  # the largest array of the pipeline; free it before clean-up
     if largest_component or min_component_ratio > 0:
-        mesh, _ = drop_small_components(mesh, 1.0 if largest_component else min_component_ratio)
+        cell = float(np.max([hi - lo for lo, hi in _axis_bounds(bounds)])) / (int(resolution) - 1)
+        mesh, _ = drop_small_components(mesh, 1.0 if largest_component else min_component_ratio,
+                                        keep_near=keep_near, tol=2.0 * cell)
     if smooth_iterations > 0:
         trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=int(smooth_iterations))
     if transform is not None:

@@ -128,6 +128,25 @@ def test_largest_component_and_smoothing():
     assert not np.allclose(smooth.vertices, big.vertices)
 
 
+def test_small_parts_the_input_shows_survive_the_size_rule():
+    """A part under min_component_ratio is dropped as a floater, unless it lies within two cells of a keep_near
+    point (a contour vertex in the fits): then it is data, not noise."""
+    def big_and_speck(p):
+        big = (p - torch.tensor([-0.3, 0.0, 0.0])).norm(dim=1) - 0.5
+        speck = (p - torch.tensor([0.7, 0.0, 0.0])).norm(dim=1) - 0.06
+        return torch.minimum(big, speck)
+
+    assert len(extract_mesh(big_and_speck, resolution=96).split(only_watertight=False)) == 2
+    dropped = extract_mesh(big_and_speck, resolution=96, min_component_ratio=0.02)
+    assert len(dropped.split(only_watertight=False)) == 1 and dropped.bounds[1, 0] < 0.3
+    on_speck = np.array([[0.7, 0.06, 0.0]])  # a point of the speck's surface
+    kept = extract_mesh(big_and_speck, resolution=96, min_component_ratio=0.02, keep_near=on_speck)
+    assert len(kept.split(only_watertight=False)) == 2 and kept.bounds[1, 0] > 0.7
+    far = np.array([[0.7, 0.3, 0.0]])  # 0.24 from the speck: 11 cells, beyond the two-cell tolerance
+    assert len(extract_mesh(big_and_speck, resolution=96, min_component_ratio=0.02,
+                            keep_near=far).split(only_watertight=False)) == 1
+
+
 def test_mesh_report(sphere_mesh):
     rep = mesh_report(sphere_mesh)
     json.dumps(rep)  # plain JSON

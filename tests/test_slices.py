@@ -158,3 +158,24 @@ def test_fourier_bandwidth_follows_the_plane_spacing():
     sideways = [Plane.through([1.0, 0.0, 0.0], [], offset=-x) for x in (-0.4, -0.1, 0.2)]  # gap 0.3 along x
     assert plane_spacing(CrossSections(stack(0.2).planes + sideways)) == pytest.approx(1 / (1 / 0.2 + 1 / 0.3))
 
+
+
+def test_meshing_spares_small_parts_near_the_contours(tmp_path, quick_slices_config):
+    """The mesh clean-up's size rule spares parts the contours show (mesh.drop_small_components): its anchors are
+    the contour vertices in the field box, taken from the task in a fit and from the input read again by
+    ``fieldstudio mesh``; with the input gone, none (parts then go by size alone)."""
+    from types import SimpleNamespace
+
+    from fieldstudio.data.cross_sections import read_csl
+    from fieldstudio.run import _anchors, _input_anchors
+
+    path = tmp_path / "ball.csl"
+    write_csl(slice_mesh(trimesh.creation.icosphere(3, radius=5.0), 6, "parallel", axis="z"), path)
+    cfg = quick_slices_config(path, steps=1, resolution=32)
+    task = SlicesTask(read_csl(path), cfg.slices)
+    from_task = _anchors(cfg, SimpleNamespace(task=task))
+    from_input = _input_anchors(cfg, task.frame, None)
+    assert len(from_task) == len(read_csl(path).all_vertices()) and np.abs(from_task).max() <= 1.0
+    np.testing.assert_allclose(from_input, from_task, atol=1e-9)
+    path.unlink()
+    assert _input_anchors(cfg, task.frame, None) is None

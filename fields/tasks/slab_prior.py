@@ -94,6 +94,11 @@ def _label_gap(a: Plane, b: Plane | None, normal: np.ndarray, gap: float, margin
         inside |= (h_b <= gap / 2) & (-d_b >= CONE_SLOPE * h_b)
         inside |= (-d_a >= m) & (-d_b >= m)
         outside = (d_a >= m) & (d_b >= m)  # an empty plane is outside everywhere (+inf)
+        # Outside cones, the inside cones' mirror: near a plane, far enough outside its loops (an empty plane:
+        # anywhere within half a gap of it), so a cap between a plane with the part and one without ends by
+        # half-way, and a wall leaving a plane steeply does not bulge out right beside it.
+        outside |= (h_a <= gap / 2) & (d_a >= CONE_SLOPE * h_a)
+        outside |= (h_b <= gap / 2) & (d_b >= CONE_SLOPE * h_b)
         if not a.loops or not b.loops:
             outside &= np.isfinite(np.minimum(d_a, d_b))  # two empty planes: nothing to say
     keep = (inside | outside) & (np.abs(pts).max(axis=1) <= 1.0)

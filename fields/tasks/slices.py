@@ -24,10 +24,10 @@ from scipy.spatial import ConvexHull
 
 from fieldstudio.config import SlicesTaskConfig
 from fieldstudio.control import check_cancel
-from fieldstudio.data.cross_sections import CrossSections, Plane, box_frame, inside_2d
+from fieldstudio.data.cross_sections import CrossSections, Plane, _even_odd, box_frame, inside_2d
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.field import value_and_gradient
-from fieldstudio.tasks.slab_prior import parallel_stacks, slab_prior
+from fieldstudio.tasks.slab_prior import CONE_SLOPE, parallel_stacks, signed_distance_2d, slab_prior
 
 
 SIGMA_SPACING = 0.075  # Fourier sigma x plane spacing (box units), see fourier_sigma
@@ -66,8 +66,29 @@ def plane_noise(plane: Plane, n_noise: int, rng: np.random.Generator) -> np.ndar
     return centre + rng.uniform(-1.0, 1.0, size=(n_noise, 2))
 
 
+def loop_cores(plane: Plane, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points per loop of ``plane`` (box frame, however small the loop) in the lens its contour implies:
+    uniform within the loop in the plane, lifted off it by up to half their distance to the contour (the slab
+    prior's cone, tasks/slab_prior.py), labelled by the plane's even-odd rule (a hole's core is outside).
+
+    Sampling the contours' edges alone leaves a small loop a few hundred of a level's ~60k points, and the
+    field may then fit it as a sheet on the plane, thinner than a marching-cubes cell: the mesh loses that part
+    (bunny, 10 random planes: a loop of 0.004 units^2 missing, Hausdorff 0.23)."""
+    pts, ys = [np.zeros((0, 3))], [np.zeros(0)]
+    for loop in plane.loops:
+        q = plane.to_2d(loop.points)
+        lo, hi = q.min(axis=0), q.max(axis=0)
+        cand = rng.uniform(lo, hi, size=(4 * n, 2))
+        core = cand[_even_odd(cand, [q])][:n]
+        d = signed_distance_2d(plane, core)
+        h = rng.uniform(-1.0, 1.0, size=len(core)) * np.abs(d) / CONE_SLOPE
+        pts.append(plane.to_3d(core) + np.outer(h, plane.normal))
+        ys.append(np.where(d < 0, 0.0, 1.0))
+    return np.concatenate(pts), np.concatenate(ys)
+
+
 def _plane_level_samples(plane: Plane, radius: float, n: int, n_noise: int,
-                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                         rng: np.random.Generator, n_core: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(m, 3) box points on ``plane`` and their targets (1 outside, 0 inside, 0.5 on an edge)."""
     pts2d, fixed = [], []
     for on_edge, plus, minus, circle in loop_samples(plane, radius, n, rng):
@@ -80,6 +101,9 @@ def _plane_level_samples(plane: Plane, radius: float, n: int, n_noise: int,
     edges = np.concatenate(fixed) if fixed else np.zeros((0, 2))
     pts = np.concatenate([plane.to_3d(free), plane.to_3d(edges)])
     y = np.concatenate([labels, np.full(len(edges), 0.5)])
+    if n_core:
+        core, core_y = loop_cores(plane, n_core, rng)
+        pts, y = np.concatenate([pts, core]), np.concatenate([y, core_y])
     keep = np.abs(pts).max(axis=1) <= 1.0
     return pts[keep], y[keep]
 
@@ -179,7 +203,8 @@ class SlicesTask:
         self.levels = []
         for exp, n in zip(cfg.radius_exponents, cfg.samples_per_edge):
             check_cancel()  # a level of a many-plane input (Abdomen: 1,130 contours) takes seconds
-            parts = [_plane_level_samples(p, 0.5**exp, n, cfg.white_noise, rng) for p in self.cs.planes]
+            parts = [_plane_level_samples(p, 0.5**exp, n, cfg.white_noise, rng, cfg.loop_core_points)
+                     for p in self.cs.planes]
             hull = padded_hull.samples(cfg.hull_points, rng)
             x = np.concatenate([p for p, _ in parts] + [hull])
             y = np.concatenate([t for _, t in parts] + [np.ones(len(hull))])
