@@ -316,6 +316,7 @@ def score(mesh: trimesh.Trimesh, inp: Input, seed: int) -> dict:
             "nae_deg": m["nae_deg"], "watertight": m["watertight_pred"],
             "euler": int(mesh.euler_number), "contour_iou_min": fid["min"], "contour_iou_mean": fid["mean"],
             "contour_iou": fid["per_plane"], "contour_open_chains": fid["open_chains"],
+            "contour_missed_loops": len(fid["missed_loops"]),
             "roughness_deg": roughness_deg(mesh)}
 
 
@@ -387,6 +388,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         note = f"{r['steps']} steps" if "steps" in r else ""
         if r.get("contour_open_chains"):
             note += f" {r['contour_open_chains']} open section chains"
+        if r.get("contour_missed_loops"):
+            note += f" {r['contour_missed_loops']} contour(s) missing from the mesh"
         lines.append(head + f"{name} | {r['seconds']:.1f} | {r['iou']:.3f} | {r['chamfer_l1']:.2e} | "
                      f"{r['hd95']:.2e} | {r['hausdorff']:.2e} | {r['nae_deg']:.1f} | "
                      f"{r['contour_iou_min']:.3f} / {r['contour_iou_mean']:.3f} | {r['roughness_deg']:.2f} | "

@@ -96,3 +96,21 @@ def test_roughness_merges_triangle_soups():
     soup = trimesh.Trimesh(sphere.vertices[sphere.faces].reshape(-1, 3),
                            np.arange(3 * len(sphere.faces)).reshape(-1, 3), process=False)
     assert roughness_deg(soup) == pytest.approx(roughness_deg(sphere), rel=1e-9)
+
+
+def test_a_small_part_the_mesh_lacks_is_listed_though_the_plane_iou_barely_moves():
+    """A big ball and a small one, cut by parallel planes; a mesh of the big ball alone keeps every plane's IoU
+    above 0.95 but lists the small ball's loops as missed; the washer's hole (even-odd: outside) is no miss."""
+    big = _sphere()
+    small = trimesh.creation.icosphere(3, radius=0.15)
+    small.apply_translation(CENTRE + [1.3, 0.0, 0.0])
+    both = trimesh.util.concatenate([big, small])
+    cs = slice_mesh(both, 7, "parallel", axis="z")
+    with_small = [p.id for p in cs.planes if any(lp.points[:, 0].mean() > CENTRE[0] + 1.1 for lp in p.loops)]
+    assert with_small
+    fid = contour_fidelity(big, cs)
+    assert {m[0] for m in fid["missed_loops"]} == set(with_small) and fid["min"] > 0.95
+    assert all(0 < m[2] < 0.08 for m in fid["missed_loops"])  # areas: at most the small ball's equator
+    assert contour_fidelity(both, cs)["missed_loops"] == []
+    torus = trimesh.creation.torus(10.0, 4.0)
+    assert contour_fidelity(torus, slice_mesh(torus, 3, "parallel", axis="z"))["missed_loops"] == []
