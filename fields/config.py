@@ -168,6 +168,9 @@ class SlicesTaskConfig:
     level_weights: list = dc_field(default_factory=lambda: [50, 50, 100, 100, 150, 200])  # share of the run
     window: int = 3
     white_noise: int = 2048
+    # Points per loop inside its contour, lifted off the plane within the slab prior's cone (tasks/slices.py:
+    # loop_cores). 0, the default: 256 helped the sparsest random input and cost the heart a little at every
+    # offset (docs/benchmarks.md "Session 12").
     loop_core_points: int = 0
     hull_points: int = 16384
     hull_margin: float = 0.05

@@ -12,7 +12,9 @@ islands in holes are right), the edge points themselves (0.5), uniform "white no
 on the convex hull of all contours scaled by 1 + margin (outside). Training walks the levels coarse to fine
 and mixes the last ``window`` levels. Beyond OReX, with ``prior_weight`` > 0 (off by default: no gain measured, see
 docs/benchmarks.md "Session 9") a share of every batch comes from the slab prior (tasks/slab_prior.py): points
-between neighbouring parallel planes labelled where the contours on both sides agree, and inside cones under ends.
+between neighbouring parallel planes labelled where the contours on both sides agree, and inside and outside cones
+near each plane. With ``loop_core_points`` > 0 (off by default) every loop, however small, also gets that many
+points in the lens its contour implies (``loop_cores``).
 """
 
 from __future__ import annotations
