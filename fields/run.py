@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -619,6 +620,9 @@ def _input_anchors(cfg: RunConfig, frame: BoxFrame, label: int | None) -> np.nda
     try:
         cs = load_sections(cfg)[0]
     except (FieldStudioError, OSError):
+        logging.getLogger("fieldstudio").info(
+            f"the run's input {cfg.input} cannot be read: parts under {cfg.mesh.min_component_ratio:.0%} of the "
+            "largest part's area are dropped, even where a contour shows them")
         return None
     return contour_anchors(to_box(cs, frame), label if label is not None else cfg.slices.label)
 
