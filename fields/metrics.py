@@ -621,7 +621,6 @@ def contour_fidelity(mesh: trimesh.Trimesh, cs, resolution: int = 256, pad: floa
         hardly moves when its smallest loop is missing);
         ``resolution`` : int.
     """
-    from fieldstudio.data.cross_sections import _even_odd
     from fieldstudio.data.cross_sections import Polygon, inside_2d
 
     r = int(resolution)
@@ -663,7 +662,7 @@ def contour_fidelity(mesh: trimesh.Trimesh, cs, resolution: int = 256, pad: floa
         per_plane.append(1.0 if union == 0 else float(np.count_nonzero(a & b) / union))
         pixel = float(np.prod((hi - lo) / r))
         for j, lp in enumerate(plane.loops):
-            own = a & _even_odd(pts, [plane.to_2d(lp.points)])
+            own = a & inside_2d(plane.copy(loops=[lp]), pts)
             n_own = np.count_nonzero(own)
             if n_own >= 4 and np.count_nonzero(own & b) < 0.5 * n_own:
                 missed.append((int(plane.id), j, float(n_own * pixel)))

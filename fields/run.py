@@ -611,8 +611,9 @@ def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | N
 
 
 def _input_anchors(cfg: RunConfig, frame: BoxFrame, label: int | None) -> np.ndarray | None:
-    """``contour_anchors`` of a run's input read again (its file moved: None, small parts then go by size alone)."""
-    if cfg.task != "slices":
+    """``contour_anchors`` of a run's input read again (its file moved: None, small parts then go by size alone);
+    None without reading it when nothing is dropped by size."""
+    if cfg.task != "slices" or cfg.mesh.min_component_ratio <= 0:
         return None
     from fieldstudio.tasks.sections_input import load_sections
     from fieldstudio.tasks.slices import to_box

@@ -26,7 +26,7 @@ from scipy.spatial import ConvexHull
 
 from fieldstudio.config import SlicesTaskConfig
 from fieldstudio.control import check_cancel
-from fieldstudio.data.cross_sections import CrossSections, Plane, _even_odd, box_frame, inside_2d
+from fieldstudio.data.cross_sections import CrossSections, Plane, box_frame, inside_2d
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.field import value_and_gradient
 from fieldstudio.tasks.slab_prior import CONE_SLOPE, parallel_stacks, signed_distance_2d, slab_prior
@@ -81,7 +81,7 @@ def loop_cores(plane: Plane, n: int, rng: np.random.Generator) -> tuple[np.ndarr
         q = plane.to_2d(loop.points)
         lo, hi = q.min(axis=0), q.max(axis=0)
         cand = rng.uniform(lo, hi, size=(4 * n, 2))
-        core = cand[_even_odd(cand, [q])][:n]
+        core = cand[inside_2d(plane.copy(loops=[loop]), cand)][:n]
         d = signed_distance_2d(plane, core)
         h = rng.uniform(-1.0, 1.0, size=len(core)) * np.abs(d) / CONE_SLOPE
         pts.append(plane.to_3d(core) + np.outer(h, plane.normal))
