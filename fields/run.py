@@ -657,6 +657,7 @@ def preview_mesh(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int 
     return mesh
 
 
+@torch.no_grad()  # library callers need no no_grad of their own (Job.preview has one too)
 def preview_values(model: Field, cfg: RunConfig, frame: BoxFrame, points: np.ndarray) -> np.ndarray:
     """The field's values (negative inside) at ``points`` (N, 3) in the input's frame, as a float32 array; points
     outside the field's box get +1 (outside)."""
@@ -671,6 +672,7 @@ def preview_values(model: Field, cfg: RunConfig, frame: BoxFrame, points: np.nda
     return values
 
 
+@torch.no_grad()  # library callers need no no_grad of their own (Job.preview has one too)
 def preview_slice(model: Field, cfg: RunConfig, frame: BoxFrame, axis: int = 2, position: float = 0.0,
                   size: int = 128) -> dict:
     """The field's values on the box plane ``x[axis] = position`` (box units, -1..1), ``size`` x ``size`` samples.

@@ -296,6 +296,32 @@ def test_a_field_without_a_zero_level_yet_previews_its_lowest_part():
     assert 0.05 < share < 0.15
 
 
+def test_library_previews_work_outside_no_grad():
+    """preview_values and preview_slice called directly (not through Job.preview, which wraps them in no_grad) on a
+    field with trainable parameters: values, not "Can't call numpy() on Tensor that requires grad"."""
+    import torch
+
+    from fieldstudio.api import Request, resolve
+    from fieldstudio.data.meshes import BoxFrame
+    from fieldstudio.resources import assets
+    from fieldstudio.run import preview_slice, preview_values
+
+    class Ball(torch.nn.Module):  # radius 0.5 about the origin, negative inside
+        def __init__(self):
+            super().__init__()
+            self.radius = torch.nn.Parameter(torch.tensor(0.5))
+
+        def forward(self, x):
+            return (x.norm(dim=1, keepdim=True) - self.radius)
+
+    cfg = resolve(Request(assets() / "trefoil.ply", steps=1))
+    frame = BoxFrame.fit(np.array([[-1.0, -1, -1], [1, 1, 1]]), extent=1.0)
+    values = preview_values(Ball(), cfg, frame, np.array([[0.0, 0, 0], [0.9, 0, 0], [3.0, 0, 0]]))
+    assert values[0] < 0 < values[1] and values[2] == 1.0
+    image = preview_slice(Ball(), cfg, frame, axis=2, position=0.0, size=16)["values"]
+    assert image.shape == (16, 16) and image.min() < 0 < image.max()
+
+
 def test_field_table_without_kind_refines_the_task_preset(sphere_file, tmp_path):
     # A user tweaking one value of the field keeps the task's field and size, not the dataclass defaults.
     path = tmp_path / "c.toml"
