@@ -110,6 +110,8 @@ def resolve(request: Request) -> RunConfig:
         tune_training(cfg.field.kind, cfg.train, spec.name)
     if "resolution" not in data.get("mesh", {}):
         cfg.mesh.resolution = spec.mesh_resolution
+    if "smooth_iterations" not in data.get("mesh", {}):
+        cfg.mesh.smooth_iterations = spec.mesh_smoothing
 
     t = cfg.train
     if request.steps is not None or request.time_budget is not None:  # the request's limits replace the file's

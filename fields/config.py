@@ -232,6 +232,8 @@ class MeshConfig:
     # Parts smaller than this fraction of the largest part's area are dropped: a hash-grid SDF trained for
     # a few thousand steps can leave small closed "floaters" in empty space (the demo's: 0.5 % and 0.7 %).
     min_component_ratio: float = 0.02
+    # Taubin smoothing passes on the mesh (fieldstudio.mesh.extract_mesh); the task's default when a config does not
+    # set it (SDF inputs: 2, docs/benchmarks.md "Session 13"; others 0).
     smooth_iterations: int = 0
 
 

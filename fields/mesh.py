@@ -426,8 +426,8 @@ def extract_mesh(
         Drop components with less than this fraction of the largest component's area (0 keeps all), except those
         within two grid cells of a ``keep_near`` point ((n, 3) in the field box: where the input shows surface).
     smooth_iterations : int
-        Taubin smoothing iterations (lambda 0.5, mu -0.53; shrinks far less than Laplacian), 0 for none.
-        Done in the field box, before ``transform``.
+        Taubin smoothing passes, each a shrinking step (lambda 0.5) and an inflating one (mu -0.53), so the volume
+        stays (a lone shrinking step would not); 0 for none. Done in the field box, before ``transform``.
     narrow_band : bool
         Evaluate exactly only near the level set (:func:`evaluate_grid_narrow_band`, with ``band_cells`` and
         ``coarse_factor``).
@@ -450,7 +450,8 @@ def extract_mesh(
         mesh, _ = drop_small_components(mesh, 1.0 if largest_component else min_component_ratio,
                                         keep_near=keep_near, tol=2.0 * cell)
     if smooth_iterations > 0:
-        trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=int(smooth_iterations))
+        # trimesh alternates the two steps over its iterations: a pass is two of them.
+        trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=2 * int(smooth_iterations))
     if transform is not None:
         mesh = transform_mesh(mesh, transform)
     return mesh

@@ -5,7 +5,7 @@ Fourier-feature MLP at an equal parameter budget and an equal wall-clock budget,
 
 Writes ``results/sdf.json`` and ``results/sdf.md`` (the table quoted in docs/benchmarks.md).
 
-    python scripts/bench_sdf.py [--data ../shared/data] [--time-budget 120] [--params 450000]
+    python scripts/bench_sdf.py [--data ../shared/data] [--time-budget 120] [--params 450000] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from fieldstudio.api import Request, configure_threads, fit_job  # noqa: E402
 from fieldstudio.errors import FieldStudioError  # noqa: E402
+from bench_slices import parse_overrides  # noqa: E402
 
 MESHES = ["odedstein_bunny.obj", "odedstein_armadillo.obj", "ajc_spot.obj", "ajc_fandisk.obj"]
 METHODS = {"hybrid": "NeuRBF hybrid", "grid": "hash grid only", "mlp": "Fourier MLP"}
@@ -45,7 +46,10 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=list(METHODS))
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides of every fit, e.g. sdf.curvature_weight=1")
     args = ap.parse_args()
+    overrides = parse_overrides(args.set)
     configure_threads(args.threads)
 
     runs_dir = args.out / "sdf_runs"
@@ -56,7 +60,7 @@ def main() -> None:
             sys.exit(f"missing {path}; pass --data pointing at the shared data folder")
         for method in args.methods:
             request = Request(path, field=method, params=args.params, time_budget=args.time_budget,
-                              resolution=args.resolution)
+                              resolution=args.resolution, overrides=dict(overrides))
             t = time.perf_counter()
             try:
                 m = fit_job(request, runs_dir / f"{Path(mesh_name).stem}_{method}", overwrite=True).run().metrics
@@ -75,7 +79,8 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"date": date.today().isoformat(), "machine": machine, "command": " ".join(sys.argv),
-            "time_budget_s": args.time_budget, "params": args.params, "resolution": args.resolution}
+            "time_budget_s": args.time_budget, "params": args.params, "resolution": args.resolution,
+            "overrides": overrides}
     (args.out / "sdf.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"SDF fitting, {meta['date']}, {machine}, budget {args.time_budget:.0f} s and "
              f"{f'{args.params:,}' if args.params else 'the default'} params, "

@@ -296,6 +296,17 @@ def test_a_field_without_a_zero_level_yet_previews_its_lowest_part():
     assert 0.05 < share < 0.15
 
 
+def test_sdf_inputs_smooth_their_mesh_unless_a_config_says_otherwise(sphere_file, two_label_csl, tmp_path):
+    """SDF fits get two Taubin passes by default, other shapes none; a config's [mesh] smooth_iterations (a run's
+    config.toml included) and an override win."""
+    assert resolve(Request(sphere_file)).mesh.smooth_iterations == 2
+    assert resolve(Request(two_label_csl[0])).mesh.smooth_iterations == 0
+    path = tmp_path / "c.toml"
+    path.write_text("[mesh]\nsmooth_iterations = 0\n")
+    assert resolve(Request(sphere_file, config=path)).mesh.smooth_iterations == 0
+    assert resolve(Request(sphere_file, overrides={"mesh.smooth_iterations": 5})).mesh.smooth_iterations == 5
+
+
 def test_library_previews_work_outside_no_grad():
     """preview_values and preview_slice called directly (not through Job.preview, which wraps them in no_grad) on a
     field with trainable parameters: values, not "Can't call numpy() on Tensor that requires grad"."""

@@ -128,6 +128,32 @@ def test_largest_component_and_smoothing():
     assert not np.allclose(smooth.vertices, big.vertices)
 
 
+def test_taubin_passes_keep_the_volume_and_lower_the_normal_error():
+    """A sphere with a faint ripple (amplitude 0.002, about 1.6 cells per wave at 64^3), like the noise a fitted
+    field leaves on a flat region: two passes remove most of the ripple's normal error (1.6 deg to 1.1 here) and
+    keep the volume within 0.5 %, where one shrinking step alone loses more. On the exact sphere they change the
+    normal error by under 10 % (marching cubes of an exact distance is already smooth)."""
+    def normal_error_deg(mesh):
+        radial = mesh.triangles_center / np.linalg.norm(mesh.triangles_center, axis=1, keepdims=True)
+        cos = np.clip(np.abs((mesh.face_normals * radial).sum(axis=1)), 0.0, 1.0)
+        return float(np.degrees(np.arccos(cos)).mean())
+
+    def rippled(p):
+        ripple = torch.sin(120 * p[:, 0]) * torch.sin(120 * p[:, 1] + 1) * torch.sin(120 * p[:, 2] + 2)
+        return p.norm(dim=1) - 0.7 + 0.002 * ripple
+
+    raw = extract_mesh(rippled, resolution=64)
+    smooth = extract_mesh(rippled, resolution=64, smooth_iterations=2)
+    assert normal_error_deg(smooth) < 0.8 * normal_error_deg(raw)
+    shrink_only = raw.copy()
+    trimesh.smoothing.filter_taubin(shrink_only, lamb=0.5, nu=0.53, iterations=1)
+    assert smooth.volume == pytest.approx(raw.volume, rel=0.005)
+    assert abs(shrink_only.volume / raw.volume - 1) > abs(smooth.volume / raw.volume - 1)
+    exact = extract_mesh(lambda p: p.norm(dim=1) - 0.7, resolution=64)
+    exact_smooth = extract_mesh(lambda p: p.norm(dim=1) - 0.7, resolution=64, smooth_iterations=2)
+    assert normal_error_deg(exact_smooth) < 1.1 * normal_error_deg(exact)
+
+
 def test_small_parts_the_input_shows_survive_the_size_rule():
     """A part under min_component_ratio is dropped as a floater, unless it lies within two cells of a keep_near
     point (a contour vertex in the fits): then it is data, not noise."""

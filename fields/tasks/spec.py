@@ -77,6 +77,7 @@ class TaskSpec:
     score: Callable[..., tuple[dict, dict]] | None = None
     mesh_plan: MeshPlan | None = None
     mesh_resolution: int = 256          # the marching-cubes grid when neither a file nor --resolution sets it
+    mesh_smoothing: int = 0             # Taubin passes on the mesh when no config sets [mesh] smooth_iterations
     finish: Finish | None = None
     accepts_folders: bool = False       # a folder input (a DICOM series)
     # The field's input and output dimensions for an input (path -> (dim, out_dim)); shapes: (3, 1).
