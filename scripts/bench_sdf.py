@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="config overrides of every fit, e.g. sdf.curvature_weight=1")
+                    help="config overrides of every fit, e.g. mesh.smooth_iterations=0")
     args = ap.parse_args()
     overrides = parse_overrides(args.set)
     configure_threads(args.threads)

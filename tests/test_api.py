@@ -310,9 +310,6 @@ def test_sdf_inputs_smooth_their_mesh_unless_a_config_says_otherwise(sphere_file
 def test_library_previews_work_outside_no_grad():
     """preview_values and preview_slice called directly (not through Job.preview, which wraps them in no_grad) on a
     field with trainable parameters: values, not "Can't call numpy() on Tensor that requires grad"."""
-    import torch
-
-    from fieldstudio.api import Request, resolve
     from fieldstudio.data.meshes import BoxFrame
     from fieldstudio.resources import assets
     from fieldstudio.run import preview_slice, preview_values

@@ -129,7 +129,8 @@ def _register_builtin() -> None:
         # error of 4.4 deg, at 384^3 3.1 (docs/benchmarks.md, "Session 11: what limits fine detail").
         mesh_resolution=384,
         # Two Taubin passes lower the normal error on all four benchmark meshes (armadillo 4.53 -> 4.35 deg at
-        # 384^3) and keep IoU; Hausdorff grows 2-14 % (docs/benchmarks.md, "Session 13: smoothing the SDF mesh").
+        # 384^3) and keep IoU; Hausdorff grows (2-14 % on the same fields, 17-32 % in fresh fits; docs/benchmarks.md,
+        # "Session 13: smoothing the SDF mesh").
         mesh_smoothing=2))
     register(TaskSpec(
         name="slices", inputs="cross-sections .csl, label maps .nii .nii.gz .nrrd, DICOM SEG/RTSTRUCT .dcm, "
