@@ -19,6 +19,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=list(METHODS))
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seeds", nargs="*", type=int, default=None,
+                    help="fit each mesh once per seed (train.seed: samples, initial weights, batches); with more "
+                         "than one, the table ends with the median and range per mesh and method")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides of every fit, e.g. mesh.smooth_iterations=0")
     args = ap.parse_args()
@@ -53,23 +57,26 @@ def main() -> None:
     configure_threads(args.threads)
 
     runs_dir = args.out / "sdf_runs"
+    seeds = args.seeds or [overrides.get("train.seed", 0)]
     rows = []
     for mesh_name in args.meshes:
         path = args.data / "meshes" / mesh_name
         if not path.exists():
             sys.exit(f"missing {path}; pass --data pointing at the shared data folder")
-        for method in args.methods:
+        for method, seed in ((m, s) for m in args.methods for s in seeds):
             request = Request(path, field=method, params=args.params, time_budget=args.time_budget,
-                              resolution=args.resolution, overrides=dict(overrides))
+                              resolution=args.resolution,
+                              overrides={**overrides, **({} if args.seeds is None else {"train.seed": seed})})
+            run_name = f"{Path(mesh_name).stem}_{method}" + (f"_seed{seed}" if len(seeds) > 1 else "")
             t = time.perf_counter()
             try:
-                m = fit_job(request, runs_dir / f"{Path(mesh_name).stem}_{method}", overwrite=True).run().metrics
+                m = fit_job(request, runs_dir / run_name, overwrite=True).run().metrics
             except FieldStudioError as err:  # e.g. a field with no surface yet: a result, not a crash
-                rows.append({"mesh": mesh_name, "method": method, "error": str(err),
+                rows.append({"mesh": mesh_name, "method": method, "seed": seed, "error": str(err),
                              "seconds": round(time.perf_counter() - t, 1)})
                 print(json.dumps(rows[-1]), flush=True)
                 continue
-            rows.append({"mesh": mesh_name, "method": method, "params": m["params"], "steps": m["steps"],
+            rows.append({"mesh": mesh_name, "method": method, "seed": seed, "params": m["params"], "steps": m["steps"],
                          "seconds": round(time.perf_counter() - t, 1), "train_seconds": m["train_seconds"],
                          "mesh_seconds": m["mesh_seconds"], "iou": m["iou"],
                          "chamfer_l1": m["chamfer_l1"], "hausdorff": m["hausdorff"], "nae_deg": m["nae_deg"],
@@ -85,18 +92,36 @@ def main() -> None:
     lines = [f"SDF fitting, {meta['date']}, {machine}, budget {args.time_budget:.0f} s and "
              f"{f'{args.params:,}' if args.params else 'the default'} params, "
              f"marching cubes {args.resolution}^3. Command: `{meta['command']}`", "",
-             "| mesh | method | params | steps | train / mesh / total (s) | IoU | Chamfer-L1 | Hausdorff | NAE (°) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| mesh | method | seed | params | steps | train / mesh / total (s) | IoU | Chamfer-L1 | Hausdorff | NAE (°) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {Path(r['mesh']).stem} | {METHODS[r['method']]} | | | {r['seconds']} | "
+            lines.append(f"| {Path(r['mesh']).stem} | {METHODS[r['method']]} | {r['seed']} | | | {r['seconds']} | "
                          f"failed: {r['error']} | | | |")
             continue
-        lines.append(f"| {Path(r['mesh']).stem} | {METHODS[r['method']]} | {r['params']:,} | {r['steps']} | "
+        lines.append(f"| {Path(r['mesh']).stem} | {METHODS[r['method']]} | {r['seed']} | {r['params']:,} | {r['steps']} | "
                      f"{r['train_seconds']:.0f} / {r['mesh_seconds']:.0f} / {r['seconds']:.0f} | {r['iou']:.4f} | "
                      f"{r['chamfer_l1']:.2e} | {r['hausdorff']:.2e} | {r['nae_deg']:.2f} |")
+    if len(seeds) > 1:
+        lines += ["", spread_table(rows)]
     (args.out / "sdf.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def spread_table(rows: list[dict]) -> str:
+    """Median [min, max] of each metric over the seeds of each mesh and method (fits that failed are counted)."""
+    keys = (("iou", "{:.4f}"), ("chamfer_l1", "{:.2e}"), ("hausdorff", "{:.2e}"), ("nae_deg", "{:.2f}"))
+    out = ["| mesh | method | fits | IoU | Chamfer-L1 | Hausdorff | NAE (°) |", "|---|---|---|---|---|---|---|"]
+    for mesh, method in dict.fromkeys((r["mesh"], r["method"]) for r in rows):
+        group = [r for r in rows if (r["mesh"], r["method"]) == (mesh, method)]
+        done = [r for r in group if "error" not in r]
+        cells = []
+        for key, fmt in keys:
+            v = np.array([r[key] for r in done])
+            cells.append(" ".join([fmt.format(np.median(v)), "[" + fmt.format(v.min()), "-",
+                                   fmt.format(v.max()) + "]"]) if len(v) else "")
+        out.append(f"| {Path(mesh).stem} | {METHODS[method]} | {len(done)} of {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

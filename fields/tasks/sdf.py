@@ -30,6 +30,9 @@ from fieldstudio.field import value_and_gradient
 MIN_INSIDE_SHARE = 1e-3
 ORACLE_CHUNK = 20_000  # points per raycasting call: each holds the GIL (~30 ms on 2 cores; a window stays live)
 CLEAR_VOTE = 0.9
+# MAPE floors (config.SDFTaskConfig.mape_eps): meshes, and distances given as grids or samples.
+MESH_MAPE_EPS = 0.03
+GIVEN_MAPE_EPS = 0.01
 
 
 class MeshOracle:
@@ -91,6 +94,7 @@ class SDFSamples:
         self.points = torch.as_tensor(points, dtype=torch.float32)
         self.sdf = torch.as_tensor(sdf, dtype=torch.float32)
         self.neighbours = None
+        self.mape_eps = GIVEN_MAPE_EPS if cfg.mape_eps is None else cfg.mape_eps
 
     def init_field(self, field, seed: int) -> None:
         """Place RBFs by weighted k-means with NeuRBF's weights 1/(|sdf| + 1e-9) (surface samples dominate)."""
@@ -125,7 +129,7 @@ class SDFSamples:
         pred = values[-1]
         err = (pred - gt).abs()
         if self.cfg.loss in ("mape", "auto"):  # fieldstudio.run.fit resolves "auto" per field kind
-            data = (err / (gt.abs() + 1e-2)).mean()
+            data = (err / (gt.abs() + self.mape_eps)).mean()
         else:
             data = err.mean()
         scalars = {"l1": err.mean().item()}
@@ -169,6 +173,8 @@ class SDFTask(SDFSamples):
         sdf_off = self.oracle.signed_distance(off)
         super().__init__(torch.from_numpy(np.concatenate([surf[:n_surf].astype(np.float32), off])),
                          torch.from_numpy(np.concatenate([np.zeros(n_surf, np.float32), sdf_off])), cfg, self.frame)
+        if cfg.mape_eps is None:
+            self.mape_eps = MESH_MAPE_EPS
 
     def _inside_share(self, off: np.ndarray, seed: int, n_check: int = 20_000) -> float:
         """Share of (up to ``n_check`` of) the off-surface samples that are clearly inside the mesh."""
