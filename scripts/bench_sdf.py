@@ -65,8 +65,7 @@ def main() -> None:
             sys.exit(f"missing {path}; pass --data pointing at the shared data folder")
         for method, seed in ((m, s) for m in args.methods for s in seeds):
             request = Request(path, field=method, params=args.params, time_budget=args.time_budget,
-                              resolution=args.resolution,
-                              overrides={**overrides, **({} if args.seeds is None else {"train.seed": seed})})
+                              resolution=args.resolution, overrides={**overrides, "train.seed": seed})
             run_name = f"{Path(mesh_name).stem}_{method}" + (f"_seed{seed}" if len(seeds) > 1 else "")
             t = time.perf_counter()
             try:

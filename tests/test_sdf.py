@@ -9,7 +9,7 @@ from fieldstudio.config import SDFTaskConfig, TrainConfig
 from fieldstudio.data.meshes import BoxFrame, load_mesh
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.field import Field, preset, resolve_budget
-from fieldstudio.tasks.sdf import MeshOracle, SDFTask
+from fieldstudio.tasks.sdf import MeshOracle, SDFSamples, SDFTask
 from fieldstudio.train import train
 
 
@@ -69,8 +69,6 @@ def test_eikonal_term_reaches_the_field(sphere_file):
 
 def test_mape_denominator_is_the_configured_floor():
     """MAPE divides each error by |sdf| + mape_eps: a surface sample's error weighs 1 / mape_eps."""
-    from fieldstudio.tasks.sdf import SDFSamples
-
     class Constant(torch.nn.Module):  # predicts 0.01 everywhere
         def forward_all(self, x, rbf_idx=None):
             return [torch.full((len(x), 1), 0.01)]

@@ -30,9 +30,6 @@ from fieldstudio.field import value_and_gradient
 MIN_INSIDE_SHARE = 1e-3
 ORACLE_CHUNK = 20_000  # points per raycasting call: each holds the GIL (~30 ms on 2 cores; a window stays live)
 CLEAR_VOTE = 0.9
-# MAPE floors (config.SDFTaskConfig.mape_eps): meshes, and distances given as grids or samples.
-MESH_MAPE_EPS = 0.03
-GIVEN_MAPE_EPS = 0.01
 
 
 class MeshOracle:
@@ -88,13 +85,15 @@ class SDFSamples:
     """
 
     name = "sdf"
+    # MAPE's floor when config.SDFTaskConfig.mape_eps is left out: torch-ngp's for distances given as grids or samples
+    default_mape_eps = 0.01
 
     def __init__(self, points, sdf, cfg: SDFTaskConfig, frame: BoxFrame):
         self.cfg, self.frame = cfg, frame
         self.points = torch.as_tensor(points, dtype=torch.float32)
         self.sdf = torch.as_tensor(sdf, dtype=torch.float32)
         self.neighbours = None
-        self.mape_eps = GIVEN_MAPE_EPS if cfg.mape_eps is None else cfg.mape_eps
+        self.mape_eps = self.default_mape_eps if cfg.mape_eps is None else cfg.mape_eps
 
     def init_field(self, field, seed: int) -> None:
         """Place RBFs by weighted k-means with NeuRBF's weights 1/(|sdf| + 1e-9) (surface samples dominate)."""
@@ -148,6 +147,8 @@ class SDFTask(SDFSamples):
     in the box (NeuRBF's mix; ``uniform_fraction`` moves the split between the last two).
     """
 
+    default_mape_eps = 0.03  # meshes: see config.SDFTaskConfig.mape_eps
+
     def __init__(self, mesh: trimesh.Trimesh, watertight: bool, cfg: SDFTaskConfig, seed: int = 0,
                  progress=None):
         self.cfg = cfg
@@ -173,8 +174,6 @@ class SDFTask(SDFSamples):
         sdf_off = self.oracle.signed_distance(off)
         super().__init__(torch.from_numpy(np.concatenate([surf[:n_surf].astype(np.float32), off])),
                          torch.from_numpy(np.concatenate([np.zeros(n_surf, np.float32), sdf_off])), cfg, self.frame)
-        if cfg.mape_eps is None:
-            self.mape_eps = MESH_MAPE_EPS
 
     def _inside_share(self, off: np.ndarray, seed: int, n_check: int = 20_000) -> float:
         """Share of (up to ``n_check`` of) the off-surface samples that are clearly inside the mesh."""
