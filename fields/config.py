@@ -155,6 +155,9 @@ class SDFTaskConfig:
     # flattened around them (|grad f| 0.89 instead of 1 on the armadillo): a noisy surface that some seeds fall into
     # (NAE 5.37 deg against 4.42-4.49). 0.03 removed that mode on every seed tried (docs/benchmarks.md, session 15).
     mape_eps: float | None = None
+    # Meshes: redraw the pool's surface half (and its RBF neighbours) each time its points have been drawn this many
+    # times on average (0: never), so that the field cannot settle on a fixed set of surface points
+    surface_redraw: float = 4.0
     eikonal_weight: float = 0.0
     normalize_extent: float = 0.95
     kmeans_points: int = 200_000
@@ -190,6 +193,10 @@ class SlicesTaskConfig:
     prior_weight: float = 0.0
     prior_fraction: float = 0.25
     prior_margin: float = 0.2
+    # Depth over height of the prior's inside cone above a loop that the next plane no longer shows (a part that ends
+    # between planes). 2, the default, is the ordinary cone; 0.25 lowered Hausdorff on 4 of 5 parallel inputs by
+    # 10-15 % and cost IoU or NAE on 3 (docs/benchmarks.md, "Session 16").
+    prior_cap_slope: float = 2.0
     # Multi-label inputs: "each" (one object and mesh per label), "union" (one object), or a list such as "1,4".
     labels: str = "each"
     # How "each" fits several labels: "joint" (one field with an output per label, trained once; a point belongs to
@@ -527,6 +534,7 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("sdf.surface_noise", positive, "> 0 (box units)"),
         ("sdf.uniform_fraction", between(0.0, 0.5), "0..0.5"),
         ("sdf.loss", lambda v: v in ("auto", "mape", "l1"), "auto, mape or l1"),
+        ("sdf.surface_redraw", at_least(0), ">= 0 (0: never)"),
         ("sdf.mape_eps", optional(positive), "> 0 (box units), or left out for the input's default"),
         ("sdf.eikonal_weight", at_least(0), ">= 0"),
         ("sdf.normalize_extent", lambda v: 0 < v <= 1, "in (0, 1]"),
@@ -545,6 +553,7 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("slices.hinge_alpha", positive, "> 0"),
         ("slices.hinge_points", at_least(1), ">= 1"),
         ("slices.refine_iterations", at_least(0), ">= 0"),
+        ("slices.prior_cap_slope", positive, "> 0 (depth over height; 2: the ordinary cone)"),
         ("image.frame", at_least(0), ">= 0 (frames and pages count from 0)"),
         ("nerf.downscale", between(1, 64), "1..64"),
         ("nerf.background", _is_background, '"random", "white", "black" or "r,g,b" with values in 0..1'),

@@ -90,6 +90,19 @@ def test_mesh_pools_default_to_the_wider_mape_floor(sphere_file):
     assert task.mape_eps == 0.02
 
 
+def test_meshes_get_the_coarser_finest_level_and_given_distances_keep_neurbfs(sphere_file, tmp_path):
+    from fieldstudio.api import Request, resolve
+
+    mesh = resolve(Request(sphere_file, steps=10))
+    assert (mesh.field.grid.max_resolution, mesh.train.batch_size, mesh.sdf.surface_redraw) == (1024, 8192, 4.0)
+    pts = np.random.default_rng(0).uniform(-1, 1, (2000, 3))
+    np.savez(tmp_path / "samples.npz", points=pts, sdf=np.linalg.norm(pts, axis=1) - 0.5)
+    samples = resolve(Request(tmp_path / "samples.npz", steps=10))
+    assert samples.field.grid.max_resolution == 2048
+    mine = resolve(Request(sphere_file, steps=10, overrides={"field.grid.max_resolution": 512}))
+    assert mine.field.grid.max_resolution == 512
+
+
 # ------------------------------------------------------------------ meshes that enclose no volume
 
 
@@ -139,3 +152,55 @@ def test_open_scan_and_closed_sphere_still_have_an_inside(tmp_path, sphere_file)
     oracle = MeshOracle(bowl, watertight=False)
     assert oracle.inside_votes(np.array([[0.0, 0.0, -0.7]]), seed=1)[0] >= 0.9
     assert oracle.inside_votes(np.array([[0.0, 0.0, 1.5]]), seed=1)[0] < 0.5
+
+
+def test_surface_points_are_on_the_triangles_in_proportion_to_area():
+    # two triangles, in z = 0 and z = 0.5, of areas 1 and 2
+    v = np.array([[-1, -1, 0], [0, -1, 0], [-1, 1, 0], [-1, -1, 0.5], [1, -1, 0.5], [-1, 1, 0.5]], float)
+    f = np.array([[0, 1, 2], [3, 4, 5]])
+    task = SDFTask.__new__(SDFTask)  # only the sampler's tables: no pool, no oracle
+    mesh = trimesh.Trimesh(v, f, process=False)
+    task.triangles = torch.as_tensor(mesh.triangles, dtype=torch.float32)
+    cdf = np.cumsum(mesh.area_faces)
+    task.area_cdf = torch.from_numpy(cdf / cdf[-1])
+    p = task.surface_points(40_000, torch.Generator().manual_seed(0)).numpy()
+    low = p[:, 2] == 0
+    assert np.isclose(p[~low, 2], 0.5).all()
+    assert abs(low.mean() - 1 / 3) < 0.01
+    assert (p[low, 0] + p[low, 1] / 2 <= -0.5 + 1e-6).all()  # inside the first triangle: x/1 + (y+1)/2 <= 1
+    assert (p[~low, 0] / 2 + p[~low, 1] / 2 <= 1e-6).all()
+
+
+def test_surface_redraw_redraws_the_surface_half_and_replays_on_resume(sphere_file):
+    mesh = trimesh.load(sphere_file)
+    cfg = SDFTaskConfig(pool_size=6000, kmeans_points=3000, surface_redraw=2.0)  # 750 steps of 16
+    fc = preset("hybrid", "sdf", 40_000)
+    fc.grid.n_levels, fc.grid.base_resolution, fc.grid.max_resolution = 4, 8, 32
+    field = Field(resolve_budget(fc))
+
+    def task_at(step):
+        task = SDFTask(mesh, True, cfg, seed=3)
+        task.init_field(field, 3)
+        task.attach(field)
+        task.batch(step, 16, torch.Generator().manual_seed(0))
+        return task
+
+    first = SDFTask(mesh, True, cfg, seed=3)
+    first.init_field(field, 3)
+    first.attach(field)
+    start = first.points[:3000].clone()
+    off = first.points[3000:].clone()
+    first.batch(749, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(first.points[:3000], start)  # epoch 0: the pool as built
+    first.batch(750, 16, torch.Generator().manual_seed(0))
+    moved = first.points[:3000]
+    assert not torch.allclose(moved, start)
+    assert torch.equal(first.points[3000:], off) and (first.sdf[:3000] == 0).all()  # off-surface samples kept
+    r = moved.norm(dim=1)
+    assert torch.allclose(r, torch.full_like(r, 0.95), atol=0.01)  # still on the sphere
+    assert torch.equal(first.neighbours[:3000].long(), field.neighbours(moved))
+    resumed = task_at(1000)  # a run resumed inside epoch 1 trains on the same points
+    assert torch.equal(resumed.points, first.points)
+    assert torch.equal(resumed.neighbours, first.neighbours)
+    first.batch(3, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(first.points[:3000], start)

@@ -104,3 +104,25 @@ def test_every_loop_gets_its_lens_points_however_small():
     assert (h <= d / 2 + 1e-9).all()
     inside_truth = (np.linalg.norm(x, axis=1) < 0.6) | near_small & (np.linalg.norm(x - [0.8, 0, 0], axis=1) < 0.08)
     assert inside_truth.mean() > 0.99
+
+
+def test_a_part_that_ends_gets_a_steep_cap_and_a_shrinking_part_does_not():
+    """Plane 0 cuts a big disc and a small one; plane 1 only a smaller big disc. With a cap slope of 0.25 the small
+    part, which plane 1 no longer shows, is held inside up to half a gap above its plane (stacking's bet) almost to
+    its rim; the ring where the big part shrinks keeps the ordinary 1:2 cone (a cap there would be a terrace)."""
+    gap = 0.2
+    a = Plane.through([0, 0, 1], [disc(0.0, 0.3, (-0.4, 0)), disc(0.0, 0.1, (0.5, 0))], offset=0.0)
+    b = Plane.through([0, 0, 1], [disc(gap, 0.2, (-0.4, 0))], offset=-gap)
+    x, y = slab_prior(CrossSections([a, b]), np.random.default_rng(0), points_per_gap=40000, cap_slope=0.25)
+    h = x[:, 2]
+    r_small = np.linalg.norm(x[:, :2] - [0.5, 0], axis=1)
+    r_big = np.linalg.norm(x[:, :2] - [-0.4, 0], axis=1)
+    high = (h > 0.35 * gap) & (h < 0.5 * gap)
+    cap = high & (r_small < 0.1 - 0.25 * h - 0.005)
+    assert cap.sum() > 20 and (y[cap] == 0).all()
+    ring = high & (r_big > 0.22) & (r_big < 0.28)  # inside plane 0's loop by at most 0.08 < 2 x the height
+    assert not ((y[ring] == 0).any())
+    x0, y0 = slab_prior(CrossSections([a, b]), np.random.default_rng(0), points_per_gap=40000)
+    h0 = x0[:, 2]
+    cap0 = (h0 > 0.35 * gap) & (h0 < 0.5 * gap) & (np.linalg.norm(x0[:, :2] - [0.5, 0], axis=1) < 0.05)
+    assert not (y0[cap0] == 0).any()  # the ordinary cone reaches 0.05 high at most there (depth 0.1 / 2)

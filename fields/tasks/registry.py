@@ -111,6 +111,17 @@ def _score_sdf(cfg, mesh, prepared: Prepared, run_dir: Path) -> tuple[dict, dict
     return mesh_metrics(box_mesh, prepared.reference, seed=cfg.train.seed), {}
 
 
+def _tune_sdf_field(field_cfg, path) -> None:
+    """Meshes: the hybrid's finest grid level 1024, not NeuRBF's 2048. With a 2^14 table (450k parameters) the
+    2048 level's cells collide on the surface and add noise; 1024 lowered NAE on all four benchmark meshes, two seeds
+    each, and a step is faster (docs/benchmarks.md, session 16). Given distances (grids, samples) keep 2048: not
+    measured there."""
+    from fieldstudio.data.meshes import MESH_SUFFIXES
+
+    if field_cfg.kind == "hybrid" and suffix_of(Path(path)) in MESH_SUFFIXES:
+        field_cfg.grid.max_resolution = 1024
+
+
 def _register_builtin() -> None:
     from fieldstudio.data.meshes import MESH_SUFFIXES
     from fieldstudio.data.sdf_readers import GRID_SUFFIXES
@@ -121,7 +132,7 @@ def _register_builtin() -> None:
                            ".npy .npz, float NIfTI .nii .nii.gz, samples .npz (points, sdf)",
         # NIfTI is also the slices task's: for_input tells them apart by content (_SNIFFERS).
         suffixes=tuple(MESH_SUFFIXES) + GRID_SUFFIXES,
-        default_field="hybrid", default_params=450_000, build=_build_sdf, score=_score_sdf,
+        default_field="hybrid", default_params=450_000, build=_build_sdf, score=_score_sdf, tune_field=_tune_sdf_field,
         # SDFs get a distance band (measured: 16 % of the fine grid on the bunny at 256^3).
         # Scoring samples 200k surface points per mesh and 400k IoU points: 1.6-2.5 s on 2 cores.
         mesh_plan=MeshPlan(band_cells=2.0, coarse_factor=4, fine_share=0.22, score_seconds=3.0),

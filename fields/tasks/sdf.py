@@ -174,6 +174,46 @@ class SDFTask(SDFSamples):
         sdf_off = self.oracle.signed_distance(off)
         super().__init__(torch.from_numpy(np.concatenate([surf[:n_surf].astype(np.float32), off])),
                          torch.from_numpy(np.concatenate([np.zeros(n_surf, np.float32), sdf_off])), cfg, self.frame)
+        self.n_surface = n_surf  # the pool's first n_surf entries lie on the surface
+        self.triangles = torch.as_tensor(np.array(self.mesh.triangles, dtype=np.float32))  # (F, 3, 3), box frame
+        area_cdf = np.cumsum(np.asarray(self.mesh.area_faces, dtype=np.float64))
+        self.area_cdf = torch.from_numpy(area_cdf / area_cdf[-1])
+        self.surface0 = self.points[:n_surf].clone()
+        self.seed, self.surface_epoch, self.field = seed, 0, None
+
+    def attach(self, field) -> None:
+        super().attach(field)
+        self.field = field  # fresh surface points need their RBF neighbours at every step
+
+    def surface_points(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, 3) points drawn uniformly by area on the mesh's surface (box frame)."""
+        u = torch.rand(n, 3, generator=generator, dtype=torch.float64)
+        face = torch.searchsorted(self.area_cdf, u[:, 0]).clamp_(max=len(self.triangles) - 1)
+        a, b = u[:, 1:2], u[:, 2:3]
+        flip = (a + b) > 1.0  # fold the unit square onto the triangle a + b <= 1
+        a, b = torch.where(flip, 1.0 - a, a).float(), torch.where(flip, 1.0 - b, b).float()
+        t = self.triangles[face]
+        return t[:, 0] + a * (t[:, 1] - t[:, 0]) + b * (t[:, 2] - t[:, 0])
+
+    def batch(self, step: int, batch_size: int, generator: torch.Generator, progress: float = 0.0) -> dict:
+        if self.cfg.surface_redraw > 0:
+            epoch = int(step * batch_size // (self.cfg.surface_redraw * len(self.points)))
+            if epoch != self.surface_epoch:
+                self._redraw_surface(epoch)
+        return super().batch(step, batch_size, generator, progress)
+
+    def _redraw_surface(self, epoch: int) -> None:
+        """Replace the pool's surface half with points drawn for ``epoch`` (epoch 0: the pool as built), and their
+        RBF neighbours. A function of the seed and the epoch alone, so a resumed run trains on the same points."""
+        if epoch == 0:
+            pts = self.surface0
+        else:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            pts = self.surface_points(self.n_surface, g)
+        self.points[:self.n_surface] = pts
+        if self.neighbours is not None:
+            self.neighbours[:self.n_surface] = self.field.neighbours(pts).to(torch.int32)
+        self.surface_epoch = epoch
 
     def _inside_share(self, off: np.ndarray, seed: int, n_check: int = 20_000) -> float:
         """Share of (up to ``n_check`` of) the off-surface samples that are clearly inside the mesh."""

@@ -212,7 +212,7 @@ class SlicesTask:
             y = np.concatenate([t for _, t in parts] + [np.ones(len(hull))])
             self.levels.append((torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))))
         if cfg.prior_weight > 0:
-            px, py = slab_prior(self.cs, rng, margin=cfg.prior_margin)
+            px, py = slab_prior(self.cs, rng, margin=cfg.prior_margin, cap_slope=cfg.prior_cap_slope)
         else:
             px, py = np.zeros((0, 3)), np.zeros(0)
         self.prior = (torch.from_numpy(px.astype(np.float32)), torch.from_numpy(py.astype(np.float32)))
