@@ -183,7 +183,7 @@ class SDFTask(SDFSamples):
 
     def attach(self, field) -> None:
         super().attach(field)
-        self.field = field  # fresh surface points need their RBF neighbours at every step
+        self.field = field  # redrawn surface points need their RBF neighbours
 
     def surface_points(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n, 3) points drawn uniformly by area on the mesh's surface (box frame)."""
