@@ -218,11 +218,14 @@ def mesh(
                                           "is cut (default 10; higher: tighter)."),
     object_name: Optional[str] = typer.Option(None, "--object", help="Runs of several labels fitted as one field: "
                                               "the object to mesh (its folder name in the run folder)."),
+    contour_bound: Optional[str] = typer.Option(None, help="Cross-section runs: off, inside (the mesh holds what "
+                                                "neighbouring parallel contours decide is inside) or both (and "
+                                                "leaves out what they decide is outside). Default: the run's."),
 ) -> None:
     """Extract a mesh from a trained run, in the input's coordinate frame."""
     from fieldstudio.api import mesh_job
 
-    done = _run_job(mesh_job(run_dir, output, resolution, level, object_name))
+    done = _run_job(mesh_job(run_dir, output, resolution, level, object_name, contour_bound))
     if done is None:
         raise typer.Exit(EXIT_INTERRUPTED)
     path, report = done

@@ -407,12 +407,12 @@ def render_job(run_dir: str | Path, out_path: str | Path, **options) -> Job:
 
 
 def mesh_job(run_dir: str | Path, out_path: str | Path, resolution: int | None = None,
-             level: float | None = None, object_name: str | None = None) -> Job:
+             level: float | None = None, object_name: str | None = None, contour_bound: str | None = None) -> Job:
     """A job that meshes a trained run folder into ``out_path`` (in the input's frame; NeRF runs at the density
-    ``level``; a joint multi-label run, its object ``object_name``)."""
+    ``level``; a joint multi-label run, its object ``object_name``; cross-sections with ``contour_bound``)."""
     from fieldstudio.run import mesh_from_run
 
-    return Job(lambda cbs: mesh_from_run(run_dir, out_path, resolution, level, object_name))
+    return Job(lambda cbs: mesh_from_run(run_dir, out_path, resolution, level, object_name, contour_bound))
 
 
 def batch_job(manifest: str | Path, out_dir: str | Path, executor: str = "local", workers: int | None = None,

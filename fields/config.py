@@ -197,6 +197,9 @@ class SlicesTaskConfig:
     # between planes). 2, the default, is the ordinary cone; 0.25 lowered Hausdorff on 4 of 5 parallel inputs by
     # 10-15 % and cost IoU or NAE on 3 (docs/benchmarks.md, "Session 16").
     prior_cap_slope: float = 2.0
+    # What neighbouring parallel contours decide, imposed on the mesh (tasks/contour_bound.py): "off", "inside" (the
+    # mesh reaches at least the inside cones and where both planes agree on inside) or "both" (also the outside ones).
+    contour_bound: str = "off"
     # Multi-label inputs: "each" (one object and mesh per label), "union" (one object), or a list such as "1,4".
     labels: str = "each"
     # How "each" fits several labels: "joint" (one field with an output per label, trained once; a point belongs to
@@ -553,6 +556,7 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("slices.hinge_alpha", positive, "> 0"),
         ("slices.hinge_points", at_least(1), ">= 1"),
         ("slices.refine_iterations", at_least(0), ">= 0"),
+        ("slices.contour_bound", lambda v: v in ("off", "inside", "both"), "off, inside or both"),
         ("slices.prior_cap_slope", positive, "> 0 (depth over height; 2: the ordinary cone)"),
         ("image.frame", at_least(0), ">= 0 (frames and pages count from 0)"),
         ("nerf.downscale", between(1, 64), "1..64"),

@@ -320,7 +320,7 @@ def _mesh_objects(cfg: RunConfig, spec, model: Field, objects: list[dict], prepa
                 control.enter("mesh")
             r = object_resolution(obj["side"], largest, cfg.mesh.resolution)
             try:
-                mesh = _extract(model, cfg, prepared.frame, r, obj, _anchors(cfg, prepared, obj["label"]))
+                mesh = _extract(model, cfg, prepared.frame, r, obj, _sections(cfg, prepared, obj["label"]))
             except FieldStudioError as err:
                 rows.append({"name": name, "label": obj["label"],
                              "error": f"{err} (after {state.step} steps in {state.elapsed:.0f} s)"})
@@ -356,7 +356,7 @@ def _mesh_and_score(cfg: RunConfig, spec, model: Field, prepared, run_dir: Path,
         control.enter("mesh")
     t_mesh = time.perf_counter()
     try:
-        out = _extract(model, cfg, prepared.frame, cfg.mesh.resolution, anchors=_anchors(cfg, prepared))
+        out = _extract(model, cfg, prepared.frame, cfg.mesh.resolution, sections=_sections(cfg, prepared))
     except FieldStudioError as err:
         raise FieldStudioError(f"{err} (after {state.step} steps in {state.elapsed:.0f} s). The trained field is "
                                f"saved in {run_dir}; rerun with more --steps or a larger --time-budget and "
@@ -474,22 +474,31 @@ def _cell_list(model: Field, cfg: RunConfig):
 
 
 def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int, obj: dict | None = None,
-             anchors: np.ndarray | None = None):
+             sections=None):
     """The run's mesh in the input's frame, evaluated on the task's narrow band (its ``MeshPlan``); progress and
     cancel through the job's control. Occupancy meshes then get their vertices moved onto the zero level
     (marching cubes interpolates a logit linearly, which is not linear across a cell). ``obj``: one object of a
-    joint fit (its output ``channel``, meshed in the cube ``lo``, ``side`` of the field box). ``anchors``: box points
-    where the input shows surface (contour vertices); small parts near them survive the clean-up."""
+    joint fit (its output ``channel``, meshed in the cube ``lo``, ``side`` of the field box). ``sections``: the
+    object's cross-sections in the box frame, or None; small parts near their contours survive the clean-up, and
+    ``slices.contour_bound`` imposes what neighbouring contours decide (tasks/contour_bound.py)."""
     from fieldstudio.control import report
     from fieldstudio.tasks.slices import refine_vertices
 
     plan = registry.get(cfg.task).mesh_plan
     fn = field_function(model, cfg, frame, None if obj is None else obj["channel"])
+    if sections is not None and cfg.task == "slices" and cfg.slices.contour_bound != "off":
+        from fieldstudio.tasks.contour_bound import ContourBound
+
+        bound = ContourBound(sections, cfg.slices.contour_bound, margin=cfg.slices.prior_margin,
+                             cap_slope=cfg.slices.prior_cap_slope)
+        if bound:
+            fn = bound.bound(fn)
     side, bounds = 2.0, (-1.0, 1.0)
     if obj is not None:
         side = obj["side"]
         bounds = [(lo, lo + side) for lo in obj["lo"]]
         fn = _closed_in_cube(fn, np.asarray(obj["lo"]), side)
+    anchors = None if sections is None else sections.all_vertices()
     mesh = extract_mesh(fn, resolution, bounds=bounds, narrow_band=True, band_cells=plan.band_cells,
                         coarse_factor=plan.coarse_factor, min_component_ratio=cfg.mesh.min_component_ratio,
                         smooth_iterations=cfg.mesh.smooth_iterations, progress=report, keep_near=anchors)
@@ -500,16 +509,10 @@ def _extract(model: Field, cfg: RunConfig, frame: BoxFrame, resolution: int, obj
     return transform_mesh(mesh, frame.to_world_matrix())
 
 
-def contour_anchors(cs_box, label: int | None = None) -> np.ndarray:
-    """The contour vertices (box frame) of the object meshed. A small mesh part near them is one the contours show,
-    not a floater (bunny, 10 random planes: a 0.4 % part around a contour of 0.004 units^2 was dropped by the
-    2 % size rule, and Hausdorff was 0.23)."""
-    return (cs_box.select(label) if label is not None else cs_box).all_vertices()
-
-
-def _anchors(cfg: RunConfig, prepared, label: int | None = None) -> np.ndarray | None:
+def _sections(cfg: RunConfig, prepared, label: int | None = None):
+    """The cross-sections (box frame) of the object meshed, or None (not a slices run)."""
     cs = getattr(prepared.task, "cs", None) if cfg.task == "slices" else None
-    return None if cs is None else contour_anchors(cs, label)
+    return None if cs is None else (cs.select(label) if label is not None else cs)
 
 
 def _closed_in_cube(fn, lo: np.ndarray, side: float):
@@ -573,10 +576,12 @@ def frame_from_dict(d: dict):
 
 
 def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | None = None,
-                  level: float | None = None, object_name: str | None = None) -> tuple[Path, dict]:
+                  level: float | None = None, object_name: str | None = None,
+                  contour_bound: str | None = None) -> tuple[Path, dict]:
     """Mesh a trained run at ``resolution`` (default: the run's) into ``out_path``, in the input's frame; NeRF runs
     at the density ``level`` (per world unit; default ``[nerf] mesh_level``); a joint multi-label run, its object
-    ``object_name`` (``resolution`` is then that of the largest object's box, as in the fit)."""
+    ``object_name`` (``resolution`` is then that of the largest object's box, as in the fit); cross-sections with
+    ``contour_bound`` (default: the run's ``[slices] contour_bound``)."""
     ckpt, cfg, model, frame = _load_run(run_dir)
     objects = ckpt.get("objects") or []
     obj = None
@@ -596,6 +601,10 @@ def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | N
             raise FieldStudioError(f"--level cuts a NeRF's density; {run_dir} is a {cfg.task} run, meshed at its "
                                    "zero level")
         cfg.nerf.mesh_level = level
+    if contour_bound is not None:
+        if cfg.task != "slices":
+            raise FieldStudioError(f"--contour-bound applies to cross-section runs; {run_dir} is a {cfg.task} run")
+        cfg.slices.contour_bound = contour_bound
     if resolution is not None:
         cfg.mesh.resolution = resolution
     validate(cfg)
@@ -605,15 +614,15 @@ def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | N
     r = cfg.mesh.resolution
     if obj is not None:
         r = object_resolution(obj["side"], max(o["side"] for o in objects), r)
-    mesh = _extract(model, cfg, frame, r, obj, _input_anchors(cfg, frame, None if obj is None else obj["label"]))
+    mesh = _extract(model, cfg, frame, r, obj, _input_sections(cfg, frame, None if obj is None else obj["label"]))
     path = export_mesh(mesh, out_path)
     return path, mesh_report(mesh)
 
 
-def _input_anchors(cfg: RunConfig, frame: BoxFrame, label: int | None) -> np.ndarray | None:
-    """``contour_anchors`` of a run's input read again (its file moved: None, small parts then go by size alone);
-    None without reading it when nothing is dropped by size."""
-    if cfg.task != "slices" or cfg.mesh.min_component_ratio <= 0:
+def _input_sections(cfg: RunConfig, frame: BoxFrame, label: int | None):
+    """The object's cross-sections (box frame) from a run's input read again (its file moved: None, small parts then
+    go by size alone and no contour bound applies); None without reading it when nothing needs them."""
+    if cfg.task != "slices" or (cfg.mesh.min_component_ratio <= 0 and cfg.slices.contour_bound == "off"):
         return None
     from fieldstudio.tasks.sections_input import load_sections
     from fieldstudio.tasks.slices import to_box
@@ -623,9 +632,11 @@ def _input_anchors(cfg: RunConfig, frame: BoxFrame, label: int | None) -> np.nda
     except (FieldStudioError, OSError):
         logging.getLogger("fieldstudio").info(
             f"the run's input {cfg.input} cannot be read: parts under {cfg.mesh.min_component_ratio:.0%} of the "
-            "largest part's area are dropped, even where a contour shows them")
+            "largest part's area are dropped, even where a contour shows them, and no contour bound applies")
         return None
-    return contour_anchors(to_box(cs, frame), label if label is not None else cfg.slices.label)
+    cs = to_box(cs, frame)
+    label = label if label is not None else cfg.slices.label
+    return cs.select(label) if label is not None else cs
 
 
 # ------------------------------------------------------------------------------------------------ previews

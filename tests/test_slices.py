@@ -167,15 +167,15 @@ def test_meshing_spares_small_parts_near_the_contours(tmp_path, quick_slices_con
     from types import SimpleNamespace
 
     from fieldstudio.data.cross_sections import read_csl
-    from fieldstudio.run import _anchors, _input_anchors
+    from fieldstudio.run import _input_sections, _sections
 
     path = tmp_path / "ball.csl"
     write_csl(slice_mesh(trimesh.creation.icosphere(3, radius=5.0), 6, "parallel", axis="z"), path)
     cfg = quick_slices_config(path, steps=1, resolution=32)
     task = SlicesTask(read_csl(path), cfg.slices)
-    from_task = _anchors(cfg, SimpleNamespace(task=task))
-    from_input = _input_anchors(cfg, task.frame, None)
+    from_task = _sections(cfg, SimpleNamespace(task=task)).all_vertices()
+    from_input = _input_sections(cfg, task.frame, None).all_vertices()
     assert len(from_task) == len(read_csl(path).all_vertices()) and np.abs(from_task).max() <= 1.0
     np.testing.assert_allclose(from_input, from_task, atol=1e-9)
     path.unlink()
-    assert _input_anchors(cfg, task.frame, None) is None
+    assert _input_sections(cfg, task.frame, None) is None

@@ -82,17 +82,24 @@ def _positions(planes: list[Plane], frame: Plane, pad: float, n: int, rng: np.ra
     return np.concatenate([box, near])
 
 
-def _in_ending_loops(a: Plane, b: Plane, q: np.ndarray) -> np.ndarray:
-    """(n,) whether in-plane points ``q`` of ``a`` lie inside one of ``a``'s loops that ``b`` no longer shows: no
-    vertex of the loop projects inside ``b``'s loops and no vertex of ``b`` lies inside the loop (a part that ends
-    between the planes; a part that only shrinks keeps the ordinary cone)."""
-    out = np.zeros(len(q), dtype=bool)
+def ending_loops(a: Plane, b: Plane) -> list:
+    """The loops of ``a`` that ``b`` no longer shows: no vertex of the loop projects inside ``b``'s loops and no
+    vertex of ``b`` lies inside the loop (a part that ends between the planes; a part that only shrinks is not one)."""
     b_verts = a.to_2d(b.vertices()) if b.loops else np.zeros((0, 2))
+    out = []
     for loop in a.loops:
-        own = replace(a, loops=[loop])
-        if b.loops and (inside_2d(b, b.to_2d(loop.points)).any() or inside_2d(own, b_verts).any()):
+        if b.loops and (inside_2d(b, b.to_2d(loop.points)).any()
+                        or inside_2d(replace(a, loops=[loop]), b_verts).any()):
             continue
-        out |= inside_2d(own, q)
+        out.append(loop)
+    return out
+
+
+def _in_ending_loops(a: Plane, b: Plane, q: np.ndarray) -> np.ndarray:
+    """(n,) whether in-plane points ``q`` of ``a`` lie inside one of ``a``'s ``ending_loops`` towards ``b``."""
+    out = np.zeros(len(q), dtype=bool)
+    for loop in ending_loops(a, b):
+        out |= inside_2d(replace(a, loops=[loop]), q)
     return out
 
 
@@ -155,4 +162,4 @@ def slab_prior(cs: CrossSections, rng: np.random.Generator, points_per_gap: int 
     return np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
 
 
-__all__ = ["slab_prior", "signed_distance_2d", "parallel_stacks"]
+__all__ = ["slab_prior", "signed_distance_2d", "parallel_stacks", "ending_loops"]
