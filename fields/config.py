@@ -416,7 +416,7 @@ def load_run_config(path: str | Path) -> RunConfig:
 _CLI_OPTIONS = {"train.steps": "--steps", "train.time_budget": "--time-budget", "train.seed": "--seed",
                 "field.params": "--params", "field.kind": "--field", "mesh.resolution": "--resolution",
                 "slices.labels": "--labels", "slices.multi_label": "--multi-label", "nerf.downscale": "--downscale",
-                "nerf.mesh_level": "--level"}
+                "nerf.mesh_level": "--level", "slices.contour_bound": "--contour-bound"}
 
 
 def _check_types(cfg: Any, source: str | Path | None, table: str = "") -> None:

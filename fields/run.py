@@ -603,7 +603,8 @@ def mesh_from_run(run_dir: str | Path, out_path: str | Path, resolution: int | N
         cfg.nerf.mesh_level = level
     if contour_bound is not None:
         if cfg.task != "slices":
-            raise FieldStudioError(f"--contour-bound applies to cross-section runs; {run_dir} is a {cfg.task} run")
+            raise FieldStudioError(f"--contour-bound applies to cross-section runs, and {run_dir} is a run of the "
+                                   f"{cfg.task} task; leave it out")
         cfg.slices.contour_bound = contour_bound
     if resolution is not None:
         cfg.mesh.resolution = resolution
