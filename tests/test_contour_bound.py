@@ -140,3 +140,21 @@ def test_a_fit_with_the_bound_meshes_around_what_both_planes_show(tmp_path, quic
                            monkeypatch, capsys)
     assert code == 2 and "contour_bound" in err and "off, inside or both" in err and "Traceback" not in err
     assert not (tmp_path / "x.ply").exists()
+
+
+def test_outside_regions_only_for_a_single_stack():
+    """A plane across the stack may show a part between two of its planes: "both" then keeps the inside regions and
+    cuts nothing away."""
+    cs = _stack([0.4, 0.4, 0.4])
+    across = Plane.through((1, 0, 0), [Polygon(np.array([[0.0, 0.6, -0.4], [0.0, 0.8, -0.4], [0.0, 0.8, -0.3],
+                                                         [0.0, 0.6, -0.3]]))], offset=0.0, id=9)
+    probe = [[0.0, 0.7, -0.375]]  # outside both circles by far more than the margin, inside the other plane's loop
+    assert _g(ContourBound(cs, "both"), probe)[1][0] < 0
+    two = CrossSections(cs.planes + [across])
+    bound = ContourBound(two, "both")
+    assert _g(bound, probe)[1][0] == np.inf
+
+    def outside_everywhere(x):
+        return torch.ones(len(x))
+
+    assert bound.bound(outside_everywhere)(torch.tensor(probe, dtype=torch.float32))[0] > 0
