@@ -32,6 +32,8 @@ FIELD_KINDS = ("hybrid", "neurbf", "grid", "mlp", "orex", "voxels")
 # The RBF kernels that the layers and the fused kernels implement; kept here so that reading a config does not
 # import torch (tests/test_config.py checks them against fieldstudio.encoders.rbf.KERNELS).
 RBF_KERNELS = ("nlin_s", "ivq_a", "gauss_a")
+# What neighbouring parallel contours may impose on a cross-section mesh (fieldstudio.tasks.contour_bound).
+CONTOUR_BOUNDS = ("off", "inside", "both")
 
 
 @dataclass
@@ -557,7 +559,8 @@ def validate(cfg: RunConfig, source: str | Path | None = None) -> RunConfig:
         ("slices.hinge_alpha", positive, "> 0"),
         ("slices.hinge_points", at_least(1), ">= 1"),
         ("slices.refine_iterations", at_least(0), ">= 0"),
-        ("slices.contour_bound", lambda v: v in ("off", "inside", "both"), "off, inside or both"),
+        ("slices.contour_bound", lambda v: v in CONTOUR_BOUNDS,
+         ", ".join(CONTOUR_BOUNDS[:-1]) + " or " + CONTOUR_BOUNDS[-1]),
         ("slices.prior_cap_slope", positive, "> 0 (depth over height; 2: the ordinary cone)"),
         ("image.frame", at_least(0), ">= 0 (frames and pages count from 0)"),
         ("nerf.downscale", between(1, 64), "1..64"),

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from fieldstudio.config import CONTOUR_BOUNDS
 from fieldstudio.data.cross_sections import CrossSections, plane_basis
 from fieldstudio.tasks.slab_prior import CONE_SLOPE, ending_loops, parallel_stacks
 
-MODES = ("off", "inside", "both")
 _FAR = 1e3  # the signed distance of a plane with no loops: outside everywhere
 _MAX_CELLS = 1 << 24  # raster cells per stack and kind (64 MiB of float32)
 
@@ -129,8 +129,8 @@ class ContourBound:
 
     def __init__(self, cs: CrossSections, mode: str = "inside", margin: float = 0.2, cap_slope: float = CONE_SLOPE,
                  pixel: float = 1.0 / 256):
-        if mode not in MODES[1:]:
-            raise ValueError(f"mode must be one of {MODES[1:]}")
+        if mode not in CONTOUR_BOUNDS[1:]:
+            raise ValueError(f"mode must be one of {CONTOUR_BOUNDS[1:]}")
         self.mode, self.margin, self.cap_slope = mode, margin, cap_slope
         caps = cap_slope < CONE_SLOPE
         stacks = parallel_stacks(cs)
@@ -196,4 +196,4 @@ class ContourBound:
         return bounded
 
 
-__all__ = ["ContourBound", "MODES"]
+__all__ = ["ContourBound"]
