@@ -151,14 +151,16 @@ def evaluate_grid_narrow_band(
 ) -> np.ndarray:
     """Like :func:`evaluate_grid`, but only evaluates fine points near the level set.
 
-    A grid ``coarse_factor`` times coarser is evaluated first and interpolated (trilinearly) onto the fine grid.
-    Then the band is evaluated exactly:
+    A grid ``coarse_factor`` times coarser is evaluated first and interpolated (trilinearly) onto a finer grid,
+    where a band around the level is evaluated exactly:
 
-    * ``band_cells > 0`` (distance-like fields): fine points whose interpolated value is within ``band_cells``
-      coarse-cell diagonals of ``level``. For ``|grad| <= ~1`` (a signed distance) the interpolation error is below
-      one coarse-cell diagonal, so every fine cell the surface crosses is evaluated exactly;
+    * ``band_cells > 0`` (distance-like fields): points whose interpolated value is within ``band_cells``
+      diagonals of the coarser grid's cells of ``level``, on grids that double from the coarse one to the fine
+      one. For ``|grad| <= ~1`` (a signed distance) the interpolation error is below one coarser-cell diagonal,
+      so with 2 diagonals every point within one diagonal of the level stays exact from grid to grid, and every
+      fine cell the surface crosses is evaluated exactly;
     * ``band_cells == 0`` (any field, e.g. occupancy logits): every fine point in a coarse cell whose corners
-      straddle the level, dilated by one coarse cell.
+      straddle the level, dilated by one coarse cell (one jump from the coarse grid to the fine one).
 
     Elsewhere the volume holds the interpolated value, whose sign is right. About 6x fewer evaluations at 256^3
     for a typical shape.
@@ -174,32 +176,48 @@ def evaluate_grid_narrow_band(
     if rc >= r:
         return evaluate_grid(fn, r, bounds=bounds, chunk=chunk, device=device, progress=progress)
     b = _axis_bounds(bounds)
+    grids = _cascade(rc, r) if band_cells > 0 else [rc, r]
     # The band's size is known only after the coarse pass: until then progress counts against a guess of it
     # (an eighth of the fine grid), so a caller sees the coarse pass move (and can cancel in it).
     guess = rc**3 + r**3 // 8
-    coarse = evaluate_grid(fn, rc, bounds=bounds, chunk=chunk, device=device,
+    volume = evaluate_grid(fn, rc, bounds=bounds, chunk=chunk, device=device,
                            progress=None if progress is None else (lambda done, _: progress(done, guess)))
-    # Both grids include both ends of each axis, hence align_corners=True.
-    volume = torch.nn.functional.interpolate(
-        torch.from_numpy(coarse)[None, None], size=(r, r, r), mode="trilinear", align_corners=True
-    )[0, 0].numpy()
-    if band_cells > 0:
-        diag = float(np.linalg.norm((b[:, 1] - b[:, 0]) / (rc - 1)))
-        near = np.flatnonzero(np.abs(volume.reshape(-1) - level) < band_cells * diag)
-    else:
-        near = _fine_points_near_crossings(coarse, level, r)
-    axes = _grid_axes(b, r, device)
-    flat = volume.reshape(-1)
-    total = rc**3 + len(near)
-    if progress is not None:
-        progress(rc**3, total)
-    with torch.no_grad():
-        for start in range(0, len(near), chunk):
-            ids = near[start:start + chunk]
-            flat[ids] = _evaluate_at(fn, axes, torch.from_numpy(ids).to(device))
-            if progress is not None:
-                progress(rc**3 + start + len(ids), total)
+    done = rc**3
+    for step, (prev, g) in enumerate(zip(grids, grids[1:])):
+        coarse = volume
+        # Both grids include both ends of each axis, hence align_corners=True.
+        volume = torch.nn.functional.interpolate(
+            torch.from_numpy(coarse)[None, None], size=(g, g, g), mode="trilinear", align_corners=True
+        )[0, 0].numpy()
+        if band_cells > 0:
+            diag = float(np.linalg.norm((b[:, 1] - b[:, 0]) / (prev - 1)))
+            near = np.flatnonzero(np.abs(volume.reshape(-1) - level) < band_cells * diag)
+        else:
+            near = _fine_points_near_crossings(coarse, level, g)
+        del coarse
+        # A band's point count grows about 4x per doubling of the grid: the rest of the work, for progress.
+        total = done + len(near) * sum(4**j for j in range(len(grids) - 1 - step))
+        axes = _grid_axes(b, g, device)
+        flat = volume.reshape(-1)
+        if progress is not None:
+            progress(done, total)
+        with torch.no_grad():
+            for start in range(0, len(near), chunk):
+                ids = near[start:start + chunk]
+                flat[ids] = _evaluate_at(fn, axes, torch.from_numpy(ids).to(device))
+                if progress is not None:
+                    progress(done + start + len(ids), total)
+        done += len(near)
     return volume
+
+
+def _cascade(rc: int, r: int) -> list[int]:
+    """Grid resolutions from ``rc`` up to ``r``, each (about) twice the one before: a distance band is then a few
+    cells of each grid thick, where one jump from ``rc`` to ``r`` evaluates a band ``r / rc`` times thicker."""
+    grids = [r]
+    while (grids[-1] - 1) // 2 + 1 > rc:
+        grids.append((grids[-1] - 1) // 2 + 1)
+    return [rc] + grids[::-1]
 
 
 def _fine_points_near_crossings(coarse: np.ndarray, level: float, r: int) -> np.ndarray:

@@ -373,6 +373,12 @@ def _mesh_and_score(cfg: RunConfig, spec, model: Field, prepared, run_dir: Path,
     return metrics, files
 
 
+# Meshing's work per grid point outside the field: trilinear interpolation of the coarser grids, the band's
+# selection, marching cubes and the mesh's clean-up. Measured on 2 cores (SDF, armadillo): 4.9-7.2e-8 s per point
+# from 256^3 to 640^3.
+VOXEL_SECONDS = 6e-8
+
+
 class _BudgetAfterSetup(Callback):
     """Make ``--time-budget`` cover the whole fit: set-up, training, meshing and scoring.
 
@@ -426,11 +432,12 @@ class _BudgetAfterSetup(Callback):
             cell = ((pts.clamp(-1, 1) + 1) * (r - 1) / 2).long()
             order = torch.argsort((cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2])
             fine = self._seconds_per_point(pts[order])
-        # The fine points lie in a band around the surface, so their share of g^3 falls with g: fine_share is the
-        # share at 256^3. Measured (SDFs): a fixed share kept 45 s back for 27 s of meshing and scoring at 512^3; a
-        # share falling as 1/g kept 3-4 s too little at 384^3; one falling as 1/sqrt(g) is between the two.
+        # The fine points lie in a band a few cells thick around the surface, so their share of g^3 falls as 1/g:
+        # fine_share is the share at 256^3. The whole-grid passes (interpolation, marching cubes, clean-up) cost
+        # VOXEL_SECONDS per grid point.
         allowance = sum(coarse * (g // self.plan.coarse_factor) ** 3
-                        + fine * min(1.0, self.plan.fine_share * (256 / g) ** 0.5) * g**3 for g in self.grids)
+                        + fine * min(1.0, self.plan.fine_share * 256 / g) * g**3 + VOXEL_SECONDS * g**3
+                        for g in self.grids)
         # Scoring an object costs about its box's volume (Dice voxelises the mesh there): 41 labels of a label map
         # scored in 2.3 s, where 2 s per object would have kept 80 s back.
         score = sum(max((g / max(self.grids)) ** 3, 0.01) for g in self.grids) * self.plan.score_seconds

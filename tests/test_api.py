@@ -39,7 +39,7 @@ def test_task_defaults_come_from_the_registry(sphere_file, tmp_path):
     assert (cfg.task, cfg.field.kind, cfg.field.params) == ("slices", "mlp", 40_000)
     assert resolve(Request(sphere_file, field="mlp")).sdf.loss == "l1"
     # Marching cubes: finer for signed distances (their detail), unless a file or the request sets it.
-    assert cfg.mesh.resolution == 256 and resolve(Request(sphere_file)).mesh.resolution == 384
+    assert cfg.mesh.resolution == 256 and resolve(Request(sphere_file)).mesh.resolution == 512
     path = tmp_path / "m.toml"
     path.write_text("[mesh]\nresolution = 200\n")
     assert resolve(Request(sphere_file, config=path)).mesh.resolution == 200
@@ -297,9 +297,9 @@ def test_a_field_without_a_zero_level_yet_previews_its_lowest_part():
 
 
 def test_sdf_inputs_smooth_their_mesh_unless_a_config_says_otherwise(sphere_file, two_label_csl, tmp_path):
-    """SDF fits get two Taubin passes by default, other shapes none; a config's [mesh] smooth_iterations (a run's
+    """SDF fits get three Taubin passes by default, other shapes none; a config's [mesh] smooth_iterations (a run's
     config.toml included) and an override win."""
-    assert resolve(Request(sphere_file)).mesh.smooth_iterations == 2
+    assert resolve(Request(sphere_file)).mesh.smooth_iterations == 3
     assert resolve(Request(two_label_csl[0])).mesh.smooth_iterations == 0
     path = tmp_path / "c.toml"
     path.write_text("[mesh]\nsmooth_iterations = 0\n")

@@ -263,20 +263,22 @@ def _umask():
     return u
 
 
-def test_narrow_band_is_exact_near_the_surface_and_evaluates_less():
-    """Narrow-band evaluation equals dense evaluation wherever a cell could hold the surface."""
+@pytest.mark.parametrize("resolution, coarse_factor, share", [(65, 4, 0.5), (129, 8, 0.15)])
+def test_narrow_band_is_exact_near_the_surface_and_evaluates_less(resolution, coarse_factor, share):
+    """Narrow-band evaluation equals dense evaluation wherever a cell could hold the surface, also through several
+    doubling grids (129^3 from 17^3: 17, 33, 65, 129)."""
     calls = []
 
     def two_spheres(p):
         calls.append(len(p))
         return torch.minimum((p - 0.3).norm(dim=1) - 0.35, (p + 0.4).norm(dim=1) - 0.2)
 
-    dense = evaluate_grid(two_spheres, 65)
+    dense = evaluate_grid(two_spheres, resolution)
     n_dense = sum(calls)
     calls.clear()
-    band = evaluate_grid_narrow_band(two_spheres, 65)
-    assert sum(calls) < 0.5 * n_dense
-    near = np.abs(dense) < 2 / 64 * math.sqrt(3)  # every fine cell the surface can cross
+    band = evaluate_grid_narrow_band(two_spheres, resolution, coarse_factor=coarse_factor)
+    assert sum(calls) < share * n_dense
+    near = np.abs(dense) < 2 / (resolution - 1) * math.sqrt(3)  # every fine cell the surface can cross
     np.testing.assert_array_equal(band[near], dense[near])
     assert (np.sign(band) == np.sign(dense)).all()
     a = marching_cubes(dense)

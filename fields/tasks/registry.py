@@ -133,16 +133,19 @@ def _register_builtin() -> None:
         # NIfTI is also the slices task's: for_input tells them apart by content (_SNIFFERS).
         suffixes=tuple(MESH_SUFFIXES) + GRID_SUFFIXES,
         default_field="hybrid", default_params=450_000, build=_build_sdf, score=_score_sdf, tune_field=_tune_sdf_field,
-        # SDFs get a distance band (measured: 16 % of the fine grid on the bunny at 256^3).
+        # SDFs get a distance band, narrowed on grids that double from 64^3 (coarse_factor 8): 10.4 % of the fine
+        # grid at 256^3 and 5.4 % at 512^3 on the armadillo.
         # Scoring samples 200k surface points per mesh and 400k IoU points: 1.6-2.5 s on 2 cores.
-        mesh_plan=MeshPlan(band_cells=2.0, coarse_factor=4, fine_share=0.22, score_seconds=3.0),
-        # Fine detail needs finer cells than 256^3: the exact SDF of the armadillo meshed at 256^3 has a normal
-        # error of 4.4 deg, at 384^3 3.1 (docs/benchmarks.md, "Session 11: what limits fine detail").
-        mesh_resolution=384,
-        # Two Taubin passes lower the normal error on all four benchmark meshes (armadillo 4.53 -> 4.35 deg at
-        # 384^3) and keep IoU; Hausdorff grows (2-14 % on the same fields, 17-32 % in fresh fits; docs/benchmarks.md,
-        # "Session 13: smoothing the SDF mesh").
-        mesh_smoothing=2))
+        mesh_plan=MeshPlan(band_cells=2.0, coarse_factor=8, fine_share=0.11, score_seconds=3.0),
+        # Fine detail needs fine cells: the exact SDF of the armadillo meshed at 256^3 has a normal error of 4.4 deg,
+        # at 384^3 3.1, at 512^3 2.4 (docs/benchmarks.md, "Session 11: what limits fine detail"). At 120 s a fit
+        # meshed at 512^3 ends 0.25-0.3 deg under one meshed at 384^3, though it trains 8 % fewer steps
+        # ("Session 18").
+        mesh_resolution=512,
+        # Taubin passes lower the normal error on all four benchmark meshes (armadillo 4.53 -> 4.35 deg with 2 at
+        # 384^3; 4.02 -> 3.99 deg with 3 instead of 2 at 512^3) and keep IoU; Hausdorff grows (2-14 % on the same
+        # fields, 17-32 % in fresh fits; docs/benchmarks.md, "Session 13: smoothing the SDF mesh").
+        mesh_smoothing=3))
     register(TaskSpec(
         name="slices", inputs="cross-sections .csl, label maps .nii .nii.gz .nrrd, DICOM SEG/RTSTRUCT .dcm, "
                               "a DICOM series folder",
