@@ -373,10 +373,26 @@ def _mesh_and_score(cfg: RunConfig, spec, model: Field, prepared, run_dir: Path,
     return metrics, files
 
 
-# Meshing's work per grid point outside the field: trilinear interpolation of the coarser grids, the band's
-# selection, marching cubes and the mesh's clean-up. Measured on 2 cores (SDF, armadillo): 4.9-7.2e-8 s per point
-# from 256^3 to 640^3.
-VOXEL_SECONDS = 6e-8
+# A distance band's meshing cost (SDFs), measured on 2 cores (armadillo and bunny, 256^3 to 640^3): BAND_POINTS
+# field evaluations per cell of a 64^3 grid the surface crosses, scaled by (g / 64)^2 (the doubling grids' bands,
+# 12.9-13.2 measured); VOXEL_SECONDS per grid point for the whole-grid passes (interpolation, the band's selection,
+# marching cubes); FACE_SECONDS per face for the clean-up, smoothing, export and scoring (the mesh has about one face
+# per 6 band points).
+BAND_POINTS = 13.5
+VOXEL_SECONDS = 3e-8
+FACE_SECONDS = 5e-6
+
+
+def distance_band_points(surface: torch.Tensor | None, g: int, fine_share: float) -> float:
+    """About how many fine points a distance band evaluates at g^3 (the doubling grids' bands, not the coarse grid):
+    they grow with the surface's area, which the cells of a 64^3 grid holding ``surface`` samples (box frame)
+    measure (the bunny crosses 11,689, the armadillo 8,238: at 512^3 one mesh has 1.6M faces, the other 1.1M).
+    With under 100k samples, ``fine_share`` of the grid at 256^3, falling as 1/g."""
+    if surface is not None and len(surface) >= 100_000:
+        cell = ((surface.clamp(-1, 1) + 1) * 31.5).long()
+        cells = len(torch.unique((cell[:, 0] * 64 + cell[:, 1]) * 64 + cell[:, 2]))
+        return min(BAND_POINTS * cells * (g / 64) ** 2, g**3)
+    return min(fine_share * 256 / g, 1.0) * g**3
 
 
 class _BudgetAfterSetup(Callback):
@@ -432,16 +448,24 @@ class _BudgetAfterSetup(Callback):
             cell = ((pts.clamp(-1, 1) + 1) * (r - 1) / 2).long()
             order = torch.argsort((cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2])
             fine = self._seconds_per_point(pts[order])
-        # The fine points lie in a band a few cells thick around the surface, so their share of g^3 falls as 1/g:
-        # fine_share is the share at 256^3. The whole-grid passes (interpolation, marching cubes, clean-up) cost
-        # VOXEL_SECONDS per grid point.
-        allowance = sum(coarse * (g // self.plan.coarse_factor) ** 3
-                        + fine * min(1.0, self.plan.fine_share * 256 / g) * g**3 + VOXEL_SECONDS * g**3
-                        for g in self.grids)
+        if self.plan.band_cells > 0:
+            allowance = sum(self._distance_band_seconds(g, coarse, fine) for g in self.grids)
+        else:
+            # The fine points lie in a band around the surface, so their share of g^3 falls with g: fine_share is
+            # the share at 256^3, falling as 1/sqrt(g) (1/g kept 3-4 s too little at 384^3 when SDFs were meshed
+            # this way: marching cubes and the clean-up cost something per grid point too).
+            allowance = sum(coarse * (g // self.plan.coarse_factor) ** 3
+                            + fine * min(1.0, self.plan.fine_share * (256 / g) ** 0.5) * g**3 for g in self.grids)
         # Scoring an object costs about its box's volume (Dice voxelises the mesh there): 41 labels of a label map
         # scored in 2.3 s, where 2 s per object would have kept 80 s back.
         score = sum(max((g / max(self.grids)) ** 3, 0.01) for g in self.grids) * self.plan.score_seconds
         self._keep_back(state, 1.1 * allowance + score)
+
+    def _distance_band_seconds(self, g: int, coarse: float, fine: float) -> float:
+        """Meshing one g^3 grid with a distance band (``evaluate_grid_narrow_band`` on doubling grids)."""
+        band = distance_band_points(self.surface, g, self.plan.fine_share)
+        return (coarse * (g // self.plan.coarse_factor) ** 3 + fine * band + VOXEL_SECONDS * g**3
+                + FACE_SECONDS * band / 6)
 
     def _keep_back(self, state, allowance: float) -> None:
         self.reserved = round(allowance, 2)

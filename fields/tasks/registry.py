@@ -135,8 +135,9 @@ def _register_builtin() -> None:
         default_field="hybrid", default_params=450_000, build=_build_sdf, score=_score_sdf, tune_field=_tune_sdf_field,
         # SDFs get a distance band, narrowed on grids that double from 64^3 (coarse_factor 8): 10.4 % of the fine
         # grid at 256^3 and 5.4 % at 512^3 on the armadillo.
-        # Scoring samples 200k surface points per mesh and 400k IoU points: 1.6-2.5 s on 2 cores.
-        mesh_plan=MeshPlan(band_cells=2.0, coarse_factor=8, fine_share=0.11, score_seconds=3.0),
+        # Scoring (200k surface points per mesh, 400k IoU points) takes 1.7-4.0 s on 2 cores for 0.6-1.6M faces:
+        # about 1 s, and a part per face that run.FACE_SECONDS keeps back with the meshing.
+        mesh_plan=MeshPlan(band_cells=2.0, coarse_factor=8, fine_share=0.11, score_seconds=1.0),
         # Fine detail needs fine cells: the exact SDF of the armadillo meshed at 256^3 has a normal error of 4.4 deg,
         # at 384^3 3.1, at 512^3 2.4 (docs/benchmarks.md, "Session 11: what limits fine detail"). At 120 s a fit
         # meshed at 512^3 ends 0.25-0.3 deg under one meshed at 384^3, though it trains 8 % fewer steps
