@@ -188,7 +188,7 @@ class SDFTask(SDFSamples):
     def surface_points(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n, 3) points drawn uniformly by area on the mesh's surface (box frame)."""
         u = torch.rand(n, 3, generator=generator, dtype=torch.float64)
-        face = torch.searchsorted(self.area_cdf, u[:, 0]).clamp_(max=len(self.triangles) - 1)
+        face = torch.searchsorted(self.area_cdf, u[:, 0].contiguous()).clamp_(max=len(self.triangles) - 1)
         a, b = u[:, 1:2], u[:, 2:3]
         flip = (a + b) > 1.0  # fold the unit square onto the triangle a + b <= 1
         a, b = torch.where(flip, 1.0 - a, a).float(), torch.where(flip, 1.0 - b, b).float()
