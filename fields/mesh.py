@@ -162,8 +162,8 @@ def evaluate_grid_narrow_band(
     * ``band_cells == 0`` (any field, e.g. occupancy logits): every fine point in a coarse cell whose corners
       straddle the level, dilated by one coarse cell (one jump from the coarse grid to the fine one).
 
-    Elsewhere the volume holds the interpolated value, whose sign is right. About 6x fewer evaluations at 256^3
-    for a typical shape.
+    Elsewhere the volume holds the interpolated value, whose sign is right. For SDFs (from 64^3) about 10x fewer
+    evaluations than the whole grid at 256^3 and 19x at 512^3 (the armadillo).
     A feature thinner than a coarse cell that the coarse grid misses entirely is not meshed (for a neural
     SDF these are usually spurious "floaters" in empty space).
 

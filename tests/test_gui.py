@@ -59,6 +59,34 @@ def test_every_input_kind_opens_and_shows_at_once(window, tmp_path, sphere_file,
     assert not window.errors
 
 
+def test_garbage_is_collected_in_the_window_thread_only(window, qtbot):
+    """With a window open, a fit's thread never runs the garbage collector (a Qt object freed there deadlocked a
+    test: app/gui/collector.py); the window's thread collects what other threads leave, and closing gives automatic
+    collection back."""
+    import gc
+    import threading
+
+    assert not gc.isenabled()
+    freed_in_main = []
+
+    class Cycle:
+        def __del__(self):
+            freed_in_main.append(threading.current_thread() is threading.main_thread())
+
+    def make_garbage():
+        for _ in range(3000):
+            c = Cycle()
+            c.self = c
+
+    worker = threading.Thread(target=make_garbage)
+    worker.start()
+    worker.join()
+    qtbot.waitUntil(lambda: len(freed_in_main) == 3000, timeout=5000)
+    assert all(freed_in_main)
+    window.close()
+    assert gc.isenabled()
+
+
 def test_fit_to_the_end_then_export_and_reopen_the_run(window, qtbot, tmp_path, sphere_file):
     window.open_path(sphere_file)
     run = tmp_path / "run"

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 
 from fieldstudio.errors import FieldStudioError
 
+from fieldstudio.app.gui.collector import MainThreadCollector
 from fieldstudio.app.gui.dialogs import PickDialog
 from fieldstudio.app.gui.image_view import ImageView
 from fieldstudio.app.gui.metrics_table import MetricsTable
@@ -74,6 +75,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("fieldstudio")
         self.resize(1280, 800)
         self.setAcceptDrops(True)
+        self.collector = MainThreadCollector(self)  # no garbage collection in a fit's thread (collector.py)
         self.worker: FitWorker | None = None
         self.run_dir: Path | None = None
         self.compare_dir: Path | None = None  # a second run shown over the first
@@ -840,3 +842,4 @@ class MainWindow(QMainWindow):
             self.worker.job.wait(10)
         self.scene_view.close_down()
         super().closeEvent(event)
+        self.collector.stop()
