@@ -383,14 +383,26 @@ VOXEL_SECONDS = 3e-8
 FACE_SECONDS = 5e-6
 
 
-def distance_band_points(surface: torch.Tensor | None, g: int, fine_share: float) -> float:
+def grid_cells(points: torch.Tensor, r: int) -> torch.Tensor:
+    """Flat (row-major) index of the cell of an r^3 grid over the box [-1, 1]^3 that holds each point."""
+    cell = ((points.clamp(-1, 1) + 1) * (r - 1) / 2).long()
+    return (cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2]
+
+
+def surface_cells(surface: torch.Tensor | None) -> int | None:
+    """How many cells of a 64^3 grid hold ``surface`` samples (box frame), a measure of the surface's area (the
+    bunny: 11,689, the armadillo: 8,238; at 512^3 one mesh has 1.6M faces, the other 1.1M); None with under 100k
+    samples, too few to find every cell."""
+    if surface is None or len(surface) < 100_000:
+        return None
+    return len(torch.unique(grid_cells(surface, 64)))
+
+
+def distance_band_points(cells: int | None, g: int, fine_share: float) -> float:
     """About how many fine points a distance band evaluates at g^3 (the doubling grids' bands, not the coarse grid):
-    they grow with the surface's area, which the cells of a 64^3 grid holding ``surface`` samples (box frame)
-    measure (the bunny crosses 11,689, the armadillo 8,238: at 512^3 one mesh has 1.6M faces, the other 1.1M).
-    With under 100k samples, ``fine_share`` of the grid at 256^3, falling as 1/g."""
-    if surface is not None and len(surface) >= 100_000:
-        cell = ((surface.clamp(-1, 1) + 1) * 31.5).long()
-        cells = len(torch.unique((cell[:, 0] * 64 + cell[:, 1]) * 64 + cell[:, 2]))
+    BAND_POINTS per ``surface_cells`` per (g / 64)^2; without them, ``fine_share`` of the grid at 256^3, falling as
+    1/g."""
+    if cells is not None:
         return min(BAND_POINTS * cells * (g / 64) ** 2, g**3)
     return min(fine_share * 256 / g, 1.0) * g**3
 
@@ -445,11 +457,11 @@ class _BudgetAfterSetup(Callback):
         if self.surface is not None and len(self.surface):
             pick = torch.randint(len(self.surface), (min(2**16, len(self.surface)),), generator=g)
             pts = self.surface[pick]
-            cell = ((pts.clamp(-1, 1) + 1) * (r - 1) / 2).long()
-            order = torch.argsort((cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2])
+            order = torch.argsort(grid_cells(pts, r))
             fine = self._seconds_per_point(pts[order])
         if self.plan.band_cells > 0:
-            allowance = sum(self._distance_band_seconds(g, coarse, fine) for g in self.grids)
+            cells = surface_cells(self.surface)
+            allowance = sum(self._distance_band_seconds(g, coarse, fine, cells) for g in self.grids)
         else:
             # The fine points lie in a band around the surface, so their share of g^3 falls with g: fine_share is
             # the share at 256^3, falling as 1/sqrt(g) (1/g kept 3-4 s too little at 384^3 when SDFs were meshed
@@ -461,9 +473,9 @@ class _BudgetAfterSetup(Callback):
         score = sum(max((g / max(self.grids)) ** 3, 0.01) for g in self.grids) * self.plan.score_seconds
         self._keep_back(state, 1.1 * allowance + score)
 
-    def _distance_band_seconds(self, g: int, coarse: float, fine: float) -> float:
+    def _distance_band_seconds(self, g: int, coarse: float, fine: float, cells: int | None) -> float:
         """Meshing one g^3 grid with a distance band (``evaluate_grid_narrow_band`` on doubling grids)."""
-        band = distance_band_points(self.surface, g, self.plan.fine_share)
+        band = distance_band_points(cells, g, self.plan.fine_share)
         return (coarse * (g // self.plan.coarse_factor) ** 3 + fine * band + VOXEL_SECONDS * g**3
                 + FACE_SECONDS * band / 6)
 

@@ -331,7 +331,7 @@ def test_marching_cubes_in_slabs_equals_one_call():
 def test_time_budget_estimate_of_a_distance_band_follows_the_surface_area(radius):
     """A fit's time budget keeps meshing's cost back; the band's points are estimated from surface samples (their
     64^3 cells), so a larger surface gets a larger reserve. The estimate is within 10 % of the points counted (1-2 % here)."""
-    from fieldstudio.run import distance_band_points
+    from fieldstudio.run import distance_band_points, surface_cells
 
     calls = []
 
@@ -344,5 +344,5 @@ def test_time_budget_estimate_of_a_distance_band_follows_the_surface_area(radius
     surface = radius * d / d.norm(dim=1, keepdim=True)
     evaluate_grid_narrow_band(sphere, 257, coarse_factor=8)
     counted = sum(calls) - 33**3  # the coarse grid is timed apart
-    estimate = distance_band_points(surface, 257, fine_share=0.11)
+    estimate = distance_band_points(surface_cells(surface), 257, fine_share=0.11)
     assert abs(estimate / counted - 1) < 0.1, (estimate, counted)
