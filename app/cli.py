@@ -177,7 +177,7 @@ def fit(
                                          "20,000..2,000,000; NeRF scenes: 10,000,000)."),
     steps: Optional[int] = typer.Option(None, help="Maximum training steps."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Wall-clock seconds for the whole fit."),
-    resolution: Optional[int] = typer.Option(None, help="Marching-cubes grid resolution (default 512 for signed distances, 256 for the other shapes)."),
+    resolution: Optional[int] = typer.Option(None, help="Marching-cubes grid resolution (default 512 for signed distances, 256 for the other shapes; with a small --time-budget the default steps down to 384 or 256)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     labels: Optional[str] = typer.Option(None, help="Multi-label cross-sections: each (one mesh per label, the "
                                          "default), union (one mesh), or the labels to reconstruct, e.g. 1,4."),

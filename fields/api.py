@@ -108,7 +108,8 @@ def resolve(request: Request) -> RunConfig:
             cfg.field.rbf.n_rbf = "auto"
     if "train" not in tables:
         tune_training(cfg.field.kind, cfg.train, spec.name)
-    if "resolution" not in data.get("mesh", {}):
+    cfg.mesh.auto_resolution = "resolution" not in data.get("mesh", {})
+    if cfg.mesh.auto_resolution:
         cfg.mesh.resolution = spec.mesh_resolution
     if "smooth_iterations" not in data.get("mesh", {}):
         cfg.mesh.smooth_iterations = spec.mesh_smoothing
@@ -129,6 +130,8 @@ def resolve(request: Request) -> RunConfig:
             setattr(section, key, value)
     if request.overrides:
         cfg = _apply_overrides(cfg, request.overrides)
+    if request.resolution is not None or "mesh.resolution" in request.overrides:
+        cfg.mesh.auto_resolution = False
     validate(cfg)
     if cfg.field.grid.backend == "tcnn" and cfg.field.kind in ("hybrid", "grid", "voxels"):
         from fieldstudio.encoders.tcnn_grid import available

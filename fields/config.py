@@ -248,6 +248,9 @@ class MeshConfig:
     """Marching cubes and clean-up of shape tasks."""
 
     resolution: int = 256
+    # Set when the resolution is the task's default (no file, option or override chose it): then a time budget that
+    # meshing at it would take more than half of meshes at 384^3 or 256^3 instead (run.py: _BudgetAfterSetup).
+    auto_resolution: bool = False
     # Parts smaller than this fraction of the largest part's area are dropped: a hash-grid SDF trained for
     # a few thousand steps can leave small closed "floaters" in empty space (the demo's: 0.5 % and 0.7 %).
     min_component_ratio: float = 0.02

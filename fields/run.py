@@ -236,12 +236,16 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
     if cfg.field.fourier.sigma == "auto":  # resolved once from the data; a resumed run reads the number back
         cfg.field.fourier.sigma = prepared.fourier_sigma
     model = Field(cfg.field, seed=cfg.train.seed)
-    save_toml(cfg, run_dir / "config.toml")
     callbacks = list(callbacks)
     budget = None
     if cfg.train.time_budget is not None:
-        budget = _BudgetAfterSetup(model, cfg, spec, prepared, t_start)
+        budget = _BudgetAfterSetup(model, cfg, spec, prepared, t_start)  # may lower a default mesh resolution
         callbacks.insert(0, budget)
+        if budget.stepped_down:
+            logging.getLogger("fieldstudio").info(
+                f"meshing at {cfg.mesh.resolution}^3 (not the default {budget.stepped_down}^3, which would take more "
+                f"than half of the {cfg.train.time_budget:g} s budget); --resolution chooses")
+    save_toml(cfg, run_dir / "config.toml")
     extra = {"run_config": to_dict(cfg), "frame": prepared.frame.to_dict(), "input_report": prepared.report}
     if prepared.objects:  # a joint fit: which output is which object, and the box each is meshed in
         extra["objects"] = [{"name": name, "label": label, "channel": box.channel, "lo": box.lo.tolist(),
@@ -271,6 +275,7 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
         "ended_by": state.ended_by, "limits": {"steps": cfg.train.steps, "time_budget": cfg.train.time_budget},
         # What the time budget kept back for meshing and scoring (estimated when training started).
         "reserved_seconds": getattr(budget, "reserved", None),
+        "mesh_resolution": cfg.mesh.resolution,
         "total_seconds": round(time.perf_counter() - t_start, 2), "final_loss": state.loss,
         "setup_seconds": round(setup_seconds, 2),
         "input": prepared.report,
@@ -378,6 +383,7 @@ def _mesh_and_score(cfg: RunConfig, spec, model: Field, prepared, run_dir: Path,
 # 12.9-13.2 measured); VOXEL_SECONDS per grid point for the whole-grid passes (interpolation, the band's selection,
 # marching cubes); FACE_SECONDS per face for the clean-up, smoothing, export and scoring (the mesh has about one face
 # per 6 band points).
+STEP_DOWN = (384, 256)  # the coarser grids a default mesh resolution may take for a small time budget
 BAND_POINTS = 13.5
 VOXEL_SECONDS = 3e-8
 FACE_SECONDS = 5e-6
@@ -416,21 +422,38 @@ class _BudgetAfterSetup(Callback):
     them): the first are timed on random box points, the second on points of the expected surface visited in
     grid order as meshing visits them. On the bunny (hybrid, 256^3) random points alone cost 3.1 us per point
     where meshing took 1.65 (RBF neighbour queries of nearby points share cache), so a budget of 60 s ended
-    after 50.
+    after 50. A default resolution (``mesh.auto_resolution``) steps down to 384^3 or 256^3 while its meshing would
+    take more than half of the budget.
     """
 
     def __init__(self, model: Field, cfg: RunConfig, spec: registry.TaskSpec, prepared, t_start: float):
         self.model, self.budget, self.t_start = model, cfg.train.time_budget, t_start
-        self.resolution, self.plan, self.finish = cfg.mesh.resolution, spec.mesh_plan, spec.finish
+        self.plan, self.finish = spec.mesh_plan, spec.finish
         self.surface, self.finish_points = prepared.surface, None
-        # The grids meshing will evaluate: one, or one per object of a joint fit (each in its own box).
-        self.grids = [cfg.mesh.resolution]
-        if prepared.objects:
-            largest = max(box.side for _, _, box in prepared.objects)
-            self.grids = [object_resolution(box.side, largest, cfg.mesh.resolution) for _, _, box in prepared.objects]
+        self.objects = [box.side for _, _, box in prepared.objects] if prepared.objects else None
         if spec.finish is not None:
             self.finish_points = spec.finish.points(cfg, prepared)
+        self.cells = surface_cells(self.surface) if self.plan.band_cells > 0 and self.finish is None else None
         self.reserved = None
+        self.stepped_down = None  # the default resolution given up for a coarser one, if any
+        self.allowance = self._allowance(cfg.mesh.resolution)
+        if cfg.mesh.auto_resolution and self.finish is None:
+            # A small budget spent mostly on meshing trains too little, so a default resolution steps down until
+            # meshing takes at most half of it. Armadillo at 30 s: 512^3 trained 7.5 s and ended at 35.6 s (NAE
+            # 4.92 deg), 384^3 4.84, 256^3 5.48; at 60 s, 512^3 4.25 against 384^3's 4.48 (docs/benchmarks.md).
+            r = cfg.mesh.resolution
+            for lower in (x for x in STEP_DOWN if x < r):
+                if self.allowance <= self.budget / 2:
+                    break
+                self.stepped_down = self.stepped_down or r
+                cfg.mesh.resolution = lower
+                self.allowance = self._allowance(lower)
+
+    def _grids(self, r: int) -> list[int]:
+        """The grids meshing will evaluate: one, or one per object of a joint fit (each in its own box)."""
+        if self.objects:
+            return [object_resolution(side, max(self.objects), r) for side in self.objects]
+        return [r]
 
     def _seconds_per_point(self, x: torch.Tensor) -> float:
         device = next(self.model.parameters()).device
@@ -446,44 +469,43 @@ class _BudgetAfterSetup(Callback):
         return best / len(x)
 
     def on_start(self, state) -> None:
+        self.reserved = round(self.allowance, 2)
+        setup = time.perf_counter() - self.t_start
+        # A budget smaller than set-up plus meshing cannot be met; train for a quarter of it rather than not at all.
+        state.time_budget = max(self.budget - setup - self.allowance, 0.25 * self.budget)
+
+    def _allowance(self, r: int) -> float:
+        """Seconds to keep back for meshing at r^3 (or the task's own end) and scoring."""
         g = torch.Generator().manual_seed(0)
-        r = self.resolution
         coarse = self._seconds_per_point(torch.rand(2**14, self.model.cfg.dim, generator=g) * 2 - 1)
         if self.finish is not None:  # not a mesh: one evaluation per point the task's end makes
             per_point = 1.1 * coarse + self.finish.seconds_per_point
-            self._keep_back(state, per_point * self.finish_points + self.finish.seconds)
-            return
+            return per_point * self.finish_points + self.finish.seconds
         fine = coarse
         if self.surface is not None and len(self.surface):
             pick = torch.randint(len(self.surface), (min(2**16, len(self.surface)),), generator=g)
             pts = self.surface[pick]
             order = torch.argsort(grid_cells(pts, r))
             fine = self._seconds_per_point(pts[order])
+        grids = self._grids(r)
         if self.plan.band_cells > 0:
-            cells = surface_cells(self.surface)
-            allowance = sum(self._distance_band_seconds(g, coarse, fine, cells) for g in self.grids)
+            allowance = sum(self._distance_band_seconds(g, coarse, fine, self.cells) for g in grids)
         else:
             # The fine points lie in a band around the surface, so their share of g^3 falls with g: fine_share is
             # the share at 256^3, falling as 1/sqrt(g) (1/g kept 3-4 s too little at 384^3 when SDFs were meshed
             # this way: marching cubes and the clean-up cost something per grid point too).
             allowance = sum(coarse * (g // self.plan.coarse_factor) ** 3
-                            + fine * min(1.0, self.plan.fine_share * (256 / g) ** 0.5) * g**3 for g in self.grids)
+                            + fine * min(1.0, self.plan.fine_share * (256 / g) ** 0.5) * g**3 for g in grids)
         # Scoring an object costs about its box's volume (Dice voxelises the mesh there): 41 labels of a label map
         # scored in 2.3 s, where 2 s per object would have kept 80 s back.
-        score = sum(max((g / max(self.grids)) ** 3, 0.01) for g in self.grids) * self.plan.score_seconds
-        self._keep_back(state, 1.1 * allowance + score)
+        score = sum(max((g / max(grids)) ** 3, 0.01) for g in grids) * self.plan.score_seconds
+        return 1.1 * allowance + score
 
     def _distance_band_seconds(self, g: int, coarse: float, fine: float, cells: int | None) -> float:
         """Meshing one g^3 grid with a distance band (``evaluate_grid_narrow_band`` on doubling grids)."""
         band = distance_band_points(cells, g, self.plan.fine_share)
         return (coarse * (g // self.plan.coarse_factor) ** 3 + fine * band + VOXEL_SECONDS * g**3
                 + FACE_SECONDS * band / 6)
-
-    def _keep_back(self, state, allowance: float) -> None:
-        self.reserved = round(allowance, 2)
-        setup = time.perf_counter() - self.t_start
-        # A budget smaller than set-up plus meshing cannot be met; train for a quarter of it rather than not at all.
-        state.time_budget = max(self.budget - setup - allowance, 0.25 * self.budget)
 
 
 def field_function(model: Field, cfg: RunConfig, frame=None, channel: int | None = None):

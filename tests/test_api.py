@@ -44,6 +44,11 @@ def test_task_defaults_come_from_the_registry(sphere_file, tmp_path):
     path.write_text("[mesh]\nresolution = 200\n")
     assert resolve(Request(sphere_file, config=path)).mesh.resolution == 200
     assert resolve(Request(sphere_file, config=path, resolution=96)).mesh.resolution == 96
+    # Only the task's default may step down for a small time budget (run.py: _BudgetAfterSetup).
+    assert resolve(Request(sphere_file)).mesh.auto_resolution
+    assert not resolve(Request(sphere_file, config=path)).mesh.auto_resolution
+    assert not resolve(Request(sphere_file, resolution=512)).mesh.auto_resolution
+    assert not resolve(Request(sphere_file, overrides={"mesh.resolution": 512})).mesh.auto_resolution
 
 
 def test_precedence_defaults_file_request_overrides(sphere_file, tmp_path):

@@ -346,3 +346,24 @@ def test_time_budget_estimate_of_a_distance_band_follows_the_surface_area(radius
     counted = sum(calls) - 33**3  # the coarse grid is timed apart
     estimate = distance_band_points(surface_cells(surface), 257, fine_share=0.11)
     assert abs(estimate / counted - 1) < 0.1, (estimate, counted)
+
+
+@pytest.mark.parametrize("budget, auto, chosen", [(60, True, 512), (30, True, 384), (12, True, 256), (4, True, 256),
+                                                  (12, False, 512)])
+def test_a_small_time_budget_steps_a_default_mesh_resolution_down(monkeypatch, budget, auto, chosen):
+    """Meshing may take at most half of the budget when the resolution is the task's default (here meshing costs
+    1.5e-7 s per grid point: 20.1 s at 512^3, 8.5 s at 384^3, 2.5 s at 256^3); a resolution the user chose stays."""
+    from types import SimpleNamespace
+
+    from fieldstudio.config import RunConfig
+    from fieldstudio.run import _BudgetAfterSetup
+    from fieldstudio.tasks import registry
+
+    monkeypatch.setattr(_BudgetAfterSetup, "_allowance", lambda self, r: 1.5e-7 * r**3)
+    cfg = RunConfig(task="sdf")
+    cfg.train.time_budget, cfg.mesh.resolution, cfg.mesh.auto_resolution = budget, 512, auto
+    prepared = SimpleNamespace(surface=None, objects=None)
+    budget_cb = _BudgetAfterSetup(None, cfg, registry.get("sdf"), prepared, t_start=0.0)
+    assert cfg.mesh.resolution == chosen
+    assert budget_cb.stepped_down == (512 if chosen != 512 else None)
+    assert budget_cb.allowance == pytest.approx(1.5e-7 * chosen**3)

@@ -160,7 +160,7 @@ def test_surface_points_are_on_the_triangles_in_proportion_to_area():
     f = np.array([[0, 1, 2], [3, 4, 5]])
     task = SDFTask.__new__(SDFTask)  # only the sampler's tables: no pool, no oracle
     mesh = trimesh.Trimesh(v, f, process=False)
-    task.triangles = torch.as_tensor(mesh.triangles, dtype=torch.float32)
+    task.triangles = torch.as_tensor(np.array(mesh.triangles, dtype=np.float32))
     cdf = np.cumsum(mesh.area_faces)
     task.area_cdf = torch.from_numpy(cdf / cdf[-1])
     p = task.surface_points(40_000, torch.Generator().manual_seed(0)).numpy()
