@@ -401,10 +401,16 @@ def label_list(labels: str) -> list[int] | None:
     return out
 
 
-def save_toml(cfg: Any, path: str | Path) -> None:
+# The first lines of a run's config.toml: users edited it and expected `fieldstudio mesh` to follow.
+RUN_CONFIG_HEADER = ("# The resolved settings of this run, for the record and as a starting point: fieldstudio fit "
+                     "INPUT --config config.toml.\n# Editing this file changes nothing in this run: resuming it and "
+                     "`fieldstudio mesh` read the settings saved in checkpoint.pt.\n\n")
+
+
+def save_toml(cfg: Any, path: str | Path, header: str = "") -> None:
     from fieldstudio.io import atomic_write_text
 
-    atomic_write_text(path, tomli_w.dumps(to_dict(cfg)))
+    atomic_write_text(path, header + tomli_w.dumps(to_dict(cfg)))
 
 
 def load_run_config(path: str | Path) -> RunConfig:

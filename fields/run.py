@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import fieldstudio
-from fieldstudio.config import RunConfig, from_dict, load_run_config, save_toml, to_dict, validate
+from fieldstudio.config import RUN_CONFIG_HEADER, RunConfig, from_dict, load_run_config, save_toml, to_dict, validate
 from fieldstudio.control import check_cancel
 from fieldstudio.control import current as current_control
 from fieldstudio.data.meshes import BoxFrame
@@ -130,7 +130,7 @@ def _fit_objects(cfg: RunConfig, objects: list[tuple[str, int]], skipped: list[s
     # Objects whose meshing failed last time ("no surface") are trained again with the settings given now; an
     # object killed while meshing is only meshed again.
     failed_before = _failed_objects(run_dir / "metrics.json")
-    save_toml(cfg, run_dir / "config.toml")
+    save_toml(cfg, run_dir / "config.toml", RUN_CONFIG_HEADER)
     result = FitResult(run_dir, cfg, 0, 0.0, False, False)
     rows, failed = [], []
     control = current_control()
@@ -245,7 +245,7 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
             logging.getLogger("fieldstudio").info(
                 f"meshing at {cfg.mesh.resolution}^3 (not the default {budget.stepped_down}^3, which would take more "
                 f"than half of the {cfg.train.time_budget:g} s budget); --resolution chooses")
-    save_toml(cfg, run_dir / "config.toml")
+    save_toml(cfg, run_dir / "config.toml", RUN_CONFIG_HEADER)
     extra = {"run_config": to_dict(cfg), "frame": prepared.frame.to_dict(), "input_report": prepared.report}
     if prepared.objects:  # a joint fit: which output is which object, and the box each is meshed in
         extra["objects"] = [{"name": name, "label": label, "channel": box.channel, "lo": box.lo.tolist(),

@@ -1,6 +1,6 @@
 import pytest
 
-from fieldstudio.config import RBF_KERNELS, RunConfig, from_dict, load_run_config, save_toml, to_dict, validate
+from fieldstudio.config import RBF_KERNELS, RUN_CONFIG_HEADER, RunConfig, from_dict, load_run_config, save_toml, to_dict, validate
 from fieldstudio.errors import FieldStudioError
 from fieldstudio.field import Field, count_params, preset, resolve_budget
 
@@ -14,6 +14,10 @@ def test_run_config_round_trips_through_toml(tmp_path):
     back = load_run_config(tmp_path / "c.toml")
     assert back == cfg
     assert to_dict(back) == to_dict(cfg)
+    # a run's copy says that editing it changes nothing, and still reads back
+    save_toml(cfg, tmp_path / "run.toml", RUN_CONFIG_HEADER)
+    assert (tmp_path / "run.toml").read_text().startswith("# ") and "checkpoint.pt" in RUN_CONFIG_HEADER
+    assert load_run_config(tmp_path / "run.toml") == cfg
 
 
 def test_none_values_come_back_as_defaults(tmp_path):
@@ -176,3 +180,7 @@ def test_full_config_round_trips_after_checks(tmp_path):
     back = load_run_config(tmp_path / "c.toml")
     assert back == cfg
     assert to_dict(back) == to_dict(cfg)
+    # a run's copy says that editing it changes nothing, and still reads back
+    save_toml(cfg, tmp_path / "run.toml", RUN_CONFIG_HEADER)
+    assert (tmp_path / "run.toml").read_text().startswith("# ") and "checkpoint.pt" in RUN_CONFIG_HEADER
+    assert load_run_config(tmp_path / "run.toml") == cfg
