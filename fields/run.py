@@ -416,8 +416,8 @@ def distance_band_points(cells: int | None, g: int, fine_share: float) -> float:
 class _BudgetAfterSetup(Callback):
     """Make ``--time-budget`` cover the whole fit: set-up, training, meshing and scoring.
 
-    On start (after data loading, RBF placement and neighbour tables) it probes what meshing will cost and keeps
-    that back, with the task's time for scoring and export (``MeshPlan.score_seconds``). Meshing evaluates a
+    Made after set-up (data loading, RBF placement and neighbour tables), it probes what meshing will cost; on
+    start it keeps that back, with the task's time for scoring and export (``MeshPlan.score_seconds``). Meshing evaluates a
     coarse grid over the whole box, then the fine grid's points near the surface (``MeshPlan.fine_share`` of
     them): the first are timed on random box points, the second on points of the expected surface visited in
     grid order as meshing visits them. On the bunny (hybrid, 256^3) random points alone cost 3.1 us per point
