@@ -417,9 +417,9 @@ class _BudgetAfterSetup(Callback):
     """Make ``--time-budget`` cover the whole fit: set-up, training, meshing and scoring.
 
     Made after set-up (data loading, RBF placement and neighbour tables), it probes what meshing will cost; on
-    start it keeps that back, with the task's time for scoring and export (``MeshPlan.score_seconds``). Meshing evaluates a
-    coarse grid over the whole box, then the fine grid's points near the surface (``MeshPlan.fine_share`` of
-    them): the first are timed on random box points, the second on points of the expected surface visited in
+    start it keeps that back, with the task's time for scoring and export (``MeshPlan.score_seconds``). Meshing
+    evaluates a coarse grid over the whole box, then the fine grid's points near the surface (``MeshPlan.fine_share``
+    of them): the first are timed on random box points, the second on points of the expected surface visited in
     grid order as meshing visits them. On the bunny (hybrid, 256^3) random points alone cost 3.1 us per point
     where meshing took 1.65 (RBF neighbour queries of nearby points share cache), so a budget of 60 s ended
     after 50. A default resolution (``mesh.auto_resolution``) steps down to 384^3 or 256^3 while its meshing would
