@@ -433,7 +433,7 @@ class _BudgetAfterSetup(Callback):
         self.objects = [box.side for _, _, box in prepared.objects] if prepared.objects else None
         if spec.finish is not None:
             self.finish_points = spec.finish.points(cfg, prepared)
-        self.cells = surface_cells(self.surface) if self.plan.band_cells > 0 and self.finish is None else None
+        self.cells = surface_cells(self.surface) if self.finish is None and self.plan.band_cells > 0 else None
         self.reserved = None
         self.stepped_down = None  # the default resolution given up for a coarser one, if any
         self.allowance = self._allowance(cfg.mesh.resolution)
