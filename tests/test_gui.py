@@ -105,6 +105,7 @@ def test_fit_to_the_end_then_export_and_reopen_the_run(window, qtbot, tmp_path, 
 
     assert window.open_path(run)  # a run folder: its mesh and metrics, and the settings it was made with
     assert "result" in window.view.items_by_name and window.metrics.cell("steps") == "60"
+    assert window.metrics.cell("mesh grid") == "40³"  # the grid the mesh was made on
     assert window.panel.edits["steps"].text() == "60" and window.panel.edits["params"].text() == "20000"
     assert window.panel.output.text() == str(run)
 

@@ -31,6 +31,8 @@ def metric_rows(m: dict) -> list[tuple[str, str]]:
     mesh = m.get("mesh", {})
     if mesh:
         rows.append(("faces", f"{mesh['n_faces']:,}"))
+        if "mesh_resolution" in m:  # a small time budget may have taken a coarser grid than the panel's default
+            rows.append(("mesh grid", f"{m['mesh_resolution']}³"))
         rows.append(("watertight", str(mesh["watertight"])))
     return rows
 
