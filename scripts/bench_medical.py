@@ -160,7 +160,8 @@ def rtss_rows(path: Path, rois: list[str], out: Path, budget: float, seed: int) 
         estimate, spacing = contour_volume_ml(only)
         run_dir = out / "runs" / f"rtss_{roi.replace(' ', '_')}"
         t = time.perf_counter()
-        result = fit_job(Request(path, time_budget=budget, seed=seed, roi=roi), run_dir).run()
+        request = Request(path, time_budget=budget, seed=seed, roi=roi, overrides=dict(OVERRIDES))
+        result = fit_job(request, run_dir).run()
         seconds = time.perf_counter() - t
         obj = result.objects[0] if result.objects else result
         mesh, _ = load_mesh(obj.files["mesh"])
