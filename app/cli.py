@@ -111,8 +111,9 @@ def _run_fit(request, run_dir: Path, overwrite: bool) -> dict:
             console.print(f"  [yellow]{escape(note)}[/yellow]")
         console.print(f"  metrics  {result.files['metrics']}")
         return m
-    console.print(f"[green]done[/green] in {m['total_seconds']:.1f} s ({m['steps']} steps, {m['params']:,} parameters; "
-                  f"training ended by {m['ended_by'].replace('_', ' ')})")
+    compiling = f"{m['compile_seconds']:.0f} s of it compiling the kernels, once; " if m.get("compile_seconds") else ""
+    console.print(f"[green]done[/green] in {m['total_seconds']:.1f} s ({compiling}{m['steps']} steps, "
+                  f"{m['params']:,} parameters; training ended by {m['ended_by'].replace('_', ' ')})")
     if "views" in m:  # a NeRF scene: its held-out views
         if "psnr" in m:
             console.print(f"  {m['split']} views: mean PSNR {m['psnr']:.2f} dB (lowest {m['psnr_min']:.2f})   "

@@ -61,6 +61,13 @@ _POLL_S = 0.2
 _modules: dict[str, object] = {}
 _failures: dict[str, str] = {}
 _lock = threading.Lock()
+_compiles: list[tuple[float, float]] = []  # (perf_counter at the start, seconds) of each first-use compile
+
+
+def compile_seconds_since(t: float) -> float:
+    """Seconds spent compiling kernels (first use, not a cached load) in builds that began at or after ``t``
+    (``time.perf_counter``): a time budget leaves them out, since later fits do not pay them."""
+    return sum(seconds for start, seconds in _compiles if start >= t)
 
 
 def forced_path() -> str | None:
@@ -194,9 +201,14 @@ def _build_in_folder(name: str, module: str, sources: list[Path], flags: dict):
         if stale.exists():  # we hold the flock, so whoever created it is no longer building: a killed build
             log.warning("removing the stale build lock %s: the kernel build that left it was interrupted", stale)
             stale.unlink(missing_ok=True)
-        if not (folder / (module + (".pyd" if os.name == "nt" else ".so"))).exists():
-            log.info("compiling the fused %s kernels (first use, about a minute; cached afterwards)", name.upper())
-        return _compile(module, sources, folder, flags)
+        if (folder / (module + (".pyd" if os.name == "nt" else ".so"))).exists():
+            return _compile(module, sources, folder, flags)
+        log.info("compiling the fused %s kernels (first use, about a minute; cached afterwards)", name.upper())
+        start = time.perf_counter()
+        try:
+            return _compile(module, sources, folder, flags)
+        finally:
+            _compiles.append((start, time.perf_counter() - start))
 
 
 def _build(name: str):

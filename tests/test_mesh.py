@@ -367,3 +367,24 @@ def test_a_small_time_budget_steps_a_default_mesh_resolution_down(monkeypatch, b
     assert cfg.mesh.resolution == chosen
     assert budget_cb.stepped_down == (512 if chosen != 512 else None)
     assert budget_cb.allowance == pytest.approx(1.5e-7 * chosen**3)
+
+
+def test_a_first_use_kernel_compile_is_left_out_of_the_time_budget(monkeypatch):
+    """Set-up took 12 s, 10 of them compiling the fused kernels (first use): training gets what a later fit gets."""
+    import time
+    from types import SimpleNamespace
+
+    from fieldstudio import kernels
+    from fieldstudio.config import RunConfig
+    from fieldstudio.run import _BudgetAfterSetup
+    from fieldstudio.tasks import registry
+
+    monkeypatch.setattr(_BudgetAfterSetup, "_allowance", lambda self, r: 5.0)
+    cfg = RunConfig(task="sdf")
+    cfg.train.time_budget = 30.0
+    start = time.perf_counter() - 12.0
+    monkeypatch.setattr(kernels, "_compiles", [(start - 100.0, 50.0), (start + 1.0, 10.0)])  # one before this fit
+    budget = _BudgetAfterSetup(None, cfg, registry.get("sdf"), SimpleNamespace(surface=None, objects=None), start)
+    state = SimpleNamespace(time_budget=None)
+    budget.on_start(state)
+    assert 22.5 < state.time_budget < 23.0  # 30 - (12 - 10) - 5
