@@ -108,8 +108,7 @@ def resolve(request: Request) -> RunConfig:
             cfg.field.rbf.n_rbf = "auto"
     if "train" not in tables:
         tune_training(cfg.field.kind, cfg.train, spec.name)
-    cfg.mesh.auto_resolution = "resolution" not in data.get("mesh", {})
-    if cfg.mesh.auto_resolution:
+    if "resolution" not in data.get("mesh", {}):
         cfg.mesh.resolution = spec.mesh_resolution
     if "smooth_iterations" not in data.get("mesh", {}):
         cfg.mesh.smooth_iterations = spec.mesh_smoothing
@@ -130,8 +129,9 @@ def resolve(request: Request) -> RunConfig:
             setattr(section, key, value)
     if request.overrides:
         cfg = _apply_overrides(cfg, request.overrides)
-    if request.resolution is not None or "mesh.resolution" in request.overrides:
-        cfg.mesh.auto_resolution = False
+    # the task's default, which a small time budget may lower, unless a file, the request or an override chose it
+    cfg.mesh.auto_resolution = ("resolution" not in data.get("mesh", {}) and request.resolution is None
+                                and "mesh.resolution" not in request.overrides)
     validate(cfg)
     if cfg.field.grid.backend == "tcnn" and cfg.field.kind in ("hybrid", "grid", "voxels"):
         from fieldstudio.encoders.tcnn_grid import available

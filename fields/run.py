@@ -276,7 +276,7 @@ def _fit_one(cfg: RunConfig, run_dir: Path, callbacks: list[Callback], overwrite
         "ended_by": state.ended_by, "limits": {"steps": cfg.train.steps, "time_budget": cfg.train.time_budget},
         # What the time budget kept back for meshing and scoring (estimated when training started).
         "reserved_seconds": getattr(budget, "reserved", None),
-        "mesh_resolution": cfg.mesh.resolution,
+        **({"mesh_resolution": cfg.mesh.resolution} if spec.finish is None else {}),  # the grid a mesh was made on
         "total_seconds": round(time.perf_counter() - t_start, 2), "final_loss": state.loss,
         "setup_seconds": round(setup_seconds, 2),
         # A first use's kernel compile, inside the set-up but outside the time budget (0 once they are cached).
@@ -439,6 +439,7 @@ class _BudgetAfterSetup(Callback):
         self.cells = surface_cells(self.surface) if self.finish is None and self.plan.band_cells > 0 else None
         self.reserved = None
         self.stepped_down = None  # the default resolution given up for a coarser one, if any
+        self.coarse = self.sample = None  # seconds per random box point, and surface points to time (see _allowance)
         self.allowance = self._allowance(cfg.mesh.resolution)
         if cfg.mesh.auto_resolution and self.finish is None:
             # A small budget spent mostly on meshing trains too little, so a default resolution steps down until
@@ -480,17 +481,19 @@ class _BudgetAfterSetup(Callback):
 
     def _allowance(self, r: int) -> float:
         """Seconds to keep back for meshing at r^3 (or the task's own end) and scoring."""
-        g = torch.Generator().manual_seed(0)
-        coarse = self._seconds_per_point(torch.rand(2**14, self.model.cfg.dim, generator=g) * 2 - 1)
+        if self.coarse is None:  # box points and the surface sample do not depend on the grid: drawn and timed once
+            g = torch.Generator().manual_seed(0)
+            self.coarse = self._seconds_per_point(torch.rand(2**14, self.model.cfg.dim, generator=g) * 2 - 1)
+            if self.surface is not None and len(self.surface):
+                self.sample = self.surface[torch.randint(len(self.surface), (min(2**16, len(self.surface)),),
+                                                         generator=g)]
+        coarse = self.coarse
         if self.finish is not None:  # not a mesh: one evaluation per point the task's end makes
             per_point = 1.1 * coarse + self.finish.seconds_per_point
             return per_point * self.finish_points + self.finish.seconds
         fine = coarse
-        if self.surface is not None and len(self.surface):
-            pick = torch.randint(len(self.surface), (min(2**16, len(self.surface)),), generator=g)
-            pts = self.surface[pick]
-            order = torch.argsort(grid_cells(pts, r))
-            fine = self._seconds_per_point(pts[order])
+        if self.sample is not None:  # visited in grid order, as meshing visits them
+            fine = self._seconds_per_point(self.sample[torch.argsort(grid_cells(self.sample, r))])
         grids = self._grids(r)
         if self.plan.band_cells > 0:
             allowance = sum(self._distance_band_seconds(g, coarse, fine, self.cells) for g in grids)
